@@ -1,0 +1,3 @@
+from freshsales_destination.cli import main
+
+main()

@@ -1,0 +1,33 @@
+"""The ``freshsales-destination`` command line.
+
+Each command lives beside the code it drives; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="freshsales-destination",
+    help="A self-hosted Segment-compatible destination that delivers to Freshsales CRM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from freshsales_destination.service import serve_command
+
+    app.command("serve")(serve_command)
+    # Further commands register here: sandbox (sandbox/cli.py), explain (core planner CLI),
+    # dead-letter management (delivery/cli.py).
+
+
+def main() -> None:
+    _register()
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
