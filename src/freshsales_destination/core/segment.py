@@ -1,0 +1,256 @@
+"""Segment messages: validation and normalisation, as Segment's tracking API does it.
+
+Pure code: the receive time and the message-id factory are passed in. A message that cannot be
+delivered is not an error here: it comes back with status ``discarded`` (or ``filtered``) and
+the reason, so the caller can keep it and tell the user what happened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
+
+MessageStatus = Literal["pending", "discarded", "filtered"]
+
+MESSAGE_TYPES: Final = frozenset(
+    {"identify", "track", "page", "screen", "group", "alias", "delete"}
+)
+# The types a tracking-API endpoint accepts; `delete` only arrives through the webhook.
+TRACKING_TYPES: Final = MESSAGE_TYPES - {"delete"}
+ID_FIELDS: Final = ("userId", "anonymousId", "groupId", "previousId")
+# The names under which a sender may switch this destination on or off in `integrations`.
+INTEGRATION_NAMES: Final = ("Freshsales", "Freshsales Suite - CRM", "freshsales")
+MAX_MESSAGE_ID_LENGTH: Final = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """One message after normalisation, with what should happen to it."""
+
+    status: MessageStatus
+    message: dict[str, Any]
+    reason: str | None
+    message_id: str
+    type: str
+    lane: str | None
+    event_at: float
+
+    @property
+    def deliverable(self) -> bool:
+        return self.status == "pending"
+
+
+def format_time(value: datetime) -> str:
+    """ISO-8601 in UTC with milliseconds, as Segment writes its timestamps."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_LOOSE_DATE = re.compile(
+    r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d+))?)?)?"
+    r"\s*(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Parse the timestamp forms real clients send; None when it is not a timestamp.
+
+    Naive times are taken as UTC. Numbers are not accepted: Segment's fields are strings.
+    """
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return None
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        match = _LOOSE_DATE.match(text)
+        if match is None:
+            return None
+        year, month, day, hour, minute, second, fraction, zone = match.groups()
+        try:
+            micro = int((fraction or "0")[:6].ljust(6, "0"))
+            parsed = datetime(
+                int(year),
+                int(month),
+                int(day),
+                int(hour or 0),
+                int(minute or 0),
+                int(second or 0),
+                micro,
+            )
+        except ValueError:
+            return None
+        if zone and zone != "Z":
+            sign = 1 if zone[0] == "+" else -1
+            digits = zone[1:].replace(":", "")
+            offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+            parsed = parsed.replace(tzinfo=UTC) - sign * offset
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _stringify_id(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+    return value
+
+
+def _merge_defaults(own: Any, defaults: Mapping[str, Any] | None) -> Any:
+    """Fill keys missing from the message's object with the batch-level object's keys."""
+    if not defaults:
+        return own
+    if not isinstance(own, dict):
+        return dict(defaults)
+    merged = dict(defaults)
+    merged.update(own)
+    return merged
+
+
+def integration_enabled(integrations: Any) -> bool:
+    """Apply Segment's `integrations` switches to this destination.
+
+    A missing key means enabled; ``All: false`` turns everything off unless our own key is
+    truthy; our own key set to false turns us off. An object value counts as on.
+    """
+    if not isinstance(integrations, dict):
+        return True
+    for name in INTEGRATION_NAMES:
+        if name in integrations:
+            return bool(integrations[name]) or isinstance(integrations[name], dict)
+    everything = integrations.get("All", True)
+    return bool(everything) or isinstance(everything, dict)
+
+
+def _lane(message: Mapping[str, Any]) -> str | None:
+    user = message.get("userId")
+    if isinstance(user, str) and user:
+        return f"u:{user}"
+    anonymous = message.get("anonymousId")
+    if isinstance(anonymous, str) and anonymous:
+        return f"a:{anonymous}"
+    return None
+
+
+def _problem(message: Mapping[str, Any]) -> str | None:
+    kind = message.get("type")
+    if not isinstance(kind, str) or not kind:
+        return "message has no type"
+    if kind not in MESSAGE_TYPES:
+        return f"unknown message type {kind[:40]!r}"
+    user, anonymous = message.get("userId"), message.get("anonymousId")
+    if not (isinstance(user, str) and user) and not (isinstance(anonymous, str) and anonymous):
+        return "message has neither userId nor anonymousId"
+    if kind == "track":
+        event = message.get("event")
+        if not isinstance(event, str) or not event.strip():
+            return "track message has no event name"
+    if kind == "group":
+        group = message.get("groupId")
+        if not isinstance(group, str) or not group:
+            return "group message has no groupId"
+    if kind == "alias":
+        previous = message.get("previousId")
+        if not isinstance(previous, str) or not previous:
+            return "alias message has no previousId"
+    for field in ("traits", "properties", "context"):
+        if field in message and not isinstance(message[field], dict):
+            return f"{field} is not an object"
+    return None
+
+
+def normalize(
+    raw: Any,
+    *,
+    received_at: datetime,
+    new_id: Callable[[], str],
+    forced_type: str | None = None,
+    batch_context: Mapping[str, Any] | None = None,
+    batch_integrations: Mapping[str, Any] | None = None,
+    batch_sent_at: Any = None,
+    allowed_types: frozenset[str] = TRACKING_TYPES,
+) -> Normalized:
+    """Normalise one message as Segment does and decide whether it can be delivered.
+
+    * null means absent (top level), numeric ids become strings;
+    * ``receivedAt``, a ``messageId`` when missing, ``originalTimestamp`` and the corrected
+      ``timestamp = receivedAt - (sentAt - originalTimestamp)`` are added;
+    * batch-level ``context`` and ``integrations`` fill in what the message lacks;
+    * the ``integrations`` switches are honoured (status ``filtered``);
+    * a message that can never be delivered keeps status ``discarded`` with its reason.
+    """
+    received = format_time(received_at)
+    if not isinstance(raw, dict):
+        message_id = new_id()
+        return Normalized(
+            status="discarded",
+            message={"messageId": message_id, "receivedAt": received, "value": raw},
+            reason="message is not a JSON object",
+            message_id=message_id,
+            type="invalid",
+            lane=None,
+            event_at=received_at.timestamp(),
+        )
+
+    message: dict[str, Any] = {key: value for key, value in raw.items() if value is not None}
+    message.pop("writeKey", None)
+    if forced_type is not None:
+        message["type"] = forced_type
+    for field in ID_FIELDS:
+        if field in message:
+            message[field] = _stringify_id(message[field])
+
+    message_id = message.get("messageId")
+    if isinstance(message_id, int | float) and not isinstance(message_id, bool):
+        message_id = _stringify_id(message_id)
+    if not isinstance(message_id, str) or not message_id:
+        message_id = new_id()
+    message_id = message_id[:MAX_MESSAGE_ID_LENGTH]
+    message["messageId"] = message_id
+
+    if batch_context:
+        message["context"] = _merge_defaults(message.get("context"), batch_context)
+    if batch_integrations:
+        message["integrations"] = _merge_defaults(message.get("integrations"), batch_integrations)
+
+    # Timestamps and Segment's clock-skew correction.
+    original = parse_time(message.get("originalTimestamp")) or parse_time(message.get("timestamp"))
+    sent_at = parse_time(message.get("sentAt")) or parse_time(batch_sent_at)
+    if original is None:
+        original = received_at
+        corrected = received_at
+    elif sent_at is not None:
+        corrected = received_at - (sent_at - original)
+    else:
+        corrected = original
+    message["receivedAt"] = received
+    message["originalTimestamp"] = format_time(original)
+    message["timestamp"] = format_time(corrected)
+    if sent_at is not None:
+        message["sentAt"] = format_time(sent_at)
+
+    kind = message.get("type")
+    kind_text = kind if isinstance(kind, str) and kind else "invalid"
+    problem = _problem(message)
+    if problem is None and kind_text not in allowed_types:
+        problem = f"message type {kind_text!r} is not accepted on this endpoint"
+    status: MessageStatus = "pending"
+    if problem is not None:
+        status = "discarded"
+    elif not integration_enabled(message.get("integrations")):
+        status, problem = "filtered", "turned off for Freshsales by the integrations object"
+    return Normalized(
+        status=status,
+        message=message,
+        reason=problem,
+        message_id=message_id,
+        type=kind_text[:40],
+        lane=_lane(message),
+        event_at=corrected.timestamp(),
+    )

@@ -1,0 +1,37 @@
+"""The answers ingest gives: exactly 200 on success, ``{code, message}`` on every error.
+
+analytics-python treats any success other than 200 as a failure, and retries forever on an
+error body without both ``code`` and ``message``; these helpers keep every answer in shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+
+class IngestError(Exception):
+    """A request ingest refuses, with the HTTP status and a machine-readable code."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def error_response(error: IngestError) -> Response:
+    return json_response(
+        {"code": error.code, "message": error.message}, error.status, error.headers
+    )

@@ -1,0 +1,90 @@
+"""Sources and write-key authentication, in the three forms Segment's clients use."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from freshsales_destination.config import Settings
+from freshsales_destination.ingest.responses import IngestError
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str  # stored with every message; never the write key itself
+    destination: str
+    webhook_secret: bytes | None
+
+
+def source_id_for(write_key: str, name: str | None) -> str:
+    if name:
+        return name
+    return "src_" + hashlib.sha256(write_key.encode()).hexdigest()[:12]
+
+
+class SourceRegistry:
+    """Looks sources up by write key in constant time per candidate."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._by_key: dict[str, Source] = {}
+        for source in settings.sources:
+            key = source.write_key.get_secret_value()
+            secret = source.webhook_secret.get_secret_value().encode() if source.webhook_secret else None
+            self._by_key[key] = Source(source_id_for(key, source.name), source.destination, secret)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def lookup(self, write_key: str | None) -> Source | None:
+        if not write_key:
+            return None
+        return self._by_key.get(write_key)
+
+
+UNAUTHORIZED = IngestError(401, "unauthorized", "missing or unknown write key")
+
+
+def basic_auth_user(header: str | None) -> str | None:
+    """The user part of an HTTP Basic header (the write key), colon optional; None if absent."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise UNAUTHORIZED from None
+    user, _, _password = decoded.partition(":")
+    return user
+
+
+def authenticate(
+    registry: SourceRegistry, headers: Mapping[str, str], body: Mapping[str, Any] | None
+) -> Source:
+    """Basic auth first; otherwise ``writeKey`` in the body (alone or beside a Bearer token)."""
+    header = headers.get("authorization")
+    user = basic_auth_user(header)
+    if user is not None:
+        source = registry.lookup(user)
+        if source is None:
+            raise UNAUTHORIZED
+        return source
+    key = body.get("writeKey") if body is not None else None
+    source = registry.lookup(key if isinstance(key, str) else None)
+    if source is None:
+        raise UNAUTHORIZED
+    return source
+
+
+def verify_signature(secret: bytes, body: bytes, signature: str | None) -> bool:
+    """Segment's webhook signature: hex HMAC-SHA1 of the raw body, compared in constant time."""
+    if not signature:
+        return False
+    expected = hmac.new(secret, body, hashlib.sha1).hexdigest()
+    return hmac.compare_digest(expected, signature.strip().lower())

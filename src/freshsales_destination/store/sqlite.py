@@ -1,0 +1,251 @@
+"""The embedded SQLite store: WAL journal, ``synchronous=FULL``, one writer connection.
+
+Durability: a transaction that returned from ``commit()`` survives ``kill -9`` of the process
+(and, with FULL, a power loss). Several processes may open the same file; writers serialise
+on SQLite's lock with a busy timeout.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from freshsales_destination.errors import ConfigError, StoreUnavailable
+from freshsales_destination.store.base import NewMessage, StoredMessage
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE messages (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        source        TEXT    NOT NULL,
+        message_id    TEXT    NOT NULL,
+        destination   TEXT    NOT NULL,
+        type          TEXT    NOT NULL,
+        status        TEXT    NOT NULL,
+        reason        TEXT,
+        lane          TEXT,
+        received_at   REAL    NOT NULL,
+        event_at      REAL    NOT NULL,
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        available_at  REAL    NOT NULL DEFAULT 0,
+        first_failure_at REAL,
+        last_error    TEXT,
+        finished_at   REAL,
+        raw           BLOB    NOT NULL,
+        message       BLOB    NOT NULL,
+        UNIQUE (source, message_id)
+    );
+    CREATE INDEX messages_pending ON messages (destination, seq) WHERE status = 'pending';
+    CREATE INDEX messages_lane ON messages (destination, lane, seq) WHERE status = 'pending';
+    CREATE INDEX messages_finished ON messages (finished_at) WHERE finished_at IS NOT NULL;
+    """,
+}
+
+_INSERT = """
+INSERT INTO messages (source, message_id, destination, type, status, reason, lane,
+                      received_at, event_at, finished_at, raw, message)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (source, message_id) DO NOTHING
+"""
+
+_COLUMNS = (
+    "seq, source, destination, message_id, type, status, reason, lane, received_at, event_at, "
+    "attempts, available_at, last_error, raw, message"
+)
+
+
+def sqlite_path_from_url(url: str) -> Path | None:
+    """``sqlite:///relative.db`` or ``sqlite:////abs/path.db``; ``sqlite://`` is in-memory."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigError("store.url is not a sqlite:// URL")
+    path = parts.path
+    if not path or path == "/":
+        return None
+    return Path(path[1:]) if path.startswith("/") else Path(path)
+
+
+def _row_to_message(row: sqlite3.Row | tuple[object, ...]) -> StoredMessage:
+    (seq, source, destination, message_id, kind, status, reason, lane, received_at, event_at,
+     attempts, available_at, last_error, raw, message) = row
+    return StoredMessage(
+        seq=int(seq),  # type: ignore[call-overload]
+        source=str(source),
+        destination=str(destination),
+        message_id=str(message_id),
+        type=str(kind),
+        status=str(status),
+        reason=None if reason is None else str(reason),
+        lane=None if lane is None else str(lane),
+        received_at=float(received_at),  # type: ignore[arg-type]
+        event_at=float(event_at),  # type: ignore[arg-type]
+        attempts=int(attempts),  # type: ignore[call-overload]
+        available_at=float(available_at),  # type: ignore[arg-type]
+        last_error=None if last_error is None else str(last_error),
+        raw=bytes(raw),  # type: ignore[arg-type]
+        message=bytes(message),  # type: ignore[arg-type]
+    )
+
+
+class SQLiteStore:
+    """A :class:`~freshsales_destination.store.base.Store` on one SQLite file."""
+
+    def __init__(self, path: Path | None, *, busy_timeout: float = 10.0) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        return cls(sqlite_path_from_url(url))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                return
+            target = ":memory:"
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                target = str(self.path)
+            conn = sqlite3.connect(
+                target,
+                timeout=self._busy_timeout,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn = conn
+            self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            for target in sorted(MIGRATIONS):
+                if target > version:
+                    for statement in MIGRATIONS[target].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {int(target)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer connection."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreUnavailable("the store is not open")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"the store cannot start a write: {exc}") from None
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise StoreUnavailable("the store is not open")
+            yield self._conn
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    def append(self, messages: Sequence[NewMessage]) -> list[bool]:
+        if not messages:
+            return []
+        try:
+            with self._write() as conn:
+                results: list[bool] = []
+                cursor = conn.cursor()
+                for item in messages:
+                    finished = None if item.status == "pending" else item.received_at
+                    cursor.execute(
+                        _INSERT,
+                        (
+                            item.source,
+                            item.message_id,
+                            item.destination,
+                            item.type,
+                            item.status,
+                            item.reason,
+                            item.lane,
+                            item.received_at,
+                            item.event_at,
+                            finished,
+                            item.raw,
+                            item.message,
+                        ),
+                    )
+                    results.append(cursor.rowcount == 1)
+                return results
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the store could not commit: {exc}") from None
+
+    def ping(self) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the store is not writable: {exc}") from None
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def get_message(self, source: str, message_id: str) -> StoredMessage | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE source = ? AND message_id = ?",
+                (source, message_id),
+            ).fetchone()
+        return None if row is None else _row_to_message(row)
+
+    def list_messages(self, *, limit: int = 100, status: str | None = None) -> list[StoredMessage]:
+        query = f"SELECT {_COLUMNS} FROM messages"
+        params: tuple[object, ...] = ()
+        if status is not None:
+            query += " WHERE status = ?"
+            params = (status,)
+        query += " ORDER BY seq LIMIT ?"
+        with self._read() as conn:
+            rows = conn.execute(query, (*params, limit)).fetchall()
+        return [_row_to_message(row) for row in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT status, COUNT(*) FROM messages GROUP BY status").fetchall()
+        return {str(status): int(count) for status, count in rows}
+
+    def prune(self, *, older_than: float) -> int:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM messages WHERE finished_at IS NOT NULL AND finished_at < ? "
+                "AND received_at < ?",
+                (older_than, older_than),
+            )
+            return int(cursor.rowcount)
