@@ -7,9 +7,11 @@ Methods are synchronous and short; async callers run them in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,17 @@ class StoredMessage:
         return value
 
 
+@dataclass(frozen=True, slots=True)
+class LaneClaim:
+    """A lane leased to one worker: its oldest pending messages, in order."""
+
+    destination: str
+    lane: str
+    owner: str
+    lease_until: float
+    messages: list[StoredMessage]
+
+
 class Store(Protocol):
     """What ingest and delivery need from durable storage."""
 
@@ -80,4 +93,67 @@ class Store(Protocol):
 
     def prune(self, *, older_than: float) -> int:
         """Forget finished messages received before `older_than` (epoch seconds)."""
+        ...
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def claim_lane(
+        self,
+        destination: str,
+        *,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        max_messages: int,
+        head_types: Sequence[str] | None = None,
+    ) -> LaneClaim | None:
+        """Lease the lane holding the oldest ready pending message and return its head messages.
+
+        A lane is skipped while another worker holds its lease or while it is held back for a
+        retry (so later messages of a person never overtake an earlier one). With
+        `head_types`, only messages of those types are considered when picking the lane.
+        """
+        ...
+
+    def release_lane(self, destination: str, lane: str, owner: str) -> None: ...
+
+    def finish(
+        self, seqs: Sequence[int], *, status: str, now: float, reason: str | None = None
+    ) -> None:
+        """Move messages to a final status (delivered, skipped, discarded, dead, dropped)."""
+        ...
+
+    def reschedule(
+        self,
+        seq: int,
+        *,
+        destination: str,
+        lane: str,
+        attempts: int,
+        available_at: float,
+        first_failure_at: float | None,
+        last_error: str,
+    ) -> None:
+        """Keep a message pending for a later attempt and hold its whole lane until then."""
+        ...
+
+    def requeue(self, seqs: Sequence[int], *, now: float) -> int:
+        """Put dead messages back to pending with fresh attempts."""
+        ...
+
+    def list_messages(self, *, limit: int = 100, status: str | None = None) -> list[StoredMessage]:
+        ...
+
+    def pending_count(self, destination: str | None = None) -> int: ...
+
+    # -- small durable state shared by all workers ---------------------------------------------
+
+    def kv_get(self, namespace: str, key: str) -> bytes | None: ...
+
+    def kv_put(self, namespace: str, key: str, value: bytes, *, now: float) -> None: ...
+
+    def kv_update(
+        self, namespace: str, key: str, update: Callable[[bytes | None], tuple[T, bytes]], *, now: float
+    ) -> T:
+        """Atomically read, transform and write one value (the rate budget uses this)."""
         ...

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from freshsales_destination.errors import ConfigError, StoreUnavailable
-from freshsales_destination.store.base import NewMessage, StoredMessage
+from freshsales_destination.store.base import LaneClaim, NewMessage, StoredMessage
 
-SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -44,6 +47,24 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX messages_pending ON messages (destination, seq) WHERE status = 'pending';
     CREATE INDEX messages_lane ON messages (destination, lane, seq) WHERE status = 'pending';
     CREATE INDEX messages_finished ON messages (finished_at) WHERE finished_at IS NOT NULL;
+    """,
+    2: """
+    CREATE TABLE lanes (
+        destination TEXT NOT NULL,
+        lane        TEXT NOT NULL,
+        hold_until  REAL NOT NULL DEFAULT 0,
+        owner       TEXT,
+        lease_until REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (destination, lane)
+    ) WITHOUT ROWID;
+    CREATE TABLE kv (
+        namespace  TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (namespace, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_status ON messages (status, seq);
     """,
 }
 
@@ -249,3 +270,178 @@ class SQLiteStore:
                 (older_than, older_than),
             )
             return int(cursor.rowcount)
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def claim_lane(
+        self,
+        destination: str,
+        *,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        max_messages: int,
+        head_types: Sequence[str] | None = None,
+    ) -> LaneClaim | None:
+        type_filter = ""
+        params: list[object] = [destination, now, now]
+        if head_types:
+            type_filter = f" AND m.type IN ({', '.join('?' for _ in head_types)})"
+            params.extend(head_types)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT m.lane FROM messages m INDEXED BY messages_pending "
+                "WHERE m.destination = ? AND m.status = 'pending' AND m.lane IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM lanes l WHERE l.destination = m.destination "
+                "AND l.lane = m.lane AND (l.hold_until > ? OR l.lease_until > ?))"
+                f"{type_filter} ORDER BY m.seq LIMIT 1",
+                params,
+            ).fetchone()
+            if row is None:
+                return None
+            lane = str(row[0])
+            lease_until = now + lease_seconds
+            conn.execute(
+                "INSERT INTO lanes (destination, lane, hold_until, owner, lease_until) "
+                "VALUES (?, ?, 0, ?, ?) ON CONFLICT (destination, lane) DO UPDATE SET "
+                "hold_until = 0, owner = excluded.owner, lease_until = excluded.lease_until",
+                (destination, lane, owner, lease_until),
+            )
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages INDEXED BY messages_lane "
+                "WHERE destination = ? AND lane = ? AND status = 'pending' ORDER BY seq LIMIT ?",
+                (destination, lane, max_messages),
+            ).fetchall()
+        return LaneClaim(
+            destination=destination,
+            lane=lane,
+            owner=owner,
+            lease_until=lease_until,
+            messages=[_row_to_message(r) for r in rows],
+        )
+
+    def release_lane(self, destination: str, lane: str, owner: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE lanes SET owner = NULL, lease_until = 0 "
+                "WHERE destination = ? AND lane = ? AND owner = ?",
+                (destination, lane, owner),
+            )
+            # Forget lanes that hold nothing back any more, so the table stays small.
+            conn.execute(
+                "DELETE FROM lanes WHERE destination = ? AND lane = ? AND owner IS NULL "
+                "AND hold_until = 0",
+                (destination, lane),
+            )
+
+    def finish(
+        self, seqs: Sequence[int], *, status: str, now: float, reason: str | None = None
+    ) -> None:
+        if not seqs:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE messages SET status = ?, finished_at = ?, "
+                "reason = COALESCE(?, reason) WHERE seq = ?",
+                [(status, now, reason, seq) for seq in seqs],
+            )
+
+    def reschedule(
+        self,
+        seq: int,
+        *,
+        destination: str,
+        lane: str,
+        attempts: int,
+        available_at: float,
+        first_failure_at: float | None,
+        last_error: str,
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE messages SET attempts = ?, available_at = ?, first_failure_at = ?, "
+                "last_error = ? WHERE seq = ?",
+                (attempts, available_at, first_failure_at, last_error, seq),
+            )
+            conn.execute(
+                "INSERT INTO lanes (destination, lane, hold_until, owner, lease_until) "
+                "VALUES (?, ?, ?, NULL, 0) ON CONFLICT (destination, lane) DO UPDATE SET "
+                "hold_until = excluded.hold_until",
+                (destination, lane, available_at),
+            )
+
+    def requeue(self, seqs: Sequence[int], *, now: float) -> int:
+        changed = 0
+        with self._write() as conn:
+            for seq in seqs:
+                row = conn.execute(
+                    "SELECT destination, lane FROM messages WHERE seq = ? AND status = 'dead'",
+                    (seq,),
+                ).fetchone()
+                if row is None:
+                    continue
+                conn.execute(
+                    "UPDATE messages SET status = 'pending', attempts = 0, available_at = 0, "
+                    "first_failure_at = NULL, finished_at = NULL WHERE seq = ?",
+                    (seq,),
+                )
+                conn.execute(
+                    "UPDATE lanes SET hold_until = 0 WHERE destination = ? AND lane = ?", row
+                )
+                changed += 1
+        return changed
+
+    def get_by_seq(self, seq: int) -> StoredMessage | None:
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else _row_to_message(row)
+
+    def pending_count(self, destination: str | None = None) -> int:
+        with self._read() as conn:
+            if destination is None:
+                row = conn.execute("SELECT COUNT(*) FROM messages WHERE status = 'pending'").fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT COUNT(*) FROM messages WHERE status = 'pending' AND destination = ?",
+                    (destination,),
+                ).fetchone()
+        return int(row[0])
+
+    # -- key/value state -----------------------------------------------------------------------
+
+    def kv_get(self, namespace: str, key: str) -> bytes | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def kv_put(self, namespace: str, key: str, value: bytes, *, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (namespace, key, value, now),
+            )
+
+    def kv_update(
+        self,
+        namespace: str,
+        key: str,
+        update: Callable[[bytes | None], tuple[T, bytes]],
+        *,
+        now: float,
+    ) -> T:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
+            ).fetchone()
+            result, value = update(None if row is None else bytes(row[0]))
+            conn.execute(
+                "INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (namespace, key, value, now),
+            )
+            return result
