@@ -1,0 +1,388 @@
+"""Errors raised by the Freshsales client, and the pure classification of error responses.
+
+Hierarchy (``kind`` is the retry hint the delivery engine feeds to ``core.retry.decide``)::
+
+    FreshsalesDestinationError                  (project root)
+    └── FreshsalesError                         status, messages, error_code, retry_after, rate, ...
+        ├── RetryableError                      kind = "retryable"
+        │   ├── TransportFailure                no response at all (status is None)
+        │   │   ├── RequestTimeout
+        │   │   └── ConnectionFailed
+        │   └── ServerError                     408 or 5xx            (also a FreshsalesStatusError)
+        ├── Throttled                           429, kind = "throttled" (also a FreshsalesStatusError)
+        └── PermanentError                      kind = "permanent"
+            ├── InvalidArgument                 refused by the client before sending (status None)
+            └── RequestRejected                 server said no        (also a FreshsalesStatusError)
+                ├── InvalidRequest              400, 422, or 5xx carrying a validation message
+                ├── AuthenticationFailed        401
+                ├── PermissionDenied            403
+                ├── NotFound                    404
+                └── UnexpectedResponse          2xx whose body is not JSON
+
+``FreshsalesStatusError`` marks "the server answered with an error status", as opposed to
+``TransportFailure`` ("the request never got an answer").
+
+No text in these errors may contain the API key or the app token: the client redacts every
+string it passes in (see ``redact``), and no error keeps the request or its headers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal
+
+from freshsales_destination.errors import FreshsalesDestinationError
+from freshsales_destination.freshsales.ratelimit_headers import RateLimitInfo
+
+__all__ = [
+    "AuthenticationFailed",
+    "ConnectionFailed",
+    "ErrorKind",
+    "FreshsalesError",
+    "FreshsalesStatusError",
+    "InvalidArgument",
+    "InvalidRequest",
+    "NotFound",
+    "ParsedErrorBody",
+    "PermanentError",
+    "PermissionDenied",
+    "RequestRejected",
+    "RequestTimeout",
+    "RetryableError",
+    "ServerError",
+    "Throttled",
+    "TransportFailure",
+    "UnexpectedResponse",
+    "error_from_response",
+    "is_validation_5xx",
+    "parse_error_body",
+    "redact",
+]
+
+ErrorKind = Literal["retryable", "throttled", "permanent"]
+
+_MAX_TEXT = 500
+_REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of each (non-trivial) secret in ``text``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4 and secret in text:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+class FreshsalesError(FreshsalesDestinationError):
+    """Freshsales could not complete the request."""
+
+    kind: ClassVar[ErrorKind] = "permanent"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status: int | None = None,
+        messages: tuple[str, ...] = (),
+        error_code: int | None = None,
+        retry_after: float | None = None,
+        rate: RateLimitInfo | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        # The human-readable messages Freshsales sent (for the user; already redacted).
+        self.messages = messages
+        # The code inside the body (``errors.code`` or ``error_code``), when there was one.
+        self.error_code = error_code
+        # Seconds to wait before trying again, when the server said so.
+        self.retry_after = retry_after
+        self.rate = rate
+        self.method = method
+        # The URL path (no host, no query string) of the failed request.
+        self.path = path
+
+    @property
+    def freshsales_message(self) -> str:
+        """Freshsales' own words, joined; empty when it gave none."""
+        return "; ".join(self.messages)
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind != "permanent"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status={self.status!r}, messages={self.messages!r}, "
+            f"error_code={self.error_code!r}, retry_after={self.retry_after!r}, "
+            f"method={self.method!r}, path={self.path!r})"
+        )
+
+    def __reduce__(self) -> Any:
+        # Keep the keyword fields through pickling (multiprocessing, logging handlers).
+        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[FreshsalesError], message: str, state: dict[str, Any]) -> FreshsalesError:
+    err = cls(message)
+    err.__dict__.update(state)
+    return err
+
+
+class FreshsalesStatusError(FreshsalesError):
+    """Freshsales answered with an error status."""
+
+
+class RetryableError(FreshsalesError):
+    """A temporary failure: the same request may succeed later."""
+
+    kind: ClassVar[ErrorKind] = "retryable"
+
+
+class TransportFailure(RetryableError):
+    """The request got no answer from Freshsales."""
+
+
+class RequestTimeout(TransportFailure):
+    """Freshsales did not answer in time."""
+
+
+class ConnectionFailed(TransportFailure):
+    """Could not connect to Freshsales."""
+
+
+class ServerError(RetryableError, FreshsalesStatusError):
+    """Freshsales answered with a temporary error status (408 or 5xx)."""
+
+
+class Throttled(FreshsalesStatusError):
+    """Freshsales refused the request because the account's rate limit is used up (429)."""
+
+    kind: ClassVar[ErrorKind] = "throttled"
+
+
+class PermanentError(FreshsalesError):
+    """The request cannot succeed as it is; retrying will not help."""
+
+    kind: ClassVar[ErrorKind] = "permanent"
+
+
+class InvalidArgument(PermanentError, ValueError):
+    """The client refused to send the request because an argument is invalid."""
+
+
+class RequestRejected(PermanentError, FreshsalesStatusError):
+    """Freshsales rejected the request."""
+
+
+class InvalidRequest(RequestRejected):
+    """Freshsales rejected the data in the request."""
+
+
+class AuthenticationFailed(RequestRejected):
+    """Freshsales rejected the API key."""
+
+
+class PermissionDenied(RequestRejected):
+    """The API key's user may not do this."""
+
+
+class NotFound(RequestRejected):
+    """The Freshsales record or endpoint does not exist."""
+
+
+class UnexpectedResponse(RequestRejected):
+    """Freshsales answered with a body the client cannot read."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure classification of error responses
+
+
+class ParsedErrorBody:
+    """The readable parts of an error body, whatever its shape (reference §8)."""
+
+    __slots__ = ("error_code", "has_validation_shape", "messages")
+
+    def __init__(
+        self,
+        messages: tuple[str, ...] = (),
+        error_code: int | None = None,
+        has_validation_shape: bool = False,
+    ) -> None:
+        self.messages = messages
+        self.error_code = error_code
+        # True for ``{"errors": {"message": [...]}}`` with at least one message: the shape
+        # Freshsales uses for validation failures, sometimes with status 500.
+        self.has_validation_shape = has_validation_shape
+
+    def __repr__(self) -> str:
+        return (
+            f"ParsedErrorBody(messages={self.messages!r}, error_code={self.error_code!r}, "
+            f"has_validation_shape={self.has_validation_shape!r})"
+        )
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _texts(value: Any) -> list[str]:
+    """Human text out of a message value: a string, a list of strings, or nested objects."""
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, str):
+        return [value.strip()] if value.strip() else []
+    if isinstance(value, int | float):
+        return [str(value)]
+    if isinstance(value, list):
+        out: list[str] = []
+        for item in value:
+            out.extend(_texts(item))
+        return out
+    if isinstance(value, dict):
+        for key in ("message", "messages", "description", "error"):
+            if key in value:
+                return _texts(value[key])
+        out = []
+        for key, item in value.items():
+            # Rails-style {"field": ["is invalid"]}
+            out.extend(f"{key} {text}" for text in _texts(item))
+        return out
+    return [str(value)]
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > _MAX_TEXT:
+        return text[: _MAX_TEXT - 1] + "…"
+    return text
+
+
+def parse_error_body(content: bytes | str) -> ParsedErrorBody:
+    """Extract the messages and code from any of the error shapes Freshsales is known to use.
+
+    - ``{"errors": {"code": 400, "message": ["Name has already been taken"]}}``
+    - ``{"errors": {"message": "Access Denied"}}``
+    - ``{"login": "failed", "message": "Incorrect or expired API key"}``
+    - ``{"error_code": 429}``
+    - ``{"message": "..."}`` or ``{"error": "..."}``
+    - plain text or HTML (shortened)
+    """
+    if isinstance(content, bytes):
+        text = content.decode("utf-8", errors="replace")
+    else:
+        text = content
+    if not text.strip():
+        return ParsedErrorBody()
+    try:
+        body: Any = json.loads(text)
+    except ValueError:
+        return ParsedErrorBody(messages=(_shorten(text),))
+
+    messages: list[str] = []
+    code: int | None = None
+    validation = False
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, dict):
+            code = _as_int(errors.get("code"))
+            found = _texts(errors.get("message", errors.get("messages")))
+            if not found and "message" not in errors and "code" not in errors:
+                found = _texts(errors)
+            messages.extend(found)
+            validation = bool(found) and ("message" in errors or "messages" in errors)
+        elif errors is not None:
+            messages.extend(_texts(errors))
+        if code is None:
+            code = _as_int(body.get("error_code"))
+        if not messages:
+            messages.extend(_texts(body.get("message")))
+        if not messages:
+            messages.extend(_texts(body.get("error")))
+        if not messages and body.get("login") == "failed":
+            messages.append("login failed")
+    elif isinstance(body, list | str):
+        messages.extend(_texts(body))
+    return ParsedErrorBody(
+        messages=tuple(_shorten(m) for m in messages if m),
+        error_code=code,
+        has_validation_shape=validation,
+    )
+
+
+def is_validation_5xx(status: int, parsed: ParsedErrorBody) -> bool:
+    """A 5xx that is really a validation failure, so retrying it cannot help (§8.1, §8.3).
+
+    Freshsales answers some validation failures with 500 and the usual
+    ``{"errors": {"code": 500, "message": [...]}}`` body. We treat a 5xx as permanent when it
+    carries that shape, unless the body's own code names a different 5xx (a gateway saying
+    ``503`` in that shape is still an outage).
+    """
+    if not 500 <= status <= 599 or not parsed.has_validation_shape:
+        return False
+    code = parsed.error_code
+    return code is None or code == 500 or 400 <= code <= 499
+
+
+_STATUS_CLASSES: Mapping[int, type[RequestRejected]] = {
+    400: InvalidRequest,
+    401: AuthenticationFailed,
+    403: PermissionDenied,
+    404: NotFound,
+    422: InvalidRequest,
+}
+
+
+def error_from_response(
+    status: int,
+    content: bytes | str,
+    rate: RateLimitInfo,
+    *,
+    method: str | None = None,
+    path: str | None = None,
+    secrets: Iterable[str] = (),
+) -> FreshsalesError | None:
+    """Classify one response; ``None`` for a success (any 2xx).
+
+    ``rate`` carries the parsed rate-limit headers (including ``Retry-After``). ``secrets`` are
+    removed from every text that ends up in the error.
+    """
+    if 200 <= status <= 299:
+        return None
+    secrets = tuple(secrets)
+    parsed = parse_error_body(content)
+    messages = tuple(redact(m, secrets) for m in parsed.messages)
+    safe_path = redact(path, secrets) if path is not None else None
+    where = f" to {method} {safe_path}" if method and safe_path else ""
+    said = f": {'; '.join(messages)}" if messages else ""
+
+    cls: type[FreshsalesError]
+    retry_after: float | None = rate.retry_after
+    if status == 429:
+        cls = Throttled
+        retry_after = rate.throttle_delay
+        said = said or ": rate limit exceeded"
+    elif status == 408 or 500 <= status <= 599:
+        cls = InvalidRequest if is_validation_5xx(status, parsed) else ServerError
+    else:
+        cls = _STATUS_CLASSES.get(status, RequestRejected)
+    text = f"Freshsales answered {status}{where}{said}"
+    return cls(
+        text,
+        status=status,
+        messages=messages,
+        error_code=parsed.error_code,
+        retry_after=retry_after,
+        rate=rate,
+        method=method,
+        path=safe_path,
+    )
