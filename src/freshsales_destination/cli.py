@@ -20,6 +20,7 @@ def _register() -> None:
     from freshsales_destination.service import serve_command
 
     app.command("serve")(serve_command)
+    from freshsales_destination.sandbox.cli import sandbox_command; app.command("sandbox")(sandbox_command)  # noqa: E702, I001
     # Further commands register here: sandbox (sandbox/cli.py), explain (core planner CLI),
     # dead-letter management (delivery/cli.py).
 

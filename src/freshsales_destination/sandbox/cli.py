@@ -1,0 +1,63 @@
+"""``freshsales-destination sandbox``: serve the emulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from freshsales_destination.sandbox.errors import SandboxError
+from freshsales_destination.sandbox.options import SandboxOptions
+
+
+def sandbox_command(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    api_key: Annotated[str, typer.Option(envvar="SANDBOX_API_KEY", help="The accepted REST API key.")] = (
+        "sandbox-api-key"
+    ),
+    app_token: Annotated[str, typer.Option(envvar="SANDBOX_APP_TOKEN", help="The tracking app token.")] = (
+        "sandbox-app-token"
+    ),
+    product: Annotated[str, typer.Option(help="suite or classic (Classic adds leads).")] = "suite",
+    data: Annotated[Path | None, typer.Option(help="Persist records to this SQLite file.")] = None,
+    retry_after: Annotated[bool, typer.Option("--retry-after", help="Send Retry-After on 429.")] = False,
+    rate_limit_per_hour: Annotated[int, typer.Option(help="Requests per key per sliding hour.")] = 1000,
+    rate_limit_per_minute: Annotated[int, typer.Option(help="Requests per key per sliding minute.")] = 400,
+    strict: Annotated[bool, typer.Option("--strict/--lenient",
+                                         help="Reject unknown or mistyped custom fields (400).")] = True,
+    seed: Annotated[Path | None, typer.Option(help="TOML or JSON file of custom fields.")] = None,
+    error_rate: Annotated[float, typer.Option(help="Probability of a random 5xx.")] = 0.0,
+    slow_rate: Annotated[float, typer.Option(help="Probability of a slow answer.")] = 0.0,
+    slow_seconds: Annotated[float, typer.Option(help="Delay of a slow answer.")] = 30.0,
+    drop_rate: Annotated[float, typer.Option(help="Probability of a dropped connection.")] = 0.0,
+    fault_seed: Annotated[int | None, typer.Option(help="Seed for the fault dice.")] = None,
+) -> None:
+    """Serve a local emulator of the Freshsales API (in memory unless --data is given)."""
+    import uvicorn
+
+    from freshsales_destination.sandbox.app import build_app
+    from freshsales_destination.sandbox.testing import quiet_dropped_connections
+
+    if product not in ("suite", "classic"):
+        raise typer.BadParameter("product must be suite or classic", param_hint="--product")
+    for name, value in (("--error-rate", error_rate), ("--slow-rate", slow_rate), ("--drop-rate", drop_rate)):
+        if not 0 <= value <= 1:
+            raise typer.BadParameter("must be between 0 and 1", param_hint=name)
+    options = SandboxOptions(
+        host=host, port=port, api_key=api_key, app_token=app_token,
+        product="classic" if product == "classic" else "suite", data_path=data, retry_after=retry_after,
+        rate_limit_per_hour=rate_limit_per_hour, rate_limit_per_minute=rate_limit_per_minute, strict=strict,
+        seed_path=seed, error_rate=error_rate, slow_rate=slow_rate, slow_seconds=slow_seconds,
+        drop_rate=drop_rate, fault_seed=fault_seed,
+    )
+    try:
+        app = build_app(options)
+    except SandboxError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    base = f"http://{host}:{port}" + ("/crm/sales" if product == "suite" else "")
+    typer.echo(f"Freshsales sandbox ({product}) at {base}  admin: http://{host}:{port}/_sandbox/state")
+    quiet_dropped_connections()
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -1,0 +1,256 @@
+"""Sales accounts (unique names) and deals (decimal amounts, contact and account links)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from freshsales_destination.sandbox.errors import not_found, validation_error
+from freshsales_destination.sandbox.records import (
+    apply_attrs,
+    apply_custom,
+    as_id,
+    public,
+    require_text,
+    stamp_new,
+    to_decimal,
+    touch,
+    unique_identifier,
+    unwrap,
+)
+from freshsales_destination.sandbox.state import SandboxState
+
+ACCOUNT_ATTRS = {
+    "name": "str", "website": "str", "phone": "str", "address": "str", "city": "str", "state": "str",
+    "zipcode": "str", "country": "str", "number_of_employees": "int", "annual_revenue": "decimal",
+    "industry_type_id": "sel:industry_types", "business_type_id": "sel:business_types",
+    "owner_id": "sel:owners", "territory_id": "sel:territories", "parent_sales_account_id": "int",
+    "facebook": "str", "twitter": "str", "linkedin": "str", "tags": "str_list",
+}
+DEAL_ATTRS = {
+    "name": "str", "amount": "decimal", "currency_id": "sel:currencies", "deal_pipeline_id": "sel:deal_pipelines",
+    "deal_stage_id": "sel:deal_stages", "deal_reason_id": "sel:deal_reasons", "deal_type_id": "sel:deal_types",
+    "deal_payment_status_id": "sel:deal_payment_statuses", "owner_id": "sel:owners",
+    "territory_id": "sel:territories", "lead_source_id": "sel:lead_sources", "campaign_id": "int",
+    "expected_close": "date", "closed_date": "date", "probability": "int", "forecast_category": "int",
+    "tags": "str_list",
+}
+
+
+# sales accounts -----------------------------------------------------------------------------
+
+def _name_key(name: str) -> str:
+    return name.strip().lower()
+
+
+def accounts_named(state: SandboxState, name: str) -> list[dict[str, Any]]:
+    key = _name_key(name)
+    return sorted((a for a in state.table("sales_accounts").values() if _name_key(a.get("name") or "") == key),
+                  key=lambda a: a["id"])
+
+
+def _apply_account(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
+    candidate = dict(record)
+    apply_attrs(state, candidate, attrs, ACCOUNT_ATTRS)
+    apply_custom(state, "sales_accounts", candidate, attrs)
+    if creating or "name" in attrs:
+        require_text(candidate, "name", "Name")
+        candidate["name"] = str(candidate["name"]).strip()
+        if any(a["id"] != record["id"] for a in accounts_named(state, candidate["name"])):
+            raise validation_error("Name has already been taken")
+    if not creating:
+        touch(state, candidate)
+    record.clear()
+    record.update(candidate)
+
+
+def _new_account(state: SandboxState) -> dict[str, Any]:
+    record: dict[str, Any] = {name: None for name in ACCOUNT_ATTRS}
+    record.update({"id": state.new_id(), "avatar": None, "custom_field": {}, "tags": [], "is_deleted": False,
+                   "open_deals_amount": "0.0", "open_deals_count": 0, "won_deals_amount": "0.0",
+                   "won_deals_count": 0, "last_contacted": None, "recent_note": None,
+                   "record_type_id": "71000000001"})
+    return stamp_new(state, record)
+
+
+def create_account(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    attrs = unwrap(body, "sales_account")
+    record = _new_account(state)
+    _apply_account(state, record, attrs, creating=True)
+    return state.save("sales_accounts", record)
+
+
+def update_account(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    record = state.get("sales_accounts", record_id)
+    if record is None:
+        raise not_found()
+    _apply_account(state, record, unwrap(body, "sales_account"), creating=False)
+    return state.save("sales_accounts", record)
+
+
+def upsert_account(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    _, value = unique_identifier(body, ("name",))
+    if not isinstance(value, str | int | float):
+        raise validation_error("The value for unique identifier name is invalid.")
+    attrs = dict(unwrap(body, "sales_account"))
+    attrs.setdefault("name", str(value))
+    matches = accounts_named(state, str(value))
+    if matches:
+        record = matches[0]
+        _apply_account(state, record, attrs, creating=False)
+        return state.save("sales_accounts", record), False
+    record = _new_account(state)
+    _apply_account(state, record, attrs, creating=True)
+    return state.save("sales_accounts", record), True
+
+
+def account_by_name_or_create(state: SandboxState, attrs: dict[str, Any]) -> dict[str, Any]:
+    name = attrs.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise validation_error("Name can't be blank")
+    matches = accounts_named(state, name)
+    if matches:
+        return matches[0]
+    return create_account(state, {"sales_account": attrs})
+
+
+def render_account(record: dict[str, Any]) -> dict[str, Any]:
+    out = public(record)
+    out["links"] = {"contacts": f"/sales_accounts/{record['id']}/contacts",
+                    "deals": f"/sales_accounts/{record['id']}/deals"}
+    return out
+
+
+def delete_account(state: SandboxState, record_id: int) -> None:
+    if state.delete("sales_accounts", record_id) is None:
+        raise not_found()
+    for contact in state.table("contacts").values():
+        links = contact.get("_sales_accounts", [])
+        if any(link["id"] == record_id for link in links):
+            contact["_sales_accounts"] = [link for link in links if link["id"] != record_id]
+            if contact["_sales_accounts"] and not any(link["is_primary"] for link in contact["_sales_accounts"]):
+                contact["_sales_accounts"][0]["is_primary"] = True
+            state.save("contacts", contact)
+    for deal in state.table("deals").values():
+        if deal.get("sales_account_id") == record_id:
+            deal["sales_account_id"] = None
+            state.save("deals", deal)
+
+
+# deals --------------------------------------------------------------------------------------
+
+def _contact_id_list(state: SandboxState, raw: Any, key: str) -> list[int]:
+    if not isinstance(raw, list):
+        raise validation_error(f"The type for {key} is invalid.")
+    out: list[int] = []
+    for item in raw:
+        contact_id = as_id(item)
+        if contact_id is None:
+            raise validation_error(f"The type for {key} is invalid.")
+        if state.get("contacts", contact_id) is None:
+            raise validation_error(f"Contact {contact_id} does not exist")
+        if contact_id not in out:
+            out.append(contact_id)
+    return out
+
+
+def _apply_deal(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
+    candidate = dict(record)
+    apply_attrs(state, candidate, attrs, DEAL_ATTRS)
+    apply_custom(state, "deals", candidate, attrs)
+    if creating or "name" in attrs:
+        require_text(candidate, "name", "Name")
+    if creating or "amount" in attrs:
+        if candidate.get("amount") is None:
+            raise validation_error("Amount can't be blank")
+    candidate["base_currency_amount"] = candidate.get("amount")
+    contacts = list(candidate.get("_contact_ids", []))
+    for key in ("contacts_added_list", "contact_ids"):
+        if key in attrs and attrs[key] is not None:
+            added = _contact_id_list(state, attrs[key], key)
+            contacts = added if (key == "contact_ids" and not creating) else contacts + [
+                c for c in added if c not in contacts]
+    if attrs.get("contacts_removed_list") is not None:
+        removed = _contact_id_list(state, attrs["contacts_removed_list"], "contacts_removed_list")
+        contacts = [c for c in contacts if c not in removed]
+    candidate["_contact_ids"] = contacts
+    if "sales_account_id" in attrs:
+        account_id = attrs["sales_account_id"]
+        if account_id is not None:
+            account_id = as_id(account_id)
+            if account_id is None:
+                raise validation_error("The type for sales_account_id is invalid.")
+            if state.get("sales_accounts", account_id) is None:
+                raise validation_error(f"Sales account {attrs['sales_account_id']} does not exist")
+        candidate["sales_account_id"] = account_id
+    elif isinstance(attrs.get("sales_account"), dict):
+        candidate["sales_account_id"] = account_by_name_or_create(state, attrs["sales_account"])["id"]
+    elif attrs.get("sales_account") is not None:
+        raise validation_error("The type for sales_account is invalid.")
+    if candidate.get("deal_stage_id") is not None and candidate.get("deal_pipeline_id") is None:
+        stage = next(s for s in state.selectors["deal_stages"] if s["id"] == candidate["deal_stage_id"])
+        candidate["deal_pipeline_id"] = stage["deal_pipeline_id"]
+    if not creating:
+        touch(state, candidate)
+    record.clear()
+    record.update(candidate)
+
+
+def _new_deal(state: SandboxState) -> dict[str, Any]:
+    record: dict[str, Any] = {name: None for name in DEAL_ATTRS}
+    default_pipeline = state.selectors["deal_pipelines"][0]["id"] if state.selectors["deal_pipelines"] else None
+    first_stage = next((s["id"] for s in state.selectors["deal_stages"]
+                        if s["deal_pipeline_id"] == default_pipeline), None)
+    record.update({"id": state.new_id(), "custom_field": {}, "tags": [], "sales_account_id": None,
+                   "deal_pipeline_id": default_pipeline, "deal_stage_id": first_stage, "age": 0,
+                   "has_products": False, "expected_deal_value": None, "_contact_ids": []})
+    return stamp_new(state, record)
+
+
+def create_deal(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    attrs = unwrap(body, "deal")
+    record = _new_deal(state)
+    _apply_deal(state, record, attrs, creating=True)
+    return state.save("deals", record)
+
+
+def update_deal(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    record = state.get("deals", record_id)
+    if record is None:
+        raise not_found()
+    _apply_deal(state, record, unwrap(body, "deal"), creating=False)
+    return state.save("deals", record)
+
+
+def upsert_deal(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    _, value = unique_identifier(body, ("name",))
+    attrs = dict(unwrap(body, "deal"))
+    attrs.setdefault("name", str(value))
+    key = str(value).strip().lower()
+    matches = sorted((d for d in state.table("deals").values() if str(d.get("name") or "").strip().lower() == key),
+                     key=lambda d: d["id"])
+    if matches:
+        record = matches[0]
+        _apply_deal(state, record, attrs, creating=False)
+        return state.save("deals", record), False
+    record = _new_deal(state)
+    _apply_deal(state, record, attrs, creating=True)
+    return state.save("deals", record), True
+
+
+def render_deal(state: SandboxState, record: dict[str, Any], include: set[str]) -> dict[str, Any]:
+    out = public(record)
+    out["contact_ids"] = list(record.get("_contact_ids", []))
+    if record.get("amount") is not None:
+        out["expected_deal_value"] = out["amount"]
+    if "contacts" in include:
+        from freshsales_destination.sandbox.people import render_contact
+
+        out["contacts"] = [
+            {**render_contact(state, c, set()), "partial": True}
+            for c in (state.get("contacts", cid) for cid in record.get("_contact_ids", []))
+            if c is not None
+        ]
+    if "sales_account" in include:
+        account = state.get("sales_accounts", record["sales_account_id"]) if record.get("sales_account_id") else None
+        out["sales_account"] = {"partial": True, "id": account["id"], "name": account["name"]} if account else None
+    return out

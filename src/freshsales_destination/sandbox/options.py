@@ -1,0 +1,64 @@
+"""The sandbox's settings: one frozen value passed to ``build_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+Product = Literal["suite", "classic"]
+ResetFormat = Literal["epoch", "delta", "dmyHis"]
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """Everything that shapes the emulator's behaviour.
+
+    Open questions of the API reference (section 12) map to the fields in the second block; the
+    defaults are the behaviour a real user most likely meets (see ``docs/sandbox.md``).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    api_key: str = "sandbox-api-key"
+    app_token: str = "sandbox-app-token"
+    product: Product = "suite"
+    data_path: Path | None = None
+    retry_after: bool = False
+    rate_limit_per_hour: int = 1000
+    rate_limit_per_minute: int = 400
+    strict: bool = True
+    seed_path: Path | None = None
+    error_rate: float = 0.0
+    slow_rate: float = 0.0
+    drop_rate: float = 0.0
+    slow_seconds: float = 30.0
+    fault_seed: int | None = None
+
+    # Choices where the public record is silent.
+    email_case_sensitive: bool = False
+    duplicate_email_message: str = "Email has already been taken"
+    require_contact_identity: bool = True
+    create_status: int = 200
+    lead_upsert: bool = False
+    convert_keeps_lead: bool = False
+    reset_format: ResetFormat = "epoch"
+    utc_offset_minutes: int = 0
+    max_body_bytes: int = 1_048_576
+    max_per_page: int = 100
+    sdks: tuple[str, ...] = ("ruby", "php", "python", "javascript", "freshsales-destination")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_changes(self, **changes: Any) -> SandboxOptions:
+        return replace(self, **changes)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The options without secrets, for the admin state route."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            if name in ("api_key", "app_token"):
+                continue
+            value = getattr(self, name)
+            out[name] = str(value) if isinstance(value, Path) else value
+        out["sdks"] = list(self.sdks)
+        return out

@@ -1,0 +1,444 @@
+"""Contacts and (Classic) leads: emails, uniqueness, account links, upsert and conversion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from freshsales_destination.sandbox.errors import not_found, validation_error
+from freshsales_destination.sandbox.records import (
+    apply_attrs,
+    apply_custom,
+    as_id,
+    public,
+    require_text,
+    stamp_new,
+    touch,
+    unique_identifier,
+    unwrap,
+)
+from freshsales_destination.sandbox.state import SandboxState
+
+_PERSON_ATTRS = {
+    "first_name": "str", "last_name": "str", "job_title": "str", "work_number": "str",
+    "mobile_number": "str", "address": "str", "city": "str", "state": "str", "zipcode": "str",
+    "country": "str", "time_zone": "str", "owner_id": "sel:owners", "territory_id": "sel:territories",
+    "lead_source_id": "sel:lead_sources", "campaign_id": "int", "medium": "str", "keyword": "str",
+    "facebook": "str", "twitter": "str", "linkedin": "str", "department": "str",
+    "do_not_disturb": "bool", "has_authority": "bool",
+}
+CONTACT_ATTRS = {
+    **_PERSON_ATTRS, "external_id": "str", "contact_status_id": "sel:contact_statuses",
+    "lifecycle_stage_id": "sel:lifecycle_stages", "lost_reason_id": "int", "subscription_status": "int",
+    "subscription_types": "str", "work_email": "str", "tags": "str_list",
+}
+LEAD_ATTRS = {**_PERSON_ATTRS, "lead_stage_id": "int", "lead_reason_id": "int"}
+CONTACT_IDENTIFIERS = ("emails", "mobile_number", "external_id")
+
+
+# emails -------------------------------------------------------------------------------------
+
+def email_key(state: SandboxState, value: str) -> str:
+    value = value.strip()
+    return value if state.options.email_case_sensitive else value.lower()
+
+
+def requested_emails(attrs: dict[str, Any]) -> list[str] | None:
+    """The addresses asked for by ``email`` and/or ``emails`` in any accepted form, or ``None``."""
+    if "email" not in attrs and "emails" not in attrs:
+        return None
+    found: list[str] = []
+    for key in ("email", "emails"):
+        if key not in attrs:
+            continue
+        raw = attrs[key]
+        items = raw if isinstance(raw, list) else [raw]
+        primary_first: list[str] = []
+        for item in items:
+            if item is None:
+                continue
+            if isinstance(item, dict):
+                if item.get("_destroy"):
+                    continue
+                value = item.get("value")
+                if value is None:
+                    continue
+                if not isinstance(value, str):
+                    raise validation_error(f"The type for {key} is invalid.")
+                (primary_first.insert(0, value) if item.get("is_primary") else primary_first.append(value))
+                continue
+            if not isinstance(item, str):
+                raise validation_error(f"The type for {key} is invalid.")
+            primary_first.append(item)
+        found.extend(primary_first)
+    cleaned: list[str] = []
+    seen: set[str] = set()
+    for value in found:
+        value = value.strip()
+        if not value:
+            continue
+        if "@" not in value or " " in value or value.startswith("@") or value.endswith("@"):
+            raise validation_error(f"Email {value} is invalid")
+        if value.lower() not in seen:
+            seen.add(value.lower())
+            cleaned.append(value)
+    return cleaned
+
+
+def record_emails(record: dict[str, Any]) -> list[str]:
+    return [e["value"] for e in record.get("emails") or []]
+
+
+def _set_emails(state: SandboxState, record: dict[str, Any], values: list[str]) -> None:
+    old = {e["value"].lower(): e for e in record.get("emails") or []}
+    entries = []
+    for index, value in enumerate(values):
+        previous = old.get(value.lower())
+        entries.append({
+            "id": previous["id"] if previous else state.new_sub_id(),
+            "value": previous["value"] if previous else value,
+            "is_primary": index == 0,
+            "label": previous.get("label") if previous else None,
+            "_destroy": False,
+        })
+    record["emails"] = entries
+    record["email"] = entries[0]["value"] if entries else None
+
+
+def _check_unique_emails(state: SandboxState, kind: str, values: list[str], self_id: int | None) -> None:
+    wanted = {email_key(state, v) for v in values}
+    for other in state.table(kind).values():
+        if other["id"] == self_id:
+            continue
+        if wanted & {email_key(state, v) for v in record_emails(other)}:
+            raise validation_error(state.options.duplicate_email_message)
+
+
+def find_by_email(state: SandboxState, kind: str, email: str) -> list[dict[str, Any]]:
+    key = email_key(state, email)
+    return [r for r in state.table(kind).values() if key in {email_key(state, v) for v in record_emails(r)}]
+
+
+# contacts -----------------------------------------------------------------------------------
+
+def _new_person(state: SandboxState) -> dict[str, Any]:
+    record: dict[str, Any] = {name: None for name in CONTACT_ATTRS}
+    record.update({
+        "id": state.new_id(), "display_name": None, "email": None, "emails": [], "avatar": None,
+        "lead_score": 0, "last_seen": None, "last_contacted": None, "recent_note": None,
+        "custom_field": {}, "is_deleted": False, "tags": [],
+    })
+    return stamp_new(state, record)
+
+
+def _display_name(record: dict[str, Any]) -> None:
+    name = " ".join(p for p in (record.get("first_name"), record.get("last_name")) if p)
+    record["display_name"] = name or record.get("email") or record.get("mobile_number")
+
+
+def _apply_contact(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
+    candidate = dict(record)
+    apply_attrs(state, candidate, attrs, CONTACT_ATTRS)
+    apply_custom(state, "contacts", candidate, attrs)
+    emails = requested_emails(attrs)
+    if emails is not None:
+        _check_unique_emails(state, "contacts", emails, None if creating else record["id"])
+        _set_emails(state, candidate, emails)
+    _apply_account_links(state, candidate, attrs)
+    if creating and state.options.require_contact_identity and not (
+        candidate.get("emails") or candidate.get("mobile_number") or candidate.get("external_id")
+    ):
+        raise validation_error("Please provide an email or a mobile number for the contact")
+    _display_name(candidate)
+    if not creating:
+        touch(state, candidate)
+    record.clear()
+    record.update(candidate)
+
+
+def _apply_account_links(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any]) -> None:
+    links: list[dict[str, Any]] | None = None
+    if "sales_accounts" in attrs:
+        raw = attrs["sales_accounts"]
+        if raw is None:
+            raw = []
+        if not isinstance(raw, list):
+            raise validation_error("The type for sales_accounts is invalid.")
+        links = []
+        for item in raw:
+            if not isinstance(item, dict):
+                raise validation_error("The type for sales_accounts is invalid.")
+            account_id = as_id(item.get("id"))
+            if account_id is None or state.get("sales_accounts", account_id) is None:
+                raise validation_error(f"Sales account {item.get('id')} does not exist")
+            if any(link["id"] == account_id for link in links):
+                continue
+            links.append({"id": account_id, "is_primary": bool(item.get("is_primary", False))})
+    elif "sales_account_id" in attrs and attrs["sales_account_id"] is not None:
+        account_id = as_id(attrs["sales_account_id"])
+        if account_id is None or state.get("sales_accounts", account_id) is None:
+            raise validation_error(f"Sales account {attrs['sales_account_id']} does not exist")
+        links = [{"id": account_id, "is_primary": True}] + [
+            link for link in record.get("_sales_accounts", []) if link["id"] != account_id
+        ]
+    elif isinstance(attrs.get("sales_account"), dict):
+        from freshsales_destination.sandbox.companies import account_by_name_or_create
+
+        account = account_by_name_or_create(state, attrs["sales_account"])
+        links = [{"id": account["id"], "is_primary": True}] + [
+            link for link in record.get("_sales_accounts", []) if link["id"] != account["id"]
+        ]
+    if links is None:
+        record.setdefault("_sales_accounts", [])
+        return
+    primaries = [link for link in links if link["is_primary"]]
+    for link in links:
+        link["is_primary"] = False
+    if links:
+        (primaries[0] if primaries else links[0])["is_primary"] = True
+    record["_sales_accounts"] = links
+
+
+def render_contact(state: SandboxState, record: dict[str, Any], include: set[str]) -> dict[str, Any]:
+    out = public(record)
+    out["open_deals_amount"], out["won_deals_amount"] = "0.0", "0.0"
+    out["open_deals_count"] = out["won_deals_count"] = 0
+    deals = [d for d in state.table("deals").values() if record["id"] in d.get("_contact_ids", [])]
+    if deals:
+        from freshsales_destination.sandbox.records import to_decimal
+
+        total = sum(float(d["amount"]) for d in deals if d.get("amount") is not None)
+        out["open_deals_amount"], out["open_deals_count"] = to_decimal(total, "amount"), len(deals)
+    out["record_type_id"] = "71000000000"
+    out["links"] = {"conversations": f"/contacts/{record['id']}/conversations",
+                    "activities": f"/contacts/{record['id']}/activities"}
+    if "sales_accounts" in include:
+        accounts = []
+        for link in record.get("_sales_accounts", []):
+            account = state.get("sales_accounts", link["id"])
+            if account is not None:
+                accounts.append({"partial": True, "id": account["id"], "name": account["name"],
+                                 "avatar": None, "website": account.get("website"),
+                                 "is_primary": link["is_primary"]})
+        out["sales_accounts"] = accounts
+    if "owner" in include and record.get("owner_id"):
+        out["owner"] = next((u for u in state.selectors["owners"] if u["id"] == record["owner_id"]), None)
+    return out
+
+
+def create_contact(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    attrs = unwrap(body, "contact")
+    record = _new_person(state)
+    _apply_contact(state, record, attrs, creating=True)
+    return state.save("contacts", record)
+
+
+def update_contact(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    record = state.get("contacts", record_id)
+    if record is None:
+        raise not_found()
+    _apply_contact(state, record, unwrap(body, "contact"), creating=False)
+    return state.save("contacts", record)
+
+
+def get_or_404(state: SandboxState, kind: str, record_id: int) -> dict[str, Any]:
+    record = state.get(kind, record_id)
+    if record is None:
+        raise not_found()
+    return record
+
+
+def delete_contact(state: SandboxState, record_id: int, forget: bool = False) -> None:
+    get_or_404(state, "contacts", record_id)
+    state.delete("contacts", record_id)
+    for deal in state.table("deals").values():
+        if record_id in deal.get("_contact_ids", []):
+            deal["_contact_ids"] = [c for c in deal["_contact_ids"] if c != record_id]
+            state.save("deals", deal)
+    if forget:
+        for kind in ("notes", "sales_activities"):
+            for item in list(state.table(kind).values()):
+                if item.get("targetable_type") == "Contact" and item.get("targetable_id") == record_id:
+                    state.delete(kind, item["id"])
+        state.tracking = [t for t in state.tracking
+                          if not (t.get("targetable_type") == "Contact" and t.get("targetable_id") == record_id)]
+
+
+def clone_contact(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    source = get_or_404(state, "contacts", record_id)
+    record = _new_person(state)
+    keep = {k: v for k, v in source.items()
+            if k not in ("id", "email", "emails", "external_id", "created_at", "updated_at")}
+    record.update(keep)
+    record["emails"], record["email"], record["external_id"] = [], None, None
+    attrs = unwrap(body, "contact") if body else {}
+    _apply_clone(state, record, attrs)
+    return state.save("contacts", record)
+
+
+def _apply_clone(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """Like an update, but a clone may lack an email (the source keeps its addresses)."""
+    candidate = dict(record)
+    apply_attrs(state, candidate, attrs, CONTACT_ATTRS)
+    apply_custom(state, "contacts", candidate, attrs)
+    emails = requested_emails(attrs)
+    if emails is not None:
+        _check_unique_emails(state, "contacts", emails, None)
+        _set_emails(state, candidate, emails)
+    _display_name(candidate)
+    record.clear()
+    record.update(candidate)
+
+
+def match_contacts(state: SandboxState, key: str, value: Any) -> list[dict[str, Any]]:
+    if key == "emails":
+        if not isinstance(value, str):
+            raise validation_error("The value for unique identifier emails is invalid.")
+        return find_by_email(state, "contacts", value)
+    text = str(value).strip()
+    return [r for r in state.table("contacts").values() if r.get(key) is not None and str(r[key]) == text]
+
+
+def upsert_contact(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Update the oldest contact matching ``unique_identifier`` or create one; returns (record, created)."""
+    key, value = unique_identifier(body, CONTACT_IDENTIFIERS)
+    attrs = dict(unwrap(body, "contact"))
+    matches = sorted(match_contacts(state, key, value), key=lambda r: r["id"])
+    if key == "emails":
+        ident = str(value).strip()
+        wanted = requested_emails(attrs)
+        attrs.pop("email", None)
+        others = [w for w in (wanted or []) if email_key(state, w) != email_key(state, ident)]
+        if not matches or wanted is not None:
+            attrs["emails"] = [ident] + others
+        else:
+            attrs.pop("emails", None)
+    else:
+        attrs[key] = value
+    if matches:
+        record = matches[0]
+        _apply_contact(state, record, attrs, creating=False)
+        return state.save("contacts", record), False
+    record = _new_person(state)
+    _apply_contact(state, record, attrs, creating=True)
+    return state.save("contacts", record), True
+
+
+# leads (Classic) ----------------------------------------------------------------------------
+
+def _apply_lead(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
+    candidate = dict(record)
+    apply_attrs(state, candidate, attrs, LEAD_ATTRS)
+    apply_custom(state, "leads", candidate, attrs)
+    emails = requested_emails(attrs)
+    if emails is not None:
+        _check_unique_emails(state, "leads", emails, None if creating else record["id"])
+        _set_emails(state, candidate, emails)
+    for part in ("company", "deal"):
+        if part in attrs:
+            raw = attrs[part]
+            if raw is not None and not isinstance(raw, dict):
+                raise validation_error(f"The type for {part} is invalid.")
+            if raw is not None and part == "deal" and raw.get("amount") is not None:
+                from freshsales_destination.sandbox.records import to_decimal
+
+                raw = {**raw, "amount": to_decimal(raw["amount"], "Deal amount")}
+            candidate[part] = dict(raw) if raw else None
+    if creating or "last_name" in attrs:
+        require_text(candidate, "last_name", "Last name")
+    _display_name(candidate)
+    if not creating:
+        touch(state, candidate)
+    record.clear()
+    record.update(candidate)
+
+
+def create_lead(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    attrs = unwrap(body, "lead")
+    record = _new_person(state)
+    for name in ("external_id", "contact_status_id", "lifecycle_stage_id", "lost_reason_id",
+                 "subscription_status", "subscription_types", "work_email", "tags"):
+        record.pop(name, None)
+    record.update({"company": None, "deal": None, "lead_quality": None, "email_status": None,
+                   "web_form_ids": None, "lead_stage_id": None, "lead_reason_id": None})
+    _apply_lead(state, record, attrs, creating=True)
+    return state.save("leads", record)
+
+
+def update_lead(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    record = get_or_404(state, "leads", record_id)
+    _apply_lead(state, record, unwrap(body, "lead"), creating=False)
+    return state.save("leads", record)
+
+
+def render_lead(record: dict[str, Any]) -> dict[str, Any]:
+    out = public(record)
+    out["links"] = {"activities": f"/leads/{record['id']}/activities"}
+    return out
+
+
+def upsert_lead(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    key, value = unique_identifier(body, ("emails", "email", "mobile_number"))
+    attrs = dict(unwrap(body, "lead"))
+    if key in ("emails", "email"):
+        matches = find_by_email(state, "leads", str(value))
+        attrs.pop("email", None)
+        attrs["emails"] = [str(value)]
+    else:
+        matches = [r for r in state.table("leads").values() if str(r.get(key)) == str(value)]
+        attrs[key] = value
+    matches.sort(key=lambda r: r["id"])
+    if matches:
+        return update_lead(state, matches[0]["id"], {"lead": attrs}), False
+    return create_lead(state, {"lead": attrs}), True
+
+
+def convert_lead(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Turn a lead into a contact, plus an account and a deal when the lead carries them."""
+    from freshsales_destination.sandbox.companies import account_by_name_or_create, create_deal, render_deal
+    from freshsales_destination.sandbox.companies import render_account
+
+    lead = get_or_404(state, "leads", record_id)
+    attrs = unwrap(body, "lead") if body else {}
+    if attrs:
+        _apply_lead(state, lead, attrs, creating=False)
+    require_text(lead, "last_name", "Last name")
+    contact_attrs = {k: lead.get(k) for k in _PERSON_ATTRS if lead.get(k) is not None}
+    contact_attrs["custom_field"] = {
+        k: v for k, v in (lead.get("custom_field") or {}).items() if k in state.fields.custom("contacts")
+    }
+    emails = record_emails(lead)
+    existing = find_by_email(state, "contacts", emails[0]) if emails else []
+    account = None
+    company = lead.get("company") or {}
+    if company.get("name"):
+        account = account_by_name_or_create(state, company)
+        contact_attrs["sales_accounts"] = [{"id": account["id"], "is_primary": True}]
+    if existing:
+        contact = existing[0]
+        extra = [e for e in emails if e.lower() not in {v.lower() for v in record_emails(contact)}]
+        if extra:
+            contact_attrs["emails"] = record_emails(contact) + extra
+        _apply_contact(state, contact, contact_attrs, creating=False)
+    else:
+        contact = _new_person(state)
+        contact_attrs["emails"] = emails
+        _apply_contact(state, contact, contact_attrs, creating=True)
+    state.save("contacts", contact)
+    deal = None
+    deal_attrs = lead.get("deal") or {}
+    if deal_attrs.get("name"):
+        deal = create_deal(state, {"deal": {
+            **deal_attrs, "amount": deal_attrs.get("amount") or "0",
+            "contacts_added_list": [contact["id"]],
+            **({"sales_account_id": account["id"]} if account else {}),
+        }})
+    if state.options.convert_keeps_lead:
+        lead["converted_contact_id"] = contact["id"]
+        state.save("leads", lead)
+    else:
+        state.delete("leads", record_id)
+    return {
+        "contact": render_contact(state, contact, {"sales_accounts"}),
+        "sales_account": render_account(account) if account else None,
+        "deal": render_deal(state, deal, set()) if deal else None,
+    }

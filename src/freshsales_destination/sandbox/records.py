@@ -1,0 +1,184 @@
+"""Helpers shared by every entity: envelopes, typed attributes, ids and partial views."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from freshsales_destination.sandbox.errors import validation_error
+from freshsales_destination.sandbox.fields import decimal_string, parse_datetime, validate_custom_fields
+from freshsales_destination.sandbox.state import SandboxState
+
+ENVELOPE_KEYS = {"unique_identifier", "include"}
+
+# Attribute kinds: "str", "int", "bool", "str_list", "date", "datetime", "decimal", or "sel:<selector>".
+Attrs = Mapping[str, str]
+
+
+def unwrap(body: dict[str, Any], key: str) -> dict[str, Any]:
+    """The resource attributes of a wrapped (``{"contact":{...}}``) or unwrapped body."""
+    if key in body:
+        inner = body[key]
+        if not isinstance(inner, dict):
+            raise validation_error(f"The type for {key} is invalid.")
+        return inner
+    return {k: v for k, v in body.items() if k not in ENVELOPE_KEYS}
+
+
+def as_id(value: Any) -> int | None:
+    """An integer id from an int or a digit string; ``None`` otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def human(name: str) -> str:
+    text = name[:-3] if name.endswith("_id") else name
+    return text.replace("_", " ")
+
+
+def to_decimal(value: Any, label: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise validation_error(f"{label} is not a number")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise validation_error(f"{label} is not a number") from exc
+    if not number.is_finite():
+        raise validation_error(f"{label} is not a number")
+    return decimal_string(number)
+
+
+def apply_attrs(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], spec: Attrs) -> None:
+    """Copy known attributes into ``record`` after checking their types; unknown keys are ignored."""
+    problems: list[str] = []
+    for name, kind in spec.items():
+        if name not in attrs:
+            continue
+        value = attrs[name]
+        if value is None:
+            record[name] = None
+            continue
+        try:
+            record[name] = _coerce(state, name, kind, value)
+        except _Invalid as exc:
+            problems.append(str(exc))
+    if problems:
+        raise validation_error(*problems)
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _coerce(state: SandboxState, name: str, kind: str, value: Any) -> Any:
+    bad = _Invalid(f"The type for {name} is invalid.")
+    if kind == "str":
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise bad
+        return str(value)
+    if kind == "int":
+        number = as_id(value)
+        if number is None:
+            raise bad
+        return number
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise bad
+    if kind == "str_list":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad
+        return list(value)
+    if kind == "date":
+        if not isinstance(value, str) or not re.match(r"^\d{4}-\d{2}-\d{2}", value) or not parse_datetime(value):
+            raise _Invalid(f"{human(name).capitalize()} is not a valid date")
+        return value[:10]
+    if kind == "datetime":
+        if not parse_datetime(value):
+            raise _Invalid(f"{human(name).capitalize()} is not a valid date")
+        return value
+    if kind == "decimal":
+        try:
+            return to_decimal(value, human(name).capitalize())
+        except Exception as exc:
+            raise _Invalid(f"{human(name).capitalize()} is not a number") from exc
+    if kind.startswith("sel:"):
+        number = as_id(value)
+        if number is None:
+            raise bad
+        selector = kind[4:]
+        if number not in {int(item["id"]) for item in state.selectors.get(selector, [])}:
+            raise _Invalid(f"Invalid {human(name)} provided.")
+        return number
+    raise bad  # pragma: no cover - programming error
+
+
+def apply_custom(state: SandboxState, entity: str, record: dict[str, Any], attrs: dict[str, Any]) -> None:
+    if "custom_field" not in attrs:
+        return
+    values = validate_custom_fields(state.fields, entity, attrs["custom_field"], strict=state.options.strict)
+    merged = dict(record.get("custom_field") or {})
+    merged.update(values)
+    record["custom_field"] = merged
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy without the sandbox's private (underscore) keys."""
+    return {k: copy.deepcopy(v) for k, v in record.items() if not k.startswith("_")}
+
+
+def stamp_new(state: SandboxState, record: dict[str, Any]) -> dict[str, Any]:
+    now = state.now_iso()
+    record.setdefault("id", state.new_id())
+    record["created_at"] = now
+    record["updated_at"] = now
+    return record
+
+
+def touch(state: SandboxState, record: dict[str, Any]) -> None:
+    record["updated_at"] = state.now_iso()
+
+
+def require_text(attrs: dict[str, Any], name: str, label: str) -> None:
+    value = attrs.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise validation_error(f"{label} can't be blank")
+
+
+def unique_identifier(body: dict[str, Any], allowed: tuple[str, ...]) -> tuple[str, Any]:
+    raw = body.get("unique_identifier")
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise validation_error(
+            "unique_identifier must be an object with exactly one of: " + ", ".join(allowed)
+        )
+    ((key, value),) = raw.items()
+    if key not in allowed:
+        raise validation_error(f"{key} is not a valid unique identifier")
+    if value is None or (isinstance(value, str) and not value.strip()) or isinstance(value, dict | list | bool):
+        raise validation_error(f"The value for unique identifier {key} is invalid.")
+    return key, value
+
+
+def page_params(state: SandboxState, source: Mapping[str, Any]) -> tuple[int, int]:
+    page = as_id(source.get("page", 1)) or 1
+    per_page = as_id(source.get("per_page", 25)) or 25
+    return max(page, 1), min(max(per_page, 1), state.options.max_per_page)
+
+
+def paginate(items: list[Any], page: int, per_page: int) -> tuple[list[Any], dict[str, int]]:
+    total = len(items)
+    pages = max((total + per_page - 1) // per_page, 1)
+    start = (page - 1) * per_page
+    return items[start:start + per_page], {"total_pages": pages, "total": total}
