@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Annotated
 
+import httpx2
 import typer
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from freshsales_destination.config import Settings, load_settings
-from freshsales_destination.errors import ConfigError, StoreError
+from freshsales_destination.config import Settings, load_settings, settings_from_dict
+from freshsales_destination.delivery.engine import DeliveryEngine
+from freshsales_destination.errors import ConfigError, FreshsalesDestinationError, StoreError
 from freshsales_destination.ingest.app import Ingest
 from freshsales_destination.ingest.committer import GroupCommitter
 from freshsales_destination.ingest.responses import json_response
@@ -34,8 +39,18 @@ def build_app(
     store: Store,
     *,
     now: Callable[[], float] = time.time,
+    deliver: bool | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    mounts: Sequence[Mount] = (),
 ) -> Starlette:
-    """The ASGI application: tracking API, webhook, health. The store must be open."""
+    """The ASGI application: tracking API, webhook, health, and delivery in the background.
+
+    The store must be open. `deliver` defaults to ``settings.delivery.enabled``; `transport`
+    lets the Freshsales client reach an in-process sandbox.
+    """
+    engine: DeliveryEngine | None = None
+    if deliver if deliver is not None else settings.delivery.enabled:
+        engine = DeliveryEngine.from_settings(settings, store, now=now, transport=transport)
     committer = GroupCommitter(
         store,
         window=settings.server.commit_window,
@@ -58,9 +73,13 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await committer.start()
+        if engine is not None:
+            engine.start()
         try:
             yield
         finally:
+            if engine is not None:
+                await engine.stop()
             await committer.stop()
 
     app = Starlette(
@@ -68,6 +87,7 @@ def build_app(
             *ingest.routes(),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *mounts,
         ],
         lifespan=lifespan,
     )
@@ -75,7 +95,95 @@ def build_app(
     app.state.committer = committer
     app.state.store = store
     app.state.settings = settings
+    app.state.engine = engine
     return app
+
+
+def _load_or_create_secrets(data_dir: Path) -> dict[str, str]:
+    """The embedded mode's generated keys, kept (mode 0600) so a restart keeps them."""
+    path = data_dir / "embedded-secrets.json"
+    if path.exists():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in _SECRET_NAMES):
+            return {k: data[k] for k in _SECRET_NAMES}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secrets_ = {name: f"{prefix}_{secrets.token_urlsafe(18)}" for name, prefix in _SECRET_NAMES.items()}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(secrets_, handle)
+    return secrets_
+
+
+_SECRET_NAMES = {
+    "write_key": "wk",
+    "sandbox_api_key": "sbk",
+    "sandbox_app_token": "sbt",
+    "admin_token": "adm",
+}
+
+
+def embedded_settings(data_dir: Path, host: str, port: int, keys: dict[str, str]) -> Settings:
+    """Settings of the zero-configuration mode: SQLite under `data_dir`, the built-in sandbox."""
+    return settings_from_dict(
+        {
+            "server": {"host": host, "port": port, "admin_token": keys["admin_token"]},
+            "store": {"url": f"sqlite:///{data_dir / 'queue.db'}"},
+            "sources": [
+                {"write_key": keys["write_key"], "destination": "sandbox", "name": "default"}
+            ],
+            "destinations": {
+                "sandbox": {
+                    "product": "suite",
+                    "base_url": f"http://{host}:{port}/sandbox/crm/sales",
+                    "allow_custom_base_url": True,
+                    "api_key": keys["sandbox_api_key"],
+                    "app_token": keys["sandbox_app_token"],
+                }
+            },
+        }
+    )
+
+
+def build_embedded_app(data_dir: Path, host: str, port: int) -> tuple[Starlette, dict[str, str]]:
+    """The whole product in one process: ingest, delivery, and the sandbox as Freshsales."""
+    from freshsales_destination.sandbox import SandboxOptions
+    from freshsales_destination.sandbox import build_app as build_sandbox
+
+    keys = _load_or_create_secrets(data_dir)
+    settings = embedded_settings(data_dir, host, port, keys)
+    sandbox = build_sandbox(
+        SandboxOptions(
+            api_key=keys["sandbox_api_key"],
+            app_token=keys["sandbox_app_token"],
+            product="suite",
+            data_path=data_dir / "sandbox.db",
+        )
+    )
+    store = open_store(settings.store.url)
+    app = build_app(
+        settings,
+        store,
+        transport=httpx2.ASGITransport(app=sandbox),
+        mounts=[Mount("/sandbox", app=sandbox)],
+    )
+    return app, keys
+
+
+def _banner(host: str, port: int, keys: dict[str, str]) -> str:
+    url = f"http://{host}:{port}"
+    return (
+        "\nfreshsales-destination is running on embedded defaults:\n"
+        "  store    SQLite under ./data, Freshsales = the built-in sandbox at /sandbox\n"
+        f"  write key (shown only here): {keys['write_key']}\n\n"
+        "Send an event:\n"
+        f"  curl -s -u '{keys['write_key']}:' -H 'Content-Type: application/json' \\\n"
+        f"    -d '{{\"userId\":\"u1\",\"traits\":{{\"email\":\"ada@example.com\","
+        f"\"firstName\":\"Ada\"}}}}' {url}/v1/identify\n"
+        "See it in the CRM (sandbox API key in data/embedded-secrets.json):\n"
+        f"  curl -s -H \"Authorization: Token token=$(python3 -c \"import json;"
+        f"print(json.load(open('data/embedded-secrets.json'))['sandbox_api_key'])\")\" "
+        f"{url}/sandbox/_sandbox/state\n"
+    )
 
 
 def serve_command(
@@ -85,21 +193,36 @@ def serve_command(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where embedded defaults keep their files (no --config).")
+    ] = Path("data"),
 ) -> None:
-    """Run the ingest API (and delivery) on the configured store."""
+    """Run the ingest API and delivery. Without --config: embedded store and sandbox CRM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if config is None:
+        bind_host = host or "127.0.0.1"
+        bind_port = port if port is not None else 8080
+        app, keys = build_embedded_app(data_dir, bind_host, bind_port)
+        typer.echo(_banner(bind_host, bind_port, keys))
+        try:
+            uvicorn.run(app, host=bind_host, port=bind_port, access_log=False, log_level="info")
+        finally:
+            app.state.store.close()
+        return
     try:
         settings = load_settings(config)
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     if not settings.sources:
-        typer.echo(
-            "error: no [[sources]] configured; pass --config FILE (see README.md)", err=True
-        )
+        typer.echo("error: sources: at least one [[sources]] table is required", err=True)
         raise typer.Exit(2)
-    store = open_store(settings.store.url)
-    app = build_app(settings, store)
+    try:
+        store = open_store(settings.store.url)
+        app = build_app(settings, store)
+    except FreshsalesDestinationError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     bind_host = host or settings.server.host
     bind_port = port if port is not None else settings.server.port
     try:

@@ -48,6 +48,7 @@ class StoredMessage:
     last_error: str | None
     raw: bytes
     message: bytes
+    first_failure_at: float | None = None
 
     def normalized(self) -> dict[str, Any]:
         import orjson

@@ -77,7 +77,7 @@ ON CONFLICT (source, message_id) DO NOTHING
 
 _COLUMNS = (
     "seq, source, destination, message_id, type, status, reason, lane, received_at, event_at, "
-    "attempts, available_at, last_error, raw, message"
+    "attempts, available_at, last_error, raw, message, first_failure_at"
 )
 
 
@@ -94,7 +94,7 @@ def sqlite_path_from_url(url: str) -> Path | None:
 
 def _row_to_message(row: sqlite3.Row | tuple[object, ...]) -> StoredMessage:
     (seq, source, destination, message_id, kind, status, reason, lane, received_at, event_at,
-     attempts, available_at, last_error, raw, message) = row
+     attempts, available_at, last_error, raw, message, first_failure_at) = row
     return StoredMessage(
         seq=int(seq),  # type: ignore[call-overload]
         source=str(source),
@@ -111,6 +111,7 @@ def _row_to_message(row: sqlite3.Row | tuple[object, ...]) -> StoredMessage:
         last_error=None if last_error is None else str(last_error),
         raw=bytes(raw),  # type: ignore[arg-type]
         message=bytes(message),  # type: ignore[arg-type]
+        first_failure_at=None if first_failure_at is None else float(first_failure_at),  # type: ignore[arg-type]
     )
 
 

@@ -1,0 +1,159 @@
+"""Assembles delivery for every configured destination and runs its workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx2
+
+from freshsales_destination.config import DestinationConfig, Settings
+from freshsales_destination.core.mapping_settings import DestinationSettings
+from freshsales_destination.core.retry import RetryPolicy
+from freshsales_destination.delivery.budget import StoreBudget
+from freshsales_destination.delivery.executor import Executor
+from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.delivery.schema_cache import SchemaCache
+from freshsales_destination.delivery.worker import DestinationWorker
+from freshsales_destination.freshsales.client import FreshsalesClient
+from freshsales_destination.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DestinationRuntime:
+    name: str
+    client: FreshsalesClient
+    budget: StoreBudget
+    executor: Executor
+    schema: SchemaCache
+    workers: list[DestinationWorker]
+
+
+def budget_account_key(config: DestinationConfig) -> str:
+    """Destinations sharing one Freshsales account (same base URL) share one budget."""
+    return config.resolved_base_url()
+
+
+def build_runtime(
+    name: str,
+    config: DestinationConfig,
+    settings: Settings,
+    store: Store,
+    *,
+    now: Callable[[], float] = time.time,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    sleep: Callable[[float], object] | None = None,
+    rng: random.Random | None = None,
+) -> DestinationRuntime:
+    delivery = settings.delivery
+    client = FreshsalesClient.from_config(config, transport=transport)
+    budget = StoreBudget(
+        store=store,
+        account=budget_account_key(config),
+        per_hour=config.rate_limit_per_hour,
+        per_minute=config.rate_limit_per_minute,
+        now=now,
+        records_first=delivery.records_first,
+    )
+    memory = DeliveryMemory(store, name)
+    executor = Executor(
+        client=client, memory=memory, budget=budget, product=config.product, now=now
+    )
+    schema = SchemaCache(
+        store=store, destination=name, client=client, budget=budget, product=config.product,
+        now=now,
+    )
+    mapping = DestinationSettings.build(
+        config.product, config.app_token is not None, config.mapping
+    )
+    policy = RetryPolicy(
+        base_seconds=delivery.backoff_base_seconds,
+        cap_seconds=delivery.backoff_cap_seconds,
+        error_window_seconds=delivery.retry_window_hours * 3600,
+        throttle_window_seconds=delivery.throttle_window_hours * 3600,
+    )
+    workers = [
+        DestinationWorker(
+            name=name, store=store, settings=mapping, executor=executor, memory=memory,
+            schema=schema, policy=policy, records_first=budget.scarce, now=now, rng=rng,
+        )
+        for _ in range(delivery.workers)
+    ]
+    return DestinationRuntime(name, client, budget, executor, schema, workers)
+
+
+class DeliveryEngine:
+    """Runs every destination's workers until stopped."""
+
+    def __init__(self, runtimes: list[DestinationRuntime], *, poll_interval: float = 0.5) -> None:
+        self.runtimes = runtimes
+        self.poll_interval = poll_interval
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: Store,
+        *,
+        now: Callable[[], float] = time.time,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> DeliveryEngine:
+        runtimes = [
+            build_runtime(name, config, settings, store, now=now, transport=transport)
+            for name, config in sorted(settings.destinations.items())
+        ]
+        return cls(runtimes, poll_interval=settings.delivery.poll_interval)
+
+    def start(self) -> None:
+        for runtime in self.runtimes:
+            for index, worker in enumerate(runtime.workers):
+                self._tasks.append(
+                    asyncio.create_task(self._loop(worker), name=f"deliver-{runtime.name}-{index}")
+                )
+
+    async def _loop(self, worker: DestinationWorker) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = await worker.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a worker must survive anything and retry later
+                log.exception("delivery worker for %s failed; retrying shortly", worker.name)
+                worked = False
+            if not worked:
+                wait = self.poll_interval
+                budget_wait = worker.executor.budget.wait_hint()
+                if budget_wait:
+                    wait = max(wait, min(budget_wait, 30.0))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=wait)
+
+    async def drain(self, *, timeout: float = 30.0) -> None:
+        """Run until no destination has ready work (for tests and the CLI), then return."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            progressed = False
+            for runtime in self.runtimes:
+                for worker in runtime.workers[:1]:
+                    progressed = await worker.run_once() or progressed
+            if not progressed:
+                return
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for runtime in self.runtimes:
+            await runtime.client.aclose()

@@ -1,0 +1,392 @@
+"""Executes planned operations against Freshsales, spending as few calls as possible.
+
+Economy, in the order it is applied to each operation:
+
+1. the ledger: an operation whose idempotency key is recorded as done is never repeated;
+2. the identity map and record-id memory: a known record is updated by id, never looked up;
+3. the written-field digests: fields equal to what we last wrote are not sent, and a write
+   with nothing left to send makes no call;
+4. links ride on the person write when the account is known by then.
+
+Each call first takes a token from the shared rate budget (`Budget.acquire`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from freshsales_destination.core.operations import Operation, is_ref
+from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.errors import FreshsalesDestinationError
+from freshsales_destination.freshsales.client import FreshsalesClient, Reply
+from freshsales_destination.freshsales.errors import NotFound
+
+RECORD_KINDS = frozenset(
+    {"upsert_contact", "upsert_lead", "upsert_sales_account", "link_sales_account",
+     "upsert_deal", "update_lifecycle_stage", "forget_contact", "lookup_person"}
+)
+
+
+class Budget(Protocol):
+    async def acquire(self, priority: str) -> None:
+        """Wait for (or refuse, raising BudgetExhausted) one call's worth of budget."""
+
+    def observe(self, reply_or_error: Any) -> None: ...
+
+
+class UnresolvedReference(FreshsalesDestinationError):
+    """An operation needs a record that does not exist in Freshsales."""
+
+
+@dataclass
+class CallCounter:
+    calls: int = 0
+    skipped: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str) -> None:
+        self.calls += 1
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+
+
+@dataclass
+class UnitContext:
+    """Results of the operations of one unit of work (refs resolved so far)."""
+
+    user_id: str | None
+    refs: dict[str, Any] = field(default_factory=dict)
+    person_type: str | None = None
+    person_email: str | None = None
+    missing_person: bool = False
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        client: FreshsalesClient,
+        memory: DeliveryMemory,
+        budget: Budget,
+        product: str,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.memory = memory
+        self.budget = budget
+        self.product = product
+        self.now = now
+        self.counter = CallCounter()
+
+    async def _call(self, op: Operation, action: Callable[[], Awaitable[Reply]]) -> Reply:
+        priority = "record" if op.kind in RECORD_KINDS else "event"
+        await self.budget.acquire(priority)
+        self.counter.count(op.kind)
+        try:
+            reply = await action()
+        except Exception as exc:
+            self.budget.observe(exc)
+            raise
+        self.budget.observe(reply)
+        return reply
+
+    # -- reference resolution -----------------------------------------------------------------
+
+    def _resolve(self, value: Any, ctx: UnitContext) -> Any:
+        if is_ref(value):
+            name = value["ref"]
+            if name in ctx.refs:
+                return ctx.refs[name]
+            if name == "person":
+                identity = self.memory.identity(ctx.user_id)
+                if identity is not None and identity.record_id is not None:
+                    ctx.refs["person"] = identity.record_id
+                    ctx.person_type = identity.record_type
+                    return identity.record_id
+            elif ":" in name:
+                entity, _, key = name.partition(":")
+                entity = {"account": "sales_account"}.get(entity, entity)
+                known = self.memory.record_id(entity, key)
+                if known is not None:
+                    ctx.refs[name] = known
+                    return known
+            raise UnresolvedReference(f"no Freshsales record for {name!r} yet")
+        if isinstance(value, dict):
+            return {k: self._resolve(v, ctx) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._resolve(v, ctx) for v in value]
+        return value
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    async def execute(self, op: Operation, ctx: UnitContext) -> None:
+        """Run one operation (or prove it needs no call); record its result in `ctx`."""
+        if op.kind == "alias":
+            previous, user = op.fields.get("previous_id"), op.fields.get("user_id")
+            if isinstance(previous, str) and isinstance(user, str):
+                self.memory.add_alias(previous, user, self.now())
+            return
+        if op.idempotency_key:
+            done = self.memory.done(op.idempotency_key)
+            if done is not None:
+                self.counter.skipped += 1
+                if op.provides and done.get("result") is not None:
+                    ctx.refs[op.provides] = done["result"]
+                return
+        if ctx.missing_person and "person" in op.needs:
+            self.counter.skipped += 1
+            return
+        handler = getattr(self, f"_op_{op.kind}", None)
+        if handler is None:
+            raise FreshsalesDestinationError(f"no executor for operation {op.kind!r}")
+        result = await handler(op, ctx)
+        if op.provides and result is not None:
+            ctx.refs[op.provides] = result
+        if op.idempotency_key and op.kind not in ("upsert_contact", "upsert_lead"):
+            self.memory.mark_done(op.idempotency_key, result, self.now())
+
+    # -- people --------------------------------------------------------------------------------
+
+    def _person_key(self, op: Operation) -> tuple[str | None, str | None]:
+        external = op.key.get("external_id")
+        email = op.key.get("emails") or op.key.get("email")
+        if isinstance(email, list):
+            email = email[0] if email else None
+        return (
+            external if isinstance(external, str) else None,
+            email if isinstance(email, str) else None,
+        )
+
+    async def _op_upsert_contact(self, op: Operation, ctx: UnitContext) -> Any:
+        return await self._write_person(op, ctx, "contact")
+
+    async def _op_upsert_lead(self, op: Operation, ctx: UnitContext) -> Any:
+        return await self._write_person(op, ctx, "lead")
+
+    async def _write_person(self, op: Operation, ctx: UnitContext, record_type: str) -> Any:
+        now = self.now()
+        external, email = self._person_key(op)
+        user = op.user_id or ctx.user_id or external
+        fields = self._resolve(op.fields, ctx)
+        links = fields.pop("sales_accounts", None) if isinstance(fields, dict) else None
+        identity = self.memory.identity(user)
+        known_id = (
+            identity.record_id
+            if identity is not None and identity.record_type == record_type
+            else None
+        )
+        record = f"{record_type}:{user}"
+        if links:
+            fields["sales_accounts"] = links
+        if known_id is not None:
+            changed = self.memory.changed_fields(record, fields)
+            if not changed:
+                self.counter.skipped += 1
+                result = known_id
+            else:
+                if record_type == "contact":
+                    reply = await self._call(
+                        op, lambda: self.client.update_contact(known_id, changed)
+                    )
+                else:
+                    reply = await self._call(op, lambda: self.client.update_lead(known_id, changed))
+                result = reply.id or known_id
+        elif record_type == "contact":
+            identifier: dict[str, Any] = (
+                {"external_id": external} if external else {"emails": email}
+            )
+            body = dict(fields)
+            if external:
+                body.setdefault("external_id", external)
+            reply = await self._call(op, lambda: self.client.upsert_contact(identifier, body))
+            result = reply.id
+        else:
+            result = await self._create_or_update_lead(op, fields, email, external)
+        ctx.person_type = record_type
+        ctx.person_email = email
+        if result is not None:
+            self.memory.remember_written(record, fields, now)
+            account = None
+            if links and isinstance(links, list):
+                account = next(
+                    (link.get("id") for link in links if isinstance(link, dict)), None
+                )
+            self.memory.remember_person(
+                user or "", record_type=record_type, record_id=result, email=email, now=now,
+                account_id=account,
+            )
+        if op.idempotency_key:
+            self.memory.mark_done(op.idempotency_key, result, now)
+        return result
+
+    async def _create_or_update_lead(
+        self, op: Operation, fields: dict[str, Any], email: str | None, external: str | None
+    ) -> Any:
+        found = None
+        if email:
+            reply = await self._call(op, lambda: self.client.lookup(email, "email", "lead"))
+            found = _first_id(reply.data, "leads")
+        if found is not None:
+            reply = await self._call(op, lambda: self.client.update_lead(found, fields))
+            return reply.id or found
+        body = dict(fields)
+        if external:
+            body.setdefault("external_id", external)
+        if email:
+            body.setdefault("email", email)
+        reply = await self._call(op, lambda: self.client.create_lead(body))
+        return reply.id
+
+    async def _op_lookup_person(self, op: Operation, ctx: UnitContext) -> Any:
+        identity = self.memory.identity(op.user_id or ctx.user_id)
+        if identity is not None and identity.record_id is not None:
+            ctx.person_type = identity.record_type
+            return identity.record_id
+        _, email = self._person_key(op)
+        if not email:
+            ctx.missing_person = True
+            return None
+        entities = "lead,contact" if self.product == "classic" else "contact"
+        reply = await self._call(op, lambda: self.client.lookup(email, "email", entities))
+        for plural, kind in (("contacts", "contact"), ("leads", "lead")):
+            found = _first_id(reply.data, plural)
+            if found is not None:
+                ctx.person_type = kind
+                self.memory.remember_person(
+                    op.user_id or ctx.user_id or email, record_type=kind, record_id=found,
+                    email=email, now=self.now(),
+                )
+                return found
+        ctx.missing_person = True
+        return None
+
+    # -- accounts and deals --------------------------------------------------------------------
+
+    async def _upsert_named(
+        self,
+        op: Operation,
+        ctx: UnitContext,
+        entity: str,
+        call: Callable[[str, dict[str, Any]], Awaitable[Reply]],
+    ) -> Any:
+        name = op.key.get("name")
+        if not isinstance(name, str) or not name:
+            raise FreshsalesDestinationError(f"{entity} upsert without a name")
+        fields = self._resolve(op.fields, ctx)
+        record = f"{entity}:{name}"
+        known = self.memory.record_id(entity, name)
+        changed = self.memory.changed_fields(record, fields)
+        if known is not None and not changed:
+            self.counter.skipped += 1
+            return known
+        reply = await self._call(op, lambda: call(name, changed if known is not None else fields))
+        result = reply.id or known
+        now = self.now()
+        if result is not None:
+            self.memory.remember_record(entity, name, result, now)
+            self.memory.remember_written(record, fields, now)
+        return result
+
+    async def _op_upsert_sales_account(self, op: Operation, ctx: UnitContext) -> Any:
+        return await self._upsert_named(op, ctx, "sales_account", self.client.upsert_sales_account)
+
+    async def _op_upsert_deal(self, op: Operation, ctx: UnitContext) -> Any:
+        return await self._upsert_named(op, ctx, "deal", self.client.upsert_deal)
+
+    async def _op_link_sales_account(self, op: Operation, ctx: UnitContext) -> Any:
+        person = self._resolve(op.key.get("id"), ctx)
+        account = self._resolve(op.fields.get("sales_account_id"), ctx)
+        identity = self.memory.identity(ctx.user_id)
+        linked = list(identity.sales_account_ids) if identity else []
+        if account in linked:
+            self.counter.skipped += 1
+            return account
+        entries = [{"id": a, "is_primary": i == 0} for i, a in enumerate([*linked, account])]
+        if ctx.person_type == "lead":
+            self.counter.skipped += 1  # Classic leads carry their company on the lead itself
+            return account
+        await self._call(
+            op, lambda: self.client.update_contact(person, {"sales_accounts": entries})
+        )
+        if identity is not None and ctx.user_id:
+            self.memory.remember_person(
+                ctx.user_id, record_type=identity.record_type or "contact",
+                record_id=identity.record_id, email=identity.email, now=self.now(),
+                account_id=account,
+            )
+        return account
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def _op_track_event(self, op: Operation, ctx: UnitContext) -> Any:
+        identifier = str(self._resolve(op.fields.get("identifier"), ctx))
+        event = dict(op.fields.get("event") or {})
+        name = str(event.pop("name", "") or "event")
+        reply = await self._call(op, lambda: self.client.track_event(identifier, name, event))
+        return reply.id
+
+    async def _op_track_page_view(self, op: Operation, ctx: UnitContext) -> Any:
+        identifier = str(self._resolve(op.fields.get("identifier"), ctx))
+        page = dict(op.fields.get("page_view") or {})
+        url = str(page.pop("url", "") or "")
+        reply = await self._call(op, lambda: self.client.track_page_view(identifier, url, page))
+        return reply.id
+
+    async def _op_create_note(self, op: Operation, ctx: UnitContext) -> Any:
+        fields = self._resolve(op.fields, ctx)
+        reply = await self._call(
+            op,
+            lambda: self.client.create_note(
+                str(fields.get("description") or ""),
+                str(fields.get("targetable_type") or ctx.person_type or "Contact"),
+                fields.get("targetable_id"),
+            ),
+        )
+        return reply.id
+
+    async def _op_create_sales_activity(self, op: Operation, ctx: UnitContext) -> Any:
+        fields = self._resolve(op.fields, ctx)
+        reply = await self._call(op, lambda: self.client.create_sales_activity(fields))
+        return reply.id
+
+    async def _op_update_lifecycle_stage(self, op: Operation, ctx: UnitContext) -> Any:
+        person = self._resolve(op.key.get("id"), ctx)
+        fields = self._resolve(op.fields, ctx)
+        record = f"contact:{ctx.user_id}"
+        changed = self.memory.changed_fields(record, fields)
+        if not changed:
+            self.counter.skipped += 1
+            return person
+        await self._call(op, lambda: self.client.update_contact(person, changed))
+        self.memory.remember_written(record, fields, self.now())
+        return person
+
+    async def _op_forget_contact(self, op: Operation, ctx: UnitContext) -> Any:
+        try:
+            person = self._resolve(op.key.get("id"), ctx)
+        except UnresolvedReference:
+            return None  # nothing of this person ever reached Freshsales through us
+        try:
+            if ctx.person_type == "lead":
+                await self._call(op, lambda: self.client.request("DELETE", f"/api/leads/{person}"))
+            else:
+                await self._call(op, lambda: self.client.forget_contact(person))
+        except NotFound:
+            pass  # already gone: the goal is reached
+        if ctx.user_id:
+            self.memory.forget(ctx.user_id, self.now())
+        return None
+
+
+def _first_id(data: Any, plural: str) -> Any:
+    """The first record id in a lookup answer (`{"leads": {"leads": [...]}}` or flatter)."""
+    if not isinstance(data, dict):
+        return None
+    node = data.get(plural)
+    if isinstance(node, dict):
+        node = node.get(plural)
+    if isinstance(node, list) and node and isinstance(node[0], dict):
+        return node[0].get("id")
+    return None

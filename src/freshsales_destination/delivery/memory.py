@@ -1,0 +1,126 @@
+"""What delivery remembers between calls, kept in the store so every worker shares it.
+
+* the identity map: userId (and aliases) -> Freshsales record type and id, linked accounts;
+* the digest of the fields last written to each record, so unchanged writes make no call;
+* ids of accounts and deals by name, so links need no lookup;
+* the ledger of completed operations, so a retry or replay never repeats a side effect.
+
+All of it lives in the store's key/value table under a namespace per destination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from freshsales_destination.core.identity import IdentityState
+from freshsales_destination.store.base import Store
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
+
+
+@dataclass
+class DeliveryMemory:
+    store: Store
+    destination: str
+
+    def _ns(self, what: str) -> str:
+        return f"{what}:{self.destination}"
+
+    def _get(self, what: str, key: str) -> Any:
+        raw = self.store.kv_get(self._ns(what), key)
+        return None if raw is None else orjson.loads(raw)
+
+    def _put(self, what: str, key: str, value: Any, now: float) -> None:
+        self.store.kv_put(self._ns(what), key, orjson.dumps(value), now=now)
+
+    # -- identities ----------------------------------------------------------------------------
+
+    def canonical_user(self, user_id: str) -> str:
+        """Follow aliases (previousId -> userId), at most a few hops."""
+        current = user_id
+        for _ in range(5):
+            target = self._get("alias", current)
+            if not isinstance(target, str) or target == current:
+                break
+            current = target
+        return current
+
+    def identity(self, user_id: str | None) -> IdentityState | None:
+        if not user_id:
+            return None
+        data = self._get("identity", self.canonical_user(user_id))
+        if not isinstance(data, dict):
+            return None
+        try:
+            return IdentityState.from_json(data)
+        except ValueError:
+            return None
+
+    def remember_person(
+        self,
+        user_id: str,
+        *,
+        record_type: str,
+        record_id: Any,
+        email: str | None,
+        now: float,
+        account_id: Any = None,
+    ) -> None:
+        user = self.canonical_user(user_id)
+        old = self.identity(user)
+        accounts = list(old.sales_account_ids) if old else []
+        if account_id is not None and account_id not in accounts:
+            accounts.append(account_id)
+        state = IdentityState(
+            user_id=user,
+            record_type=record_type,  # type: ignore[arg-type]
+            record_id=record_id,
+            email=email or (old.email if old else None),
+            sales_account_ids=tuple(accounts),
+            aliases=old.aliases if old else (),
+        )
+        self._put("identity", user, state.to_json(), now)
+
+    def add_alias(self, previous_id: str, user_id: str, now: float) -> None:
+        if previous_id and user_id and previous_id != user_id:
+            self._put("alias", previous_id, user_id, now)
+
+    def forget(self, user_id: str, now: float) -> None:
+        user = self.canonical_user(user_id)
+        self._put("identity", user, {"user_id": user, "forgotten": True}, now)
+
+    # -- record ids and written fields ---------------------------------------------------------
+
+    def record_id(self, entity: str, key: str) -> Any:
+        return self._get("record", f"{entity}:{key}")
+
+    def remember_record(self, entity: str, key: str, record_id: Any, now: float) -> None:
+        self._put("record", f"{entity}:{key}", record_id, now)
+
+    def changed_fields(self, record: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """The fields whose value differs from what we last wrote to `record`."""
+        written = self._get("written", record) or {}
+        return {
+            name: value
+            for name, value in fields.items()
+            if written.get(name) != _digest(value)
+        }
+
+    def remember_written(self, record: str, fields: dict[str, Any], now: float) -> None:
+        written = self._get("written", record) or {}
+        written.update({name: _digest(value) for name, value in fields.items()})
+        self._put("written", record, written, now)
+
+    # -- ledger --------------------------------------------------------------------------------
+
+    def done(self, idempotency_key: str) -> Any:
+        return self._get("ledger", idempotency_key)
+
+    def mark_done(self, idempotency_key: str, result: Any, now: float) -> None:
+        self._put("ledger", idempotency_key, {"result": result}, now)

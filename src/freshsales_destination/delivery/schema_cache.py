@@ -1,0 +1,110 @@
+"""The Freshsales field schema and selectors of a destination, cached in the store with a TTL.
+
+Fetching the schema costs about ten calls; it is done once per TTL (shared by all workers
+through the store) and again when Freshsales rejects a field we believed existed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from freshsales_destination.core.schema import SELECTOR_KINDS, FieldSchema
+from freshsales_destination.delivery.executor import Budget
+from freshsales_destination.freshsales.client import FreshsalesClient
+from freshsales_destination.freshsales.errors import NotFound, PermanentError
+from freshsales_destination.store.base import Store
+
+NAMESPACE = "schema"
+
+
+class SchemaCache:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        destination: str,
+        client: FreshsalesClient,
+        budget: Budget,
+        product: str,
+        ttl_seconds: float = 24 * 3600,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.destination = destination
+        self.client = client
+        self.budget = budget
+        self.product = product
+        self.ttl = ttl_seconds
+        self.now = now
+        self._schema: FieldSchema | None = None
+        self._fetched_at = 0.0
+        self.fetches = 0
+
+    def invalidate(self) -> None:
+        self._schema = None
+        self.store.kv_put(NAMESPACE, self.destination, orjson.dumps({"fetched_at": 0}), now=self.now())
+
+    async def get(self) -> FieldSchema:
+        now = self.now()
+        if self._schema is not None and now - self._fetched_at < self.ttl:
+            return self._schema
+        cached = self.store.kv_get(NAMESPACE, self.destination)
+        if cached is not None:
+            data = orjson.loads(cached)
+            fetched_at = float(data.get("fetched_at") or 0)
+            if now - fetched_at < self.ttl and isinstance(data.get("schema"), dict):
+                self._schema = FieldSchema.from_json(data["schema"], product=self.product)
+                self._fetched_at = fetched_at
+                return self._schema
+        raw = await self._fetch()
+        self.store.kv_put(
+            NAMESPACE, self.destination, orjson.dumps({"fetched_at": now, "schema": raw}), now=now
+        )
+        self._schema = FieldSchema.from_json(raw, product=self.product)
+        self._fetched_at = now
+        return self._schema
+
+    async def _fetch(self) -> dict[str, Any]:
+        self.fetches += 1
+        entities = ["contacts", "sales_accounts", "deals"]
+        if self.product == "classic":
+            entities.insert(0, "leads")
+        raw: dict[str, Any] = {}
+        for entity in entities:
+            await self.budget.acquire("record")
+            reply = await self.client.get_fields(entity)
+            self.budget.observe(reply)
+            fields = reply.data.get("fields") if isinstance(reply.data, dict) else None
+            if isinstance(fields, list):
+                raw[entity] = {"fields": fields}
+        selectors: dict[str, Any] = {}
+        for kind in SELECTOR_KINDS:
+            await self.budget.acquire("record")
+            try:
+                reply = await self.client.get_selector(kind)
+            except (NotFound, PermanentError):
+                continue
+            self.budget.observe(reply)
+            body = reply.body if isinstance(reply.body, dict) else reply.data
+            items = _selector_items(body, kind)
+            if items is not None:
+                selectors[kind] = items
+        raw["selectors"] = selectors
+        return raw
+
+
+def _selector_items(body: Any, kind: str) -> list[Any] | None:
+    if not isinstance(body, dict):
+        return None
+    for key in (kind, "users" if kind == "owners" else kind):
+        value = body.get(key)
+        if isinstance(value, list):
+            return value
+    for value in body.values():
+        if isinstance(value, list):
+            return value
+    return None

@@ -1,0 +1,310 @@
+"""Delivery workers: take a person's lane from the store, plan it, merge it, send it.
+
+One lane is one person of one destination. A worker leases the lane, takes its oldest
+pending messages in order, and:
+
+* plans each message (pure planner) and finishes at once what cannot be delivered;
+* merges the record changes of the lane's identifies into one write per record
+  (last writer wins per field, by event timestamp), at the place of the first identify;
+* executes the operations (executor.py), which skips what Freshsales already has;
+* on failure, turns the error into a retry decision stored with the message: the lane is
+  held until then, so later messages of that person never overtake it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from freshsales_destination.core.mapping_settings import DestinationSettings
+from freshsales_destination.core.operations import (
+    PERSON_UPSERT_KINDS,
+    Operation,
+    merge_person_operations,
+)
+from freshsales_destination.core.planner import plan as plan_event
+from freshsales_destination.core.retry import RetryPolicy, decide
+from freshsales_destination.core.schema import MappingConfigError
+from freshsales_destination.delivery.budget import BudgetExhausted
+from freshsales_destination.delivery.executor import Executor, UnitContext, UnresolvedReference
+from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.delivery.schema_cache import SchemaCache
+from freshsales_destination.freshsales.errors import FreshsalesError, InvalidRequest
+from freshsales_destination.store.base import LaneClaim, Store, StoredMessage
+
+log = logging.getLogger(__name__)
+
+RECORD_TYPES = ("identify", "group")
+
+
+@dataclass
+class Unit:
+    """Messages that succeed or fail together, and the operations they carry."""
+
+    messages: list[StoredMessage]
+    operations: list[Operation]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeliveryStats:
+    lanes: int = 0
+    delivered: int = 0
+    skipped: int = 0
+    discarded: int = 0
+    dead: int = 0
+    retried: int = 0
+    throttled: int = 0
+
+
+class DestinationWorker:
+    """Delivers the lanes of one destination."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        store: Store,
+        settings: DestinationSettings,
+        executor: Executor,
+        memory: DeliveryMemory,
+        schema: SchemaCache,
+        policy: RetryPolicy,
+        batch_size: int = 100,
+        lease_seconds: float = 120.0,
+        records_first: Callable[[], bool] = lambda: False,
+        now: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.settings = settings
+        self.executor = executor
+        self.memory = memory
+        self.schema = schema
+        self.policy = policy
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.records_first = records_first
+        self.now = now
+        self.rng = rng or random.Random()
+        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self.stats = DeliveryStats()
+        self.config_error: str | None = None
+
+    async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def run_once(self) -> bool:
+        """Deliver one lane; False when nothing was ready."""
+        claim: LaneClaim | None = None
+        if self.records_first():
+            claim = await self._store(
+                self.store.claim_lane, self.name, owner=self.owner, now=self.now(),
+                lease_seconds=self.lease_seconds, max_messages=self.batch_size,
+                head_types=RECORD_TYPES,
+            )
+        if claim is None:
+            claim = await self._store(
+                self.store.claim_lane, self.name, owner=self.owner, now=self.now(),
+                lease_seconds=self.lease_seconds, max_messages=self.batch_size,
+            )
+        if claim is None:
+            return False
+        self.stats.lanes += 1
+        try:
+            await self._deliver(claim)
+        finally:
+            await self._store(self.store.release_lane, self.name, claim.lane, self.owner)
+        return True
+
+    # -- planning ------------------------------------------------------------------------------
+
+    async def _plan_units(self, messages: Sequence[StoredMessage]) -> list[Unit]:
+        schema = await self.schema.get()
+        units: list[Unit] = []
+        record_unit: Unit | None = None
+        for message in messages:
+            event = message.normalized()
+            user = event.get("userId") if isinstance(event.get("userId"), str) else None
+            identity = self.memory.identity(user)
+            result = plan_event(event, self.settings, schema, identity)
+            if result.status != "planned":
+                self.stats.discarded += 1
+                await self._store(
+                    self.store.finish, [message.seq], status=result.status, now=self.now(),
+                    reason=result.reason or "not deliverable",
+                )
+                continue
+            dropped = [
+                f"{entry.source}: {entry.reason}"
+                for entry in result.explanation
+                if entry.outcome == "dropped"
+            ]
+            if message.type == "identify":
+                if record_unit is None:
+                    record_unit = Unit([], [])
+                    units.append(record_unit)
+                record_unit.messages.append(message)
+                record_unit.operations.extend(result.operations)
+                record_unit.notes.extend(dropped)
+            else:
+                units.append(Unit([message], list(result.operations), dropped))
+        if record_unit is not None:
+            record_unit.operations = merge_record_operations(record_unit.operations)
+        return units
+
+    # -- delivering ----------------------------------------------------------------------------
+
+    async def _deliver(self, claim: LaneClaim) -> None:
+        try:
+            units = await self._plan_units(claim.messages)
+        except MappingConfigError as exc:
+            # A configuration problem is not the messages' fault: park them, loudly.
+            self.config_error = exc.message
+            log.error("destination %s: configuration error: %s", self.name, exc.message)
+            head = claim.messages[0]
+            await self._store(
+                self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+                attempts=head.attempts, available_at=self.now() + 300,
+                first_failure_at=head.first_failure_at or self.now(),
+                last_error=f"configuration error: {exc.message}",
+            )
+            return
+        for unit in units:
+            user = _user_of(unit.messages[0])
+            ctx = UnitContext(user_id=user)
+            try:
+                for op in unit.operations:
+                    await self.executor.execute(op, ctx)
+            except BudgetExhausted:
+                return  # nothing failed; the lane is released and taken again later
+            except UnresolvedReference as exc:
+                await self._fail(claim, unit, "permanent", str(exc), None)
+                continue
+            except InvalidRequest as exc:
+                if _unknown_field(exc):
+                    self.schema.invalidate()
+                await self._fail(claim, unit, exc.kind, _error_text(exc), exc.retry_after)
+                if exc.kind != "permanent":
+                    return
+                continue
+            except FreshsalesError as exc:
+                await self._fail(claim, unit, exc.kind, _error_text(exc), exc.retry_after)
+                if exc.kind != "permanent":
+                    return  # the lane is held; later messages wait their turn
+                continue
+            seqs = [m.seq for m in unit.messages]
+            status = "delivered" if unit.operations else "skipped"
+            if status == "delivered":
+                self.stats.delivered += len(seqs)
+            else:
+                self.stats.skipped += len(seqs)
+            reason = "; ".join(unit.notes)[:2000] or None
+            if status == "skipped" and reason is None:
+                reason = "nothing to send to Freshsales for this message"
+            await self._store(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
+
+    async def _fail(
+        self, claim: LaneClaim, unit: Unit, kind: str, error: str, retry_after: float | None
+    ) -> None:
+        now = self.now()
+        head = unit.messages[0]
+        first_failure = head.first_failure_at if head.first_failure_at is not None else now
+        decision = decide(
+            self.policy,
+            attempts=head.attempts,
+            first_failure_at=first_failure,
+            now=now,
+            error_kind=kind,  # type: ignore[arg-type]
+            retry_after=retry_after,
+            rand=self.rng.random(),
+        )
+        if decision.action == "retry":
+            if kind == "throttled":
+                self.stats.throttled += 1
+            else:
+                self.stats.retried += 1
+            await self._store(
+                self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+                attempts=decision.attempts_after, available_at=decision.at,
+                first_failure_at=first_failure, last_error=error,
+            )
+            return
+        self.stats.dead += len(unit.messages)
+        await self._store(
+            self.store.finish, [m.seq for m in unit.messages], status="dead", now=now,
+            reason=error,
+        )
+
+
+def merge_record_operations(ops: Sequence[Operation]) -> list[Operation]:
+    """One write per record for a lane's identifies: accounts, then the person, then the rest.
+
+    Accounts and deals of the same name merge (last writer wins per field); person upserts
+    merge through `merge_person_operations`; links to the same account collapse to one.
+    """
+    accounts: dict[str, Operation] = {}
+    deals: dict[str, Operation] = {}
+    people: list[Operation] = []
+    links: dict[str, Operation] = {}
+    others: list[Operation] = []
+    for op in ops:
+        if op.kind == "upsert_sales_account":
+            accounts[str(op.key.get("name"))] = _merge_named(accounts.get(str(op.key.get("name"))), op)
+        elif op.kind == "upsert_deal":
+            deals[str(op.key.get("name"))] = _merge_named(deals.get(str(op.key.get("name"))), op)
+        elif op.kind in PERSON_UPSERT_KINDS:
+            people.append(op)
+        elif op.kind == "link_sales_account":
+            links[repr(op.fields.get("sales_account_id"))] = op
+        else:
+            others.append(op)
+    merged: list[Operation] = list(accounts.values())
+    if people:
+        if len(people) == 1:
+            merged.append(people[0])
+        else:
+            users = {p.user_id for p in people}
+            if len(users) == 1:
+                merged.append(merge_person_operations(people))
+            else:
+                merged.extend(people)
+    merged.extend(links.values())
+    merged.extend(deals.values())
+    merged.extend(others)
+    return merged
+
+
+def _merge_named(old: Operation | None, new: Operation) -> Operation:
+    if old is None:
+        return new
+    fields = dict(old.fields)
+    for name, value in new.fields.items():
+        if isinstance(value, dict) and isinstance(fields.get(name), dict):
+            fields[name] = {**fields[name], **value}
+        else:
+            fields[name] = value
+    return replace(new, fields=fields)
+
+
+def _user_of(message: StoredMessage) -> str | None:
+    event = message.normalized()
+    user = event.get("userId")
+    return user if isinstance(user, str) else None
+
+
+def _error_text(exc: FreshsalesError) -> str:
+    status = f"HTTP {exc.status}" if getattr(exc, "status", None) else type(exc).__name__
+    return f"{status}: {exc.message}"[:2000]
+
+
+def _unknown_field(exc: FreshsalesError) -> bool:
+    text = exc.message.lower()
+    return "field" in text and ("unknown" in text or "invalid" in text or "not" in text)
