@@ -61,7 +61,13 @@ def parse_time(value: Any) -> datetime | None:
     """
     if not isinstance(value, str) or not value or len(value) > 64:
         return None
-    text = value.strip()
+    try:
+        return _parse_time(value.strip())
+    except (OverflowError, ValueError):  # out of datetime's range once moved to UTC
+        return None
+
+
+def _parse_time(text: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -147,6 +153,9 @@ def _problem(message: Mapping[str, Any]) -> str | None:
     user, anonymous = message.get("userId"), message.get("anonymousId")
     if not (isinstance(user, str) and user) and not (isinstance(anonymous, str) and anonymous):
         return "message has neither userId nor anonymousId"
+    for field in ID_FIELDS:
+        if field in message and not isinstance(message[field], str):
+            return f"{field} is not a string or a number"
     if kind == "track":
         event = message.get("event")
         if not isinstance(event, str) or not event.strip():
@@ -226,7 +235,10 @@ def normalize(
         original = received_at
         corrected = received_at
     elif sent_at is not None:
-        corrected = received_at - (sent_at - original)
+        try:
+            corrected = received_at - (sent_at - original)
+        except OverflowError:  # absurd clocks: keep the client's own time
+            corrected = original
     else:
         corrected = original
     message["receivedAt"] = received

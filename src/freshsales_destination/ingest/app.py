@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -26,11 +26,11 @@ from freshsales_destination.ingest.body import read_limited
 from freshsales_destination.ingest.committer import GroupCommitter
 from freshsales_destination.ingest.responses import IngestError, error_response, json_response
 from freshsales_destination.ingest.sources import (
-    UNAUTHORIZED,
     Source,
     SourceRegistry,
     authenticate,
     basic_auth_user,
+    unauthorized,
     verify_signature,
 )
 from freshsales_destination.store.base import NewMessage
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 ACCEPTED_MEDIA = ("application/json", "text/plain", "")
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 @dataclass
@@ -72,7 +73,8 @@ class Ingest:
 
     # -- request plumbing ----------------------------------------------------------------------
 
-    async def _read_json(self, request: Request) -> tuple[Any, bytes]:
+    async def _read_body(self, request: Request) -> bytes:
+        """The body within the request limit, gzip inflated; refused before JSON parsing."""
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media not in ACCEPTED_MEDIA:
             raise IngestError(
@@ -84,13 +86,16 @@ class Ingest:
                 413, "request_too_large",
                 f"request body is larger than {self.limits.max_request_bytes} bytes",
             )
-        body = await read_limited(
+        return await read_limited(
             request.stream(),
             encoding=request.headers.get("content-encoding"),
             limit=self.limits.max_request_bytes,
         )
+
+    @staticmethod
+    def _parse(body: bytes) -> Any:
         try:
-            return orjson.loads(body), body
+            return orjson.loads(body)
         except orjson.JSONDecodeError:
             raise IngestError(
                 400, "invalid_json", "the body is not valid UTF-8 JSON (or is nested too deeply)"
@@ -118,7 +123,7 @@ class Ingest:
             try:
                 raw = orjson.dumps(item)
             except orjson.JSONEncodeError:
-                raise IngestError(400, "invalid_json", "a message is nested too deeply") from None
+                raise IngestError(400, "invalid_json", _TOO_DEEP) from None
             result = normalize(
                 item,
                 received_at=received_at,
@@ -149,7 +154,7 @@ class Ingest:
                     received_at=now,
                     event_at=result.event_at,
                     raw=raw,
-                    message=orjson.dumps(message),
+                    message=_dumps_message(message),
                 )
             )
         return rows
@@ -208,8 +213,8 @@ class Ingest:
             # Refuse an unknown Basic-auth key before reading the body.
             user = _basic_user(request)
             if user is not None and self.registry.lookup(user) is None:
-                raise UNAUTHORIZED
-            body, _ = await self._read_json(request)
+                raise unauthorized()
+            body = self._parse(await self._read_body(request))
             if not isinstance(body, dict):
                 raise IngestError(400, "invalid_body", "the body must be a JSON object")
             source = authenticate(self.registry, request.headers, body)
@@ -221,18 +226,28 @@ class Ingest:
         except IngestError as exc:
             self.counters.refused += 1
             return error_response(exc)
+        except ClientDisconnect:
+            self.counters.refused += 1
+            return error_response(
+                IngestError(400, "client_disconnected", "the client went away mid-request")
+            )
+        except Exception:  # noqa: BLE001 - never answer a client with a bare 500 page
+            log.exception("unexpected failure while ingesting a request")
+            return error_response(_internal_error())
 
     async def webhook(self, request: Request) -> Response:
         self.counters.requests += 1
         try:
             source = self.registry.lookup(request.path_params["write_key"])
             if source is None:
-                raise UNAUTHORIZED
-            body, raw_body = await self._read_json(request)
+                raise unauthorized()
+            raw_body = await self._read_body(request)
+            # The signature is checked on the bytes before anything is parsed.
             if source.webhook_secret is not None and not verify_signature(
                 source.webhook_secret, raw_body, request.headers.get("x-signature")
             ):
                 raise IngestError(401, "invalid_signature", "X-Signature does not match the body")
+            body = self._parse(raw_body)
             if isinstance(body, dict):
                 items: list[Any] = [body]
             elif isinstance(body, list):
@@ -251,27 +266,64 @@ class Ingest:
         except IngestError as exc:
             self.counters.refused += 1
             return error_response(exc)
+        except ClientDisconnect:
+            self.counters.refused += 1
+            return error_response(
+                IngestError(400, "client_disconnected", "the client went away mid-request")
+            )
+        except Exception:  # noqa: BLE001 - never answer a client with a bare 500 page
+            log.exception("unexpected failure while ingesting a webhook request")
+            return error_response(_internal_error())
 
     def routes(self) -> list[Route]:
-        kinds = "|".join(SINGLE_TYPES)
+        """Ingest routes; every answer under /v1 and /webhook is JSON ``{code, message}``."""
         return [
-            Route("/v1/batch", self.batch, methods=["POST"]),
-            Route("/v1/import", self.batch, methods=["POST"]),
-            Route("/v1/{type:str}", self._single_or_404(kinds), methods=["POST"]),
-            Route("/webhook/{write_key:str}", self.webhook, methods=["POST"]),
+            Route("/v1/batch", _post_only(self.batch), methods=ANY_METHOD),
+            Route("/v1/import", _post_only(self.batch), methods=ANY_METHOD),
+            Route("/v1/{type:str}", _post_only(self._single_or_404), methods=ANY_METHOD),
+            Route("/webhook/{write_key:str}", _post_only(self.webhook), methods=ANY_METHOD),
+            Route("/v1/{rest:path}", _not_found, methods=ANY_METHOD),
+            Route("/webhook/{rest:path}", _not_found, methods=ANY_METHOD),
         ]
 
-    def _single_or_404(self, kinds: str) -> Callable[[Request], Any]:
-        allowed = set(kinds.split("|"))
+    async def _single_or_404(self, request: Request) -> Response:
+        if request.path_params["type"] not in SINGLE_TYPES:
+            return await _not_found(request)
+        return await self.single(request)
 
-        async def endpoint(request: Request) -> Response:
-            if request.path_params["type"] not in allowed:
-                return error_response(IngestError(404, "not_found", "no such endpoint"))
-            return await self.single(request)
 
-        return endpoint
+_TOO_DEEP = "a message is nested too deeply"
+
+
+def _internal_error() -> IngestError:
+    return IngestError(500, "internal_error", "the request could not be processed")
+
+
+def _dumps_message(message: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(message)
+    except orjson.JSONEncodeError:
+        raise IngestError(400, "invalid_json", _TOO_DEEP) from None
+
+
+async def _not_found(request: Request) -> Response:
+    return error_response(IngestError(404, "not_found", "no such endpoint"))
+
+
+def _post_only(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def only_post(request: Request) -> Response:
+        if request.method != "POST":
+            return error_response(
+                IngestError(
+                    405, "method_not_allowed", "use POST", headers={"Allow": "POST"}
+                )
+            )
+        return await endpoint(request)
+
+    return only_post
 
 
 def _basic_user(request: Request) -> str | None:
     return basic_auth_user(request.headers.get("authorization"))
-

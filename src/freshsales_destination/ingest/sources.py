@@ -46,7 +46,9 @@ class SourceRegistry:
         return self._by_key.get(write_key)
 
 
-UNAUTHORIZED = IngestError(401, "unauthorized", "missing or unknown write key")
+def unauthorized() -> IngestError:
+    """A fresh 401 error (never a shared instance: raising one mutates its traceback)."""
+    return IngestError(401, "unauthorized", "missing or unknown write key")
 
 
 def basic_auth_user(header: str | None) -> str | None:
@@ -59,7 +61,7 @@ def basic_auth_user(header: str | None) -> str | None:
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
-        raise UNAUTHORIZED from None
+        raise unauthorized() from None
     user, _, _password = decoded.partition(":")
     return user
 
@@ -73,12 +75,12 @@ def authenticate(
     if user is not None:
         source = registry.lookup(user)
         if source is None:
-            raise UNAUTHORIZED
+            raise unauthorized()
         return source
     key = body.get("writeKey") if body is not None else None
     source = registry.lookup(key if isinstance(key, str) else None)
     if source is None:
-        raise UNAUTHORIZED
+        raise unauthorized()
     return source
 
 
