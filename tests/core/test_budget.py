@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from freshsales_destination.config import DestinationConfig
 from freshsales_destination.core.budget import (
@@ -12,6 +13,7 @@ from freshsales_destination.core.budget import (
     MINUTE,
     BudgetLimits,
     BudgetState,
+    Priority,
     available,
     observe_server_headers,
     observe_throttle,
@@ -56,7 +58,8 @@ def max_in_any_window(times: list[float], width: float) -> int:
 
 limits_st = st.builds(BudgetLimits, per_hour=st.integers(1, 40), per_minute=st.integers(1, 12))
 fractions = st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.9])
-priorities = st.sampled_from(["record", "event"])
+PRIORITIES: tuple[Priority, ...] = ("record", "event")
+priorities = st.sampled_from(PRIORITIES)
 
 # One step of a scenario: a clock move, then an action.
 steps = st.one_of(
@@ -101,7 +104,9 @@ def test_grants_never_exceed_limits_in_any_window(
         elif kind == "headers":
             remaining = step[1]
             reset = step[2]
-            state = observe_server_headers(state, clock.now, limits, remaining, reset)  # type: ignore[arg-type]
+            state = observe_server_headers(
+                state, clock.now, limits, remaining, reset  # type: ignore[arg-type]
+            )
         else:
             state = observe_throttle(state, clock.now, step[1])  # type: ignore[arg-type]
         if roundtrip:
@@ -136,7 +141,7 @@ def test_limits_hold_even_when_calls_arrive_out_of_time_order(
 @given(limits_st, fractions, st.lists(st.tuples(st.floats(0, 200), priorities), max_size=300))
 @settings(max_examples=150, deadline=None)
 def test_records_are_never_starved_by_events(
-    limits: BudgetLimits, fraction: float, scenario: list[tuple[float, str]]
+    limits: BudgetLimits, fraction: float, scenario: list[tuple[float, Priority]]
 ) -> None:
     reserve = records_reserve(limits, fraction)
     clock = FakeClock()
@@ -148,7 +153,7 @@ def test_records_are_never_starved_by_events(
         granted, state, _ = try_acquire(state, clock.now, limits, "event", fraction)
         if granted:
             ledger.grants.append((clock.now, "event"))
-        granted, state, _ = try_acquire(state, clock.now, limits, priority, fraction)  # type: ignore[arg-type]
+        granted, state, _ = try_acquire(state, clock.now, limits, priority, fraction)
         if granted:
             ledger.grants.append((clock.now, priority))
         elif priority == "record":
@@ -166,19 +171,20 @@ def test_records_are_never_starved_by_events(
 @given(limits_st, fractions, st.lists(st.tuples(st.floats(0, 100), priorities), max_size=120))
 @settings(max_examples=100, deadline=None)
 def test_wait_seconds_is_exact_when_nothing_else_happens(
-    limits: BudgetLimits, fraction: float, scenario: list[tuple[float, str]]
+    limits: BudgetLimits, fraction: float, scenario: list[tuple[float, Priority]]
 ) -> None:
     clock = FakeClock()
     state = BudgetState()
     for delta, priority in scenario:
         clock.advance(delta)
-        granted, new_state, wait = try_acquire(state, clock.now, limits, priority, fraction)  # type: ignore[arg-type]
+        granted, new_state, wait = try_acquire(state, clock.now, limits, priority, fraction)
         if not granted:
             assert new_state == state
             # Just before the wait is over: still denied. At the wait: granted.
             if wait > 1e-6:
-                assert not try_acquire(state, clock.now + wait * 0.999, limits, priority, fraction)[0]  # type: ignore[arg-type]
-            assert try_acquire(state, clock.now + wait, limits, priority, fraction)[0]  # type: ignore[arg-type]
+                early = clock.now + wait * 0.999
+                assert not try_acquire(state, early, limits, priority, fraction).granted
+            assert try_acquire(state, clock.now + wait, limits, priority, fraction).granted
         state = new_state
 
 
@@ -299,6 +305,6 @@ def test_invalid_arguments() -> None:
 
 
 def test_limits_from_destination_config() -> None:
-    cfg = DestinationConfig(domain="acme", api_key="k", rate_limit_per_hour=2000,
+    cfg = DestinationConfig(domain="acme", api_key=SecretStr("k"), rate_limit_per_hour=2000,
                             rate_limit_per_minute=300)
     assert BudgetLimits.from_destination_config(cfg) == BudgetLimits(2000, 300)

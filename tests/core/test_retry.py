@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -241,7 +242,8 @@ def test_invalid_inputs() -> None:
     with pytest.raises(ValueError):
         decide(p, attempts=-1, first_failure_at=None, now=T0, error_kind="retryable")
     with pytest.raises(ValueError):
-        decide(p, attempts=0, first_failure_at=None, now=T0, error_kind="bogus")  # type: ignore[arg-type]
+        bogus: Any = "bogus"
+        decide(p, attempts=0, first_failure_at=None, now=T0, error_kind=bogus)
     with pytest.raises(ValueError):
         decide(p, attempts=0, first_failure_at=None, now=T0, error_kind="retryable", rand=1.5)
     with pytest.raises(ValueError):

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from pydantic import SecretStr
 
 from freshsales_destination.config import DestinationConfig
 from freshsales_destination.errors import ConfigError, FreshsalesDestinationError
@@ -142,30 +143,34 @@ async def test_custom_base_url_allowed_when_asked() -> None:
 @pytest.mark.anyio
 async def test_from_config_suite_and_classic() -> None:
     rec = Recorder()
-    suite_cfg = DestinationConfig(domain="acme", api_key=API_KEY, app_token=APP_TOKEN)
+    suite_cfg = DestinationConfig(
+        domain="acme", api_key=SecretStr(API_KEY), app_token=SecretStr(APP_TOKEN)
+    )
     async with FreshsalesClient.from_config(suite_cfg, httpx2.MockTransport(rec)) as client:
         assert client.base_url == SUITE
         assert client.has_app_token
         await client.create_contact({"email": "a@b.c"})
     assert str(rec.last.url) == f"{SUITE}/api/contacts"
 
-    classic_cfg = DestinationConfig(product="classic", domain="acme", api_key=API_KEY)
+    classic_cfg = DestinationConfig(product="classic", domain="acme", api_key=SecretStr(API_KEY))
     async with FreshsalesClient.from_config(classic_cfg, httpx2.MockTransport(rec)) as client:
         await client.create_lead({"last_name": "X"})
         assert not client.has_app_token
     assert str(rec.last.url) == f"{CLASSIC}/api/leads"
 
     custom = DestinationConfig(
-        base_url="http://localhost:8000", allow_custom_base_url=True, api_key=API_KEY
+        base_url="http://localhost:8000", allow_custom_base_url=True, api_key=SecretStr(API_KEY)
     )
     async with FreshsalesClient.from_config(custom, httpx2.MockTransport(rec)) as client:
         assert client.base_url == "http://localhost:8000"
 
 
-def test_repr_has_no_secret() -> None:
+@pytest.mark.anyio
+async def test_repr_has_no_secret() -> None:
     client, _ = make_client()
-    assert_no_secret(repr(client))
-    assert "acme.myfreshworks.com" in repr(client)
+    async with client:
+        assert_no_secret(repr(client))
+        assert "acme.myfreshworks.com" in repr(client)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,7 +645,9 @@ async def test_throttled_retry_after_sources(
     headers: dict[str, str], retry_after: float | None
 ) -> None:
     client, _ = make_client(
-        httpx2.Response(429, json={"error_code": 429}, headers={**headers, "X-RateLimit-Remaining": "0"})
+        httpx2.Response(
+            429, json={"error_code": 429}, headers={**headers, "X-RateLimit-Remaining": "0"}
+        )
     )
     async with client:
         with pytest.raises(Throttled) as info:
@@ -726,6 +733,10 @@ async def test_no_secret_in_errors_even_when_the_server_echoes_it(status: int) -
     err = info.value
     texts = [str(err), repr(err), err.freshsales_message, str(err.path), *err.messages]
     assert_no_secret(*texts)
+    data = err.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["status"] == status and data["kind"] == err.kind
+    assert_no_secret(json.dumps(data))
     restored = pickle.loads(pickle.dumps(err))
     assert type(restored) is type(err)
     assert restored.status == status and restored.messages == err.messages

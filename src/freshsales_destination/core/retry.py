@@ -80,7 +80,9 @@ class RetryPolicy:
         if self.cap_seconds < self.base_seconds:
             raise ValueError("RetryPolicy.cap_seconds must be at least base_seconds")
         if self.throttle_cap_seconds < self.throttle_base_seconds:
-            raise ValueError("RetryPolicy.throttle_cap_seconds must be at least throttle_base_seconds")
+            raise ValueError(
+                "RetryPolicy.throttle_cap_seconds must be at least throttle_base_seconds"
+            )
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError("RetryPolicy.jitter must be between 0 and 1")
         if not (math.isfinite(self.throttle_spread_seconds) and self.throttle_spread_seconds >= 0):

@@ -9,7 +9,7 @@ Hierarchy (``kind`` is the retry hint the delivery engine feeds to ``core.retry.
         │   │   ├── RequestTimeout
         │   │   └── ConnectionFailed
         │   └── ServerError                     408 or 5xx            (also a FreshsalesStatusError)
-        ├── Throttled                           429, kind = "throttled" (also a FreshsalesStatusError)
+        ├── Throttled                           429, kind = "throttled" (a FreshsalesStatusError)
         └── PermanentError                      kind = "permanent"
             ├── InvalidArgument                 refused by the client before sending (status None)
             └── RequestRejected                 server said no        (also a FreshsalesStatusError)
@@ -112,6 +112,20 @@ class FreshsalesError(FreshsalesDestinationError):
     @property
     def retryable(self) -> bool:
         return self.kind != "permanent"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready data about the error (for a job's ``last_error``)."""
+        return {
+            "type": type(self).__name__,
+            "kind": self.kind,
+            "message": self.message,
+            "status": self.status,
+            "messages": list(self.messages),
+            "error_code": self.error_code,
+            "retry_after": self.retry_after,
+            "method": self.method,
+            "path": self.path,
+        }
 
     def __repr__(self) -> str:
         return (
