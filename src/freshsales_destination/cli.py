@@ -17,12 +17,16 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from freshsales_destination.delivery.cli import dead_letters, status_command
+    from freshsales_destination.explain import explain_command
+    from freshsales_destination.sandbox.cli import sandbox_command
     from freshsales_destination.service import serve_command
 
     app.command("serve")(serve_command)
-    from freshsales_destination.sandbox.cli import sandbox_command; app.command("sandbox")(sandbox_command)  # noqa: E702, I001
-    # Further commands register here: sandbox (sandbox/cli.py), explain (core planner CLI),
-    # dead-letter management (delivery/cli.py).
+    app.command("sandbox")(sandbox_command)
+    app.command("explain")(explain_command)
+    app.command("status")(status_command)
+    app.add_typer(dead_letters, name="dead-letters")
 
 
 def main() -> None:

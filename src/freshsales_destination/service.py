@@ -134,7 +134,8 @@ def embedded_settings(data_dir: Path, host: str, port: int, keys: dict[str, str]
             "destinations": {
                 "sandbox": {
                     "product": "suite",
-                    "base_url": f"http://{host}:{port}/sandbox/crm/sales",
+                    # Reached in-process (ASGI transport); the host name is never resolved.
+                    "base_url": "http://embedded-sandbox/crm/sales",
                     "allow_custom_base_url": True,
                     "api_key": keys["sandbox_api_key"],
                     "app_token": keys["sandbox_app_token"],
@@ -199,6 +200,8 @@ def serve_command(
 ) -> None:
     """Run the ingest API and delivery. Without --config: embedded store and sandbox CRM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Request lines may carry people's emails (lookups); keep them out of the logs.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     if config is None:
         bind_host = host or "127.0.0.1"
         bind_port = port if port is not None else 8080

@@ -165,6 +165,14 @@ class DestinationWorker:
     async def _deliver(self, claim: LaneClaim) -> None:
         try:
             units = await self._plan_units(claim.messages)
+        except BudgetExhausted:
+            return
+        except FreshsalesError as exc:
+            # The schema could not be fetched: nothing is wrong with the messages; try later.
+            log.warning("destination %s: cannot read the field schema: %s", self.name, exc)
+            if isinstance(exc, FreshsalesError) and exc.kind == "throttled":
+                self.stats.throttled += 1
+            return
         except MappingConfigError as exc:
             # A configuration problem is not the messages' fault: park them, loudly.
             self.config_error = exc.message

@@ -1,0 +1,95 @@
+"""Operator commands for delivery: dead letters and the queue's state."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from freshsales_destination.config import load_settings
+from freshsales_destination.errors import ConfigError
+from freshsales_destination.store.base import Store
+from freshsales_destination.store.factory import open_store
+
+dead_letters = typer.Typer(
+    help="List, retry or drop messages that delivery gave up on.", no_args_is_help=True
+)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML configuration file.")]
+
+
+def _store(config: Path) -> Store:
+    try:
+        settings = load_settings(config)
+        return open_store(settings.store.url)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+@dead_letters.command("list")
+def list_dead(
+    config: ConfigOption,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+) -> None:
+    """Print dead letters as JSON lines: seq, message id, type, attempts, last error."""
+    store = _store(config)
+    try:
+        for message in store.list_messages(status="dead", limit=limit):
+            typer.echo(
+                json.dumps(
+                    {
+                        "seq": message.seq,
+                        "source": message.source,
+                        "destination": message.destination,
+                        "message_id": message.message_id,
+                        "type": message.type,
+                        "attempts": message.attempts,
+                        "error": message.reason or message.last_error,
+                    }
+                )
+            )
+    finally:
+        store.close()
+
+
+@dead_letters.command("retry")
+def retry_dead(
+    config: ConfigOption,
+    seqs: Annotated[list[int], typer.Argument(help="Sequence numbers from `list`.")],
+) -> None:
+    """Put dead letters back in their lanes with fresh attempts."""
+    store = _store(config)
+    try:
+        changed = store.requeue(seqs, now=time.time())
+        typer.echo(f"requeued {changed} of {len(seqs)}")
+    finally:
+        store.close()
+
+
+@dead_letters.command("drop")
+def drop_dead(
+    config: ConfigOption,
+    seqs: Annotated[list[int], typer.Argument(help="Sequence numbers from `list`.")],
+) -> None:
+    """Mark dead letters as dropped: kept for the record, never delivered."""
+    store = _store(config)
+    try:
+        dead = {m.seq for m in store.list_messages(status="dead", limit=1_000_000)}
+        chosen = [seq for seq in seqs if seq in dead]
+        store.finish(chosen, status="dropped", now=time.time(), reason=None)
+        typer.echo(f"dropped {len(chosen)} of {len(seqs)}")
+    finally:
+        store.close()
+
+
+def status_command(config: ConfigOption) -> None:
+    """Print how many messages are in each state, as JSON."""
+    store = _store(config)
+    try:
+        typer.echo(json.dumps(store.count_by_status(), sort_keys=True))
+    finally:
+        store.close()
