@@ -1,0 +1,223 @@
+"""The ``mapping`` table of a ``[destinations.NAME]`` configuration, and the planner's settings.
+
+Example (TOML)::
+
+    [destinations.acme.mapping]
+    default_lifecycle_stage = "Lead"          # Suite: stage given to contacts not seen before
+    default_owner_email = "sales@acme.test"   # owner given to people not seen before
+    group_id_field = "cf_segment_group_id"    # sales-account field that keeps group's groupId
+
+    [destinations.acme.mapping.track_events."Order Completed"]
+    action = "deal"
+    name = "Order {properties.order_id|messageId}"
+    amount_property = ["revenue", "total"]
+    stage = "Won"
+
+    [destinations.acme.mapping.track_events."Demo Requested"]
+    action = "sales_activity"
+    activity_type = "Meeting"
+
+    [destinations.acme.mapping.track_events."Signed Up"]
+    action = "lifecycle_stage"
+    stage = "Sales Qualified Lead"
+
+    [destinations.acme.mapping.track_events."Email Opened"]
+    action = "drop"
+
+    [destinations.acme.mapping.page_default]
+    action = "note"
+
+Actions: ``auto`` (tracking API when the destination has an app token; otherwise a note for track
+events and a drop for pages), ``track_api``, ``note``, ``sales_activity``, ``lifecycle_stage``,
+``deal`` and ``drop``. Templates (``title``, ``name``) accept ``{event}``, ``{name}``,
+``{userId}``, ``{messageId}`` and ``{properties.KEY}``, with ``|`` between fallbacks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from freshsales_destination.core.schema import MappingConfigError
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_ROOTS = ("event", "name", "userId", "messageId")
+
+
+def template_placeholders(template: str) -> list[list[str]]:
+    """The alternatives of every ``{...}`` placeholder in ``template``."""
+    return [[p.strip() for p in m.group(1).split("|")] for m in _PLACEHOLDER.finditer(template)]
+
+
+def _check_template(value: str | None) -> str | None:
+    if value is None:
+        return value
+    for alternatives in template_placeholders(value):
+        for alt in alternatives:
+            if alt in _ROOTS or (alt.startswith("properties.") and len(alt) > len("properties.")):
+                continue
+            raise ValueError(
+                f"unknown placeholder {{{alt}}}: use event, name, userId, messageId "
+                "or properties.KEY"
+            )
+    return value
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AutoRule(_Rule):
+    action: Literal["auto"] = "auto"
+
+
+class TrackApiRule(_Rule):
+    action: Literal["track_api"]
+
+
+class NoteRule(_Rule):
+    action: Literal["note"]
+    title: str | None = None
+
+    @field_validator("title")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return _check_template(value)
+
+
+class SalesActivityRule(_Rule):
+    action: Literal["sales_activity"]
+    activity_type: str = Field(min_length=1)
+    title: str | None = None
+    owner_email: str | None = None
+
+    @field_validator("title")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return _check_template(value)
+
+
+class LifecycleStageRule(_Rule):
+    action: Literal["lifecycle_stage"]
+    stage: str = Field(min_length=1)
+
+
+class DealRule(_Rule):
+    action: Literal["deal"]
+    name: str = "{event} {properties.order_id|properties.orderId|properties.checkout_id|messageId}"
+    amount_property: list[str] = Field(default_factory=lambda: ["revenue", "total", "value"])
+    stage: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _template(cls, value: str) -> str | None:
+        return _check_template(value)
+
+    @field_validator("amount_property", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class DropRule(_Rule):
+    action: Literal["drop"]
+    reason: str | None = None
+
+
+EventRule = Annotated[
+    AutoRule | TrackApiRule | NoteRule | SalesActivityRule | LifecycleStageRule | DealRule | DropRule,
+    Field(discriminator="action"),
+]
+
+
+class MappingSettings(BaseModel):
+    """How events become Freshsales operations (``[destinations.NAME.mapping]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_lifecycle_stage: str | None = None
+    default_owner_email: str | None = None
+    group_id_field: str | None = None
+    track_events: dict[str, EventRule] = Field(default_factory=dict)
+    track_default: EventRule = Field(default_factory=AutoRule)
+    page_rules: dict[str, EventRule] = Field(default_factory=dict)
+    page_default: EventRule = Field(default_factory=AutoRule)
+    honour_integrations: bool = True
+    integration_names: list[str] = Field(
+        default_factory=lambda: ["Freshsales", "Freshsales Suite - CRM"]
+    )
+
+    @field_validator("track_default", "page_default", mode="before")
+    @classmethod
+    def _bare_action(cls, value: Any) -> Any:
+        return {"action": value} if isinstance(value, str) else value
+
+    @field_validator("track_events", "page_rules", mode="before")
+    @classmethod
+    def _bare_actions(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: ({"action": v} if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+
+def normalise_event_name(name: str) -> str:
+    """``"Order Completed"``, ``"order_completed"`` and ``"order-completed"`` compare equal."""
+    return " ".join(re.split(r"[\s_\-]+", name.strip().casefold())).strip()
+
+
+def find_rule(rules: Mapping[str, Any], name: str) -> tuple[str, Any] | None:
+    """The rule for ``name``: an exact key first, then keys equal after normalisation."""
+    if name in rules:
+        return name, rules[name]
+    wanted = normalise_event_name(name)
+    for key in sorted(rules):
+        if normalise_event_name(key) == wanted:
+            return key, rules[key]
+    return None
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    """What the planner needs to know about one destination."""
+
+    product: Literal["suite", "classic"] = "suite"
+    has_app_token: bool = False
+    mapping: MappingSettings = MappingSettings()
+
+    @classmethod
+    def build(
+        cls, product: str, has_app_token: bool, mapping: Mapping[str, Any] | None
+    ) -> DestinationSettings:
+        """Validate a raw ``mapping`` table; errors become :class:`MappingConfigError`."""
+        if product not in ("suite", "classic"):
+            raise MappingConfigError(f"product must be 'suite' or 'classic', not {product!r}")
+        try:
+            parsed = MappingSettings.model_validate(dict(mapping or {}))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'mapping'}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise MappingConfigError(f"invalid mapping settings: {problems}", kind="mapping") from None
+        return cls(product=product, has_app_token=has_app_token, mapping=parsed)  # type: ignore[arg-type]
+
+
+__all__ = [
+    "AutoRule",
+    "DealRule",
+    "DestinationSettings",
+    "DropRule",
+    "EventRule",
+    "LifecycleStageRule",
+    "MappingSettings",
+    "NoteRule",
+    "SalesActivityRule",
+    "TrackApiRule",
+    "find_rule",
+    "normalise_event_name",
+    "template_placeholders",
+]
