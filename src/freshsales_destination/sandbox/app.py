@@ -35,12 +35,14 @@ def build_app(options: SandboxOptions | None = None, clock: Clock | None = None)
     state = SandboxState.create(options, clock or system_clock)
     api = api_routes()
     track = tracking_routes()
+    admin = admin_routes()
     app = Starlette(
         routes=[
-            Mount("/crm/sales", routes=[Mount("/api", routes=api), Mount("/track", routes=track)]),
+            Mount("/crm/sales", routes=[Mount("/api", routes=api), Mount("/track", routes=track),
+                                        Mount("/_sandbox", routes=admin)]),
             Mount("/api", routes=api),
             Mount("/track", routes=track),
-            Mount("/_sandbox", routes=admin_routes()),
+            Mount("/_sandbox", routes=admin),
         ],
         middleware=[Middleware(SandboxMiddleware, state=state)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},

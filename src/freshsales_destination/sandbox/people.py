@@ -51,6 +51,8 @@ def requested_emails(attrs: dict[str, Any]) -> list[str] | None:
         if key not in attrs:
             continue
         raw = attrs[key]
+        if isinstance(raw, dict):
+            raise validation_error(f"The type for {key} is invalid.")
         items = raw if isinstance(raw, list) else [raw]
         primary_first: list[str] = []
         for item in items:
