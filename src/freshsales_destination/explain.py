@@ -73,7 +73,7 @@ def explain_command(
     event_file: Annotated[Path, typer.Argument(help="A JSON file holding one Segment message.")],
     config: Annotated[Path, typer.Option("--config", help="The service's TOML configuration.")],
     destination: Annotated[
-        str | None, typer.Option("--destination", help="Which [destinations.NAME] to use.")
+        str | None, typer.Option("--destination", help="The destination (destinations.NAME) to plan for.")
     ] = None,
     schema: Annotated[
         Path | None,
