@@ -357,3 +357,16 @@ def test_alias_needs_both_ids() -> None:
 
 def test_delete_without_user_id() -> None:
     assert plan({"type": "delete", "anonymousId": "a"}, SUITE, default_schema()).reason_code == "missing_user_id"
+
+
+def test_the_settings_example_in_the_docs_is_valid() -> None:
+    import re
+    import tomllib
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "mapping.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    assert blocks
+    for block in blocks:
+        mapping = tomllib.loads(block)["destinations"]["acme"]["mapping"]
+        DestinationSettings.build("suite", False, mapping)
