@@ -72,3 +72,10 @@ def test_tracking_needs_no_api_key_but_is_logged_as_api_call(api: Api) -> None:
                                                        "identifier": "k@x.io", "event": {"name": "e"}})
     assert response.status_code == 200 and "x-ratelimit-remaining" in response.headers
     assert api.state.api_call_count() == 1 and api.state.requests[0].kind == "track"
+
+
+def test_forget_erases_tracked_data(api: Api) -> None:
+    _track(api, "events", {"identifier": "gdpr@x.io", "event": {"name": "e"}})
+    (contact,) = api.state.records["contacts"].values()
+    assert api.delete(f"/contacts/{contact['id']}/forget").status_code == 200
+    assert api.state.tracking == []

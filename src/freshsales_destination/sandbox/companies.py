@@ -12,7 +12,6 @@ from freshsales_destination.sandbox.records import (
     public,
     require_text,
     stamp_new,
-    to_decimal,
     touch,
     unique_identifier,
     unwrap,

@@ -261,8 +261,8 @@ def delete_contact(state: SandboxState, record_id: int, forget: bool = False) ->
             for item in list(state.table(kind).values()):
                 if item.get("targetable_type") == "Contact" and item.get("targetable_id") == record_id:
                     state.delete(kind, item["id"])
-        state.tracking = [t for t in state.tracking
-                          if not (t.get("targetable_type") == "Contact" and t.get("targetable_id") == record_id)]
+        state.replace_tracking([t for t in state.tracking if not (
+            t.get("targetable_type") == "Contact" and t.get("targetable_id") == record_id)])
 
 
 def clone_contact(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:

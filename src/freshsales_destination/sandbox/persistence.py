@@ -51,6 +51,12 @@ class SqliteStore:
         with self._lock:
             self._db.execute("INSERT INTO tracking (body) VALUES (?)", (orjson.dumps(entry).decode(),))
 
+    def replace_tracking(self, entries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM tracking")
+            self._db.executemany("INSERT INTO tracking (body) VALUES (?)",
+                                 [(orjson.dumps(e).decode(),) for e in entries])
+
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

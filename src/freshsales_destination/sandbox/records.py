@@ -136,7 +136,9 @@ def apply_custom(state: SandboxState, entity: str, record: dict[str, Any], attrs
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
     """A copy without the sandbox's private (underscore) keys."""
-    return {k: copy.deepcopy(v) for k, v in record.items() if not k.startswith("_")}
+    out = {"id": record.get("id")}
+    out.update((k, copy.deepcopy(v)) for k, v in record.items() if not k.startswith("_") or k == "_destroy")
+    return out
 
 
 def stamp_new(state: SandboxState, record: dict[str, Any]) -> dict[str, Any]:

@@ -138,6 +138,11 @@ class SandboxState:
         if self.store is not None:
             self.store.add_tracking(entry)
 
+    def replace_tracking(self, entries: list[dict[str, Any]]) -> None:
+        self.tracking = entries
+        if self.store is not None:
+            self.store.replace_tracking(entries)
+
     # log --------------------------------------------------------------------------------------
 
     def log(self, **values: Any) -> LogEntry:
