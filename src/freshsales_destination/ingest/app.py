@@ -20,7 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from freshsales_destination.config import ServerConfig
-from freshsales_destination.core.segment import MESSAGE_TYPES, TRACKING_TYPES, normalize
+from freshsales_destination.core.segment import (
+    MESSAGE_TYPES,
+    TRACKING_TYPES,
+    RequestTimes,
+    normalize,
+)
 from freshsales_destination.errors import StoreError, StoreSaturated
 from freshsales_destination.ingest.body import read_limited
 from freshsales_destination.ingest.committer import GroupCommitter
@@ -111,28 +116,33 @@ class Ingest:
         allowed_types: frozenset[str],
     ) -> list[NewMessage]:
         now = self.now()
-        received_at = datetime.fromtimestamp(now, UTC)
         context = batch.get("context") if batch else None
         integrations = batch.get("integrations") if batch else None
-        sent_at = batch.get("sentAt") if batch else None
+        times = RequestTimes.of(
+            datetime.fromtimestamp(now, UTC), batch.get("sentAt") if batch else None
+        )
+        context = context if isinstance(context, dict) else None
+        integrations = integrations if isinstance(integrations, dict) else None
         rows: list[NewMessage] = []
         limit = self.limits.max_message_bytes
+        source_id, destination = source.id, source.destination
+        dumps, new_id = orjson.dumps, self.new_id
         for item in items:
-            if isinstance(item, dict) and "writeKey" in item:
+            if item.__class__ is dict and "writeKey" in item:
                 item = {key: value for key, value in item.items() if key != "writeKey"}
             try:
-                raw = orjson.dumps(item)
+                raw = dumps(item)
             except orjson.JSONEncodeError:
                 raise IngestError(400, "invalid_json", _TOO_DEEP) from None
             result = normalize(
                 item,
-                received_at=received_at,
-                new_id=self.new_id,
+                received_at=times.received_at,
+                new_id=new_id,
                 forced_type=forced_type,
-                batch_context=context if isinstance(context, dict) else None,
-                batch_integrations=integrations if isinstance(integrations, dict) else None,
-                batch_sent_at=sent_at,
+                batch_context=context,
+                batch_integrations=integrations,
                 allowed_types=allowed_types,
+                times=times,
             )
             status, reason, message = result.status, result.reason, result.message
             if len(raw) > limit:
@@ -141,11 +151,15 @@ class Ingest:
                         413, "message_too_large", f"the message is larger than {limit} bytes"
                     )
                 status, reason = "discarded", f"message is larger than {limit} bytes"
-                message = {"messageId": result.message_id, "receivedAt": message.get("receivedAt")}
+                message = {"messageId": result.message_id, "receivedAt": times.received}
+            try:
+                encoded = dumps(message)
+            except orjson.JSONEncodeError:
+                raise IngestError(400, "invalid_json", _TOO_DEEP) from None
             rows.append(
                 NewMessage(
-                    source=source.id,
-                    destination=source.destination,
+                    source=source_id,
+                    destination=destination,
                     message_id=result.message_id,
                     type=result.type,
                     status=status,
@@ -154,7 +168,7 @@ class Ingest:
                     received_at=now,
                     event_at=result.event_at,
                     raw=raw,
-                    message=_dumps_message(message),
+                    message=encoded,
                 )
             )
         return rows
@@ -297,13 +311,6 @@ _TOO_DEEP = "a message is nested too deeply"
 
 def _internal_error() -> IngestError:
     return IngestError(500, "internal_error", "the request could not be processed")
-
-
-def _dumps_message(message: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(message)
-    except orjson.JSONEncodeError:
-        raise IngestError(400, "invalid_json", _TOO_DEEP) from None
 
 
 async def _not_found(request: Request) -> Response:

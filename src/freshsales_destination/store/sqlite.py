@@ -75,6 +75,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (source, message_id) DO NOTHING
 """
 
+# Ids per duplicate lookup: under SQLite's historical 999-parameter limit.
+_ID_CHUNK = 500
+
 _COLUMNS = (
     "seq, source, destination, message_id, type, status, reason, lane, received_at, event_at, "
     "attempts, available_at, last_error, raw, message, first_failure_at"
@@ -204,31 +207,58 @@ class SQLiteStore:
             return []
         try:
             with self._write() as conn:
+                # Under the write lock (BEGIN IMMEDIATE) no other writer can insert, so the ids
+                # found here are exactly the duplicates; then one executemany inserts the rest.
+                seen = self._existing_ids(conn, messages)
                 results: list[bool] = []
-                cursor = conn.cursor()
+                rows: list[tuple[object, ...]] = []
                 for item in messages:
-                    finished = None if item.status == "pending" else item.received_at
-                    cursor.execute(
-                        _INSERT,
-                        (
-                            item.source,
-                            item.message_id,
-                            item.destination,
-                            item.type,
-                            item.status,
-                            item.reason,
-                            item.lane,
-                            item.received_at,
-                            item.event_at,
-                            finished,
-                            item.raw,
-                            item.message,
-                        ),
-                    )
-                    results.append(cursor.rowcount == 1)
+                    key = (item.source, item.message_id)
+                    if key in seen:
+                        results.append(False)
+                        continue
+                    seen.add(key)  # a repeat inside this same call is a duplicate too
+                    results.append(True)
+                    rows.append((
+                        item.source,
+                        item.message_id,
+                        item.destination,
+                        item.type,
+                        item.status,
+                        item.reason,
+                        item.lane,
+                        item.received_at,
+                        item.event_at,
+                        None if item.status == "pending" else item.received_at,
+                        item.raw,
+                        item.message,
+                    ))
+                before = conn.total_changes
+                conn.executemany(_INSERT, rows)
+                if conn.total_changes - before != len(rows):  # cannot happen; never guess
+                    raise sqlite3.IntegrityError("duplicate detection disagreed with the insert")
                 return results
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not commit: {exc}") from None
+
+    @staticmethod
+    def _existing_ids(
+        conn: sqlite3.Connection, messages: Sequence[NewMessage]
+    ) -> set[tuple[str, str]]:
+        by_source: dict[str, list[str]] = {}
+        for item in messages:
+            by_source.setdefault(item.source, []).append(item.message_id)
+        found: set[tuple[str, str]] = set()
+        for source, ids in by_source.items():
+            for start in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[start : start + _ID_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for (message_id,) in conn.execute(
+                    f"SELECT message_id FROM messages WHERE source = ? AND message_id IN ({marks})",
+                    (source, *chunk),
+                ):
+                    found.add((source, str(message_id)))
+        return found
 
     def ping(self) -> None:
         try:

@@ -1,0 +1,148 @@
+"""An acknowledged event survives ``kill -9`` of the real service process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.support.server import free_port
+
+WRITE_KEY = "wk_crash_test"
+
+
+def _config(tmp_path: Path, db: Path, port: int) -> Path:
+    path = tmp_path / "service.toml"
+    path.write_text(
+        f"""
+[server]
+host = "127.0.0.1"
+port = {port}
+
+[store]
+url = "sqlite:///{db}"
+
+[delivery]
+enabled = false
+
+[[sources]]
+write_key = "{WRITE_KEY}"
+destination = "acme"
+name = "web"
+
+[destinations.acme]
+domain = "acme"
+api_key = "fs-api-key"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@contextmanager
+def running_service(config: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "freshsales_destination", "serve", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"service did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def _sender(
+    url: str, thread: int, acked: list[str], stop: threading.Event, batch_size: int
+) -> None:
+    with httpx2.Client(timeout=5) as client:
+        n = 0
+        while not stop.is_set():
+            ids = [f"t{thread}-b{n}-m{i}" for i in range(batch_size)]
+            n += 1
+            body = {
+                "writeKey": WRITE_KEY,
+                "batch": [
+                    {"type": "track", "userId": f"u{thread}", "event": "Tick", "messageId": m,
+                     "properties": {"n": n}}
+                    for m in ids
+                ],
+            }
+            try:
+                response = client.post(f"{url}/v1/batch", json=body)
+            except httpx2.TransportError:
+                return  # the server died under us: this batch was never acknowledged
+            if response.status_code == 200:
+                acked.extend(ids)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
+    db = tmp_path / "queue.db"
+    port = free_port()
+    config = _config(tmp_path, db, port)
+    url = f"http://127.0.0.1:{port}"
+    acked: list[str] = []
+    stop = threading.Event()
+
+    with running_service(config, port, tmp_path / "service.log") as process:
+        threads = [
+            threading.Thread(target=_sender, args=(url, t, acked, stop, 1 + 25 * (t % 2)))
+            for t in range(6)
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(acked) < 2000 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)  # mid-stream: senders are still sending
+        process.wait(5)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)
+    assert len(acked) >= 100, "the load never got going"
+    assert len(acked) == len(set(acked))
+
+    # Restart on the same file: it opens cleanly, and a client resending everything it had
+    # acknowledged (as a client unsure of its last answers would) creates no duplicates.
+    with running_service(config, port, tmp_path / "service.log"):
+        resend = {"writeKey": WRITE_KEY, "batch": [
+            {"type": "track", "userId": "u", "event": "Tick", "messageId": m} for m in acked[:500]
+        ]}
+        assert httpx2.post(f"{url}/v1/batch", json=resend, timeout=10).status_code == 200
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT message_id FROM messages WHERE source = 'web'").fetchall()
+    stored = [str(row[0]) for row in rows]
+    assert len(stored) == len(set(stored))  # nothing stored twice
+    missing = set(acked) - set(stored)
+    assert not missing, f"{len(missing)} acknowledged messages were lost, e.g. {sorted(missing)[:5]}"
