@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from freshsales_destination.config import ServerConfig
 from freshsales_destination.core.segment import (
@@ -27,9 +26,9 @@ from freshsales_destination.core.segment import (
     normalize,
 )
 from freshsales_destination.errors import StoreError, StoreSaturated
-from freshsales_destination.ingest.body import read_limited
+from freshsales_destination.ingest.body import BodyReader
 from freshsales_destination.ingest.committer import GroupCommitter
-from freshsales_destination.ingest.responses import IngestError, error_response, json_response
+from freshsales_destination.ingest.responses import IngestError, error_body
 from freshsales_destination.ingest.sources import (
     Source,
     SourceRegistry,
@@ -44,7 +43,6 @@ log = logging.getLogger(__name__)
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 ACCEPTED_MEDIA = ("application/json", "text/plain", "")
-ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 @dataclass
@@ -78,24 +76,31 @@ class Ingest:
 
     # -- request plumbing ----------------------------------------------------------------------
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, call: _Call) -> bytes:
         """The body within the request limit, gzip inflated; refused before JSON parsing."""
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        headers = call.headers
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
         if media not in ACCEPTED_MEDIA:
             raise IngestError(
                 415, "unsupported_media_type", "Content-Type must be application/json"
             )
-        declared = request.headers.get("content-length")
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limits.max_request_bytes:
             raise IngestError(
                 413, "request_too_large",
                 f"request body is larger than {self.limits.max_request_bytes} bytes",
             )
-        return await read_limited(
-            request.stream(),
-            encoding=request.headers.get("content-encoding"),
-            limit=self.limits.max_request_bytes,
-        )
+        reader = BodyReader(encoding=headers.get("content-encoding"), limit=self.limits.max_request_bytes)
+        receive = call.receive
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk = message.get("body")
+            if chunk:
+                reader.feed(chunk)
+            if not message.get("more_body", False):
+                return reader.finish()
 
     @staticmethod
     def _parse(body: bytes) -> Any:
@@ -173,7 +178,7 @@ class Ingest:
             )
         return rows
 
-    async def _commit(self, rows: list[NewMessage]) -> dict[str, Any]:
+    async def _commit(self, rows: list[NewMessage]) -> None:
         try:
             fresh = await self.committer.submit(rows)
         except StoreSaturated as exc:
@@ -195,16 +200,28 @@ class Ingest:
                 counters.filtered += 1
             else:
                 counters.discarded += 1
-        return {"success": True}
 
     # -- endpoints -----------------------------------------------------------------------------
 
-    async def single(self, request: Request) -> Response:
-        kind = request.path_params["type"]
-        return await self._handle(request, lambda body: ([body], kind, None))
+    async def _single(self, call: _Call, kind: str) -> None:
+        self.counters.requests += 1
+        try:
+            body = await self._body_object(call)
+            source = authenticate(self.registry, call.headers, body)
+            rows = self._rows(
+                source, [body], forced_type=kind, batch=None, allowed_types=TRACKING_TYPES
+            )
+            await self._commit(rows)
+        except BaseException as exc:
+            await self._refuse(call, exc)
+            return
+        await call.answer(200, SUCCESS_BODY)
 
-    async def batch(self, request: Request) -> Response:
-        def unpack(body: dict[str, Any]) -> tuple[list[Any], str | None, dict[str, Any] | None]:
+    async def _batch(self, call: _Call) -> None:
+        self.counters.requests += 1
+        try:
+            body = await self._body_object(call)
+            source = authenticate(self.registry, call.headers, body)
             items = body.get("batch")
             if not isinstance(items, list):
                 raise IngestError(400, "invalid_batch", "batch must be a JSON array of messages")
@@ -213,52 +230,35 @@ class Ingest:
                     413, "batch_too_large",
                     f"a batch holds at most {self.limits.max_batch_messages} messages",
                 )
-            return items, None, body
-
-        return await self._handle(request, unpack)
-
-    async def _handle(
-        self,
-        request: Request,
-        unpack: Callable[[dict[str, Any]], tuple[list[Any], str | None, dict[str, Any] | None]],
-    ) -> Response:
-        self.counters.requests += 1
-        try:
-            # Refuse an unknown Basic-auth key before reading the body.
-            user = _basic_user(request)
-            if user is not None and self.registry.lookup(user) is None:
-                raise unauthorized()
-            body = self._parse(await self._read_body(request))
-            if not isinstance(body, dict):
-                raise IngestError(400, "invalid_body", "the body must be a JSON object")
-            source = authenticate(self.registry, request.headers, body)
-            items, forced_type, batch = unpack(body)
             rows = self._rows(
-                source, items, forced_type=forced_type, batch=batch, allowed_types=TRACKING_TYPES
+                source, items, forced_type=None, batch=body, allowed_types=TRACKING_TYPES
             )
-            return json_response(await self._commit(rows))
-        except IngestError as exc:
-            self.counters.refused += 1
-            return error_response(exc)
-        except ClientDisconnect:
-            self.counters.refused += 1
-            return error_response(
-                IngestError(400, "client_disconnected", "the client went away mid-request")
-            )
-        except Exception:  # noqa: BLE001 - never answer a client with a bare 500 page
-            log.exception("unexpected failure while ingesting a request")
-            return error_response(_internal_error())
+            await self._commit(rows)
+        except BaseException as exc:
+            await self._refuse(call, exc)
+            return
+        await call.answer(200, SUCCESS_BODY)
 
-    async def webhook(self, request: Request) -> Response:
+    async def _body_object(self, call: _Call) -> dict[str, Any]:
+        # Refuse an unknown Basic-auth key before reading the body.
+        user = basic_auth_user(call.headers.get("authorization"))
+        if user is not None and self.registry.lookup(user) is None:
+            raise unauthorized()
+        body = self._parse(await self._read_body(call))
+        if not isinstance(body, dict):
+            raise IngestError(400, "invalid_body", "the body must be a JSON object")
+        return body
+
+    async def _webhook(self, call: _Call) -> None:
         self.counters.requests += 1
         try:
-            source = self.registry.lookup(request.path_params["write_key"])
+            source = self.registry.lookup(call.path_params["write_key"])
             if source is None:
                 raise unauthorized()
-            raw_body = await self._read_body(request)
+            raw_body = await self._read_body(call)
             # The signature is checked on the bytes before anything is parsed.
             if source.webhook_secret is not None and not verify_signature(
-                source.webhook_secret, raw_body, request.headers.get("x-signature")
+                source.webhook_secret, raw_body, call.headers.get("x-signature")
             ):
                 raise IngestError(401, "invalid_signature", "X-Signature does not match the body")
             body = self._parse(raw_body)
@@ -276,61 +276,102 @@ class Ingest:
             rows = self._rows(
                 source, items, forced_type=None, batch=None, allowed_types=MESSAGE_TYPES
             )
-            return json_response(await self._commit(rows))
-        except IngestError as exc:
-            self.counters.refused += 1
-            return error_response(exc)
-        except ClientDisconnect:
-            self.counters.refused += 1
-            return error_response(
-                IngestError(400, "client_disconnected", "the client went away mid-request")
-            )
-        except Exception:  # noqa: BLE001 - never answer a client with a bare 500 page
-            log.exception("unexpected failure while ingesting a webhook request")
-            return error_response(_internal_error())
+            await self._commit(rows)
+        except BaseException as exc:
+            await self._refuse(call, exc)
+            return
+        await call.answer(200, SUCCESS_BODY)
+
+    async def _refuse(self, call: _Call, exc: BaseException) -> None:
+        """Answer a refused request: always JSON ``{code, message}``, never a bare 500 page."""
+        if isinstance(exc, IngestError):
+            error = exc
+        elif isinstance(exc, _ClientGone):
+            error = IngestError(400, "client_disconnected", "the client went away mid-request")
+        elif isinstance(exc, Exception):
+            log.exception("unexpected failure while ingesting a request")
+            error = IngestError(500, "internal_error", "the request could not be processed")
+        else:  # cancellation, interpreter exit: not ours to answer
+            raise exc
+        self.counters.refused += 1
+        await call.answer(error.status, error_body(error), error.headers)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    async def _tracking(self, call: _Call) -> None:
+        name = call.path_params["name"]
+        if name == "batch" or name == "import":
+            await self._batch(call)
+        elif name in SINGLE_TYPES:
+            await self._single(call, name)
+        else:
+            await _not_found(call)
 
     def routes(self) -> list[Route]:
-        """Ingest routes; every answer under /v1 and /webhook is JSON ``{code, message}``."""
+        """Ingest routes; every answer under /v1 and /webhook is JSON ``{code, message}``.
+
+        The endpoints are raw ASGI callables: no Request/Response objects on the hot path.
+        """
         return [
-            Route("/v1/batch", _post_only(self.batch), methods=ANY_METHOD),
-            Route("/v1/import", _post_only(self.batch), methods=ANY_METHOD),
-            Route("/v1/{type:str}", _post_only(self._single_or_404), methods=ANY_METHOD),
-            Route("/webhook/{write_key:str}", _post_only(self.webhook), methods=ANY_METHOD),
-            Route("/v1/{rest:path}", _not_found, methods=ANY_METHOD),
-            Route("/webhook/{rest:path}", _not_found, methods=ANY_METHOD),
+            Route("/v1/{name:str}", _Endpoint(self._tracking)),
+            Route("/webhook/{write_key:str}", _Endpoint(self._webhook)),
+            Route("/v1/{rest:path}", _Endpoint(_not_found, post_only=False)),
+            Route("/webhook/{rest:path}", _Endpoint(_not_found, post_only=False)),
         ]
 
-    async def _single_or_404(self, request: Request) -> Response:
-        if request.path_params["type"] not in SINGLE_TYPES:
-            return await _not_found(request)
-        return await self.single(request)
 
-
+SUCCESS_BODY = orjson.dumps({"success": True})
 _TOO_DEEP = "a message is nested too deeply"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def _internal_error() -> IngestError:
-    return IngestError(500, "internal_error", "the request could not be processed")
+class _ClientGone(Exception):
+    """The client disconnected before its body was complete."""
 
 
-async def _not_found(request: Request) -> Response:
-    return error_response(IngestError(404, "not_found", "no such endpoint"))
+class _Call:
+    """One request as the endpoints see it: method, path parameters, headers, body, answer."""
+
+    __slots__ = ("headers", "path_params", "receive", "_send")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # First occurrence wins, as with Starlette's Headers.get.
+        self.headers: dict[str, str] = {
+            key.decode("latin-1"): value.decode("latin-1")
+            for key, value in reversed(scope["headers"])
+        }
+        self.path_params: dict[str, Any] = scope.get("path_params", {})
+        self.receive = receive
+        self._send = send
+
+    async def answer(
+        self, status: int, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        raw_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        if headers:
+            raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        await self._send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await self._send({"type": "http.response.body", "body": body})
 
 
-def _post_only(
-    endpoint: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    async def only_post(request: Request) -> Response:
-        if request.method != "POST":
-            return error_response(
-                IngestError(
-                    405, "method_not_allowed", "use POST", headers={"Allow": "POST"}
-                )
-            )
-        return await endpoint(request)
+class _Endpoint:
+    """A raw ASGI endpoint behind a Starlette route (all methods routed; non-POST is a 405)."""
 
-    return only_post
+    def __init__(
+        self, handler: Callable[[_Call], Awaitable[None]], *, post_only: bool = True
+    ) -> None:
+        self._handler = handler
+        self._post_only = post_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = _Call(scope, receive, send)
+        if self._post_only and scope["method"] != "POST":
+            error = IngestError(405, "method_not_allowed", "use POST", headers={"Allow": "POST"})
+            await call.answer(error.status, error_body(error), error.headers)
+            return
+        await self._handler(call)
 
 
-def _basic_user(request: Request) -> str | None:
-    return basic_auth_user(request.headers.get("authorization"))
+async def _not_found(call: _Call) -> None:
+    error = IngestError(404, "not_found", "no such endpoint")
+    await call.answer(error.status, error_body(error))

@@ -84,7 +84,9 @@ class GroupCommitter:
         self._queue.append(_Ticket(messages, future))
         self._pending += len(messages)
         self._wakeup.set()
-        return await asyncio.shield(future)
+        # Not shielded: if the request is cancelled its future is, and the commit goes on
+        # regardless (results are only set on futures that are not done).
+        return await future
 
     async def _run(self) -> None:
         assert self._wakeup is not None

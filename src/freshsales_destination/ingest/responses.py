@@ -31,7 +31,12 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
+def error_body(error: IngestError) -> bytes:
+    return orjson.dumps({"code": error.code, "message": error.message})
+
+
 def error_response(error: IngestError) -> Response:
-    return json_response(
-        {"code": error.code, "message": error.message}, error.status, error.headers
+    return Response(
+        error_body(error), status_code=error.status, headers=error.headers,
+        media_type="application/json",
     )
