@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx2
@@ -69,3 +70,18 @@ def test_sqlite_persistence_survives_restart(tmp_path: Path) -> None:
             assert again.status_code == 400
             new = client.post("/api/contacts", json={"contact": {"email": "new@x.io"}}).json()["contact"]
             assert new["id"] > gone["id"]
+
+
+def test_slow_write_is_applied_after_the_client_gave_up() -> None:
+    with running_sandbox(OPTIONS) as sandbox:
+        with httpx2.Client(base_url=sandbox.base_url, headers=AUTH, timeout=0.2) as client:
+            client.post("/_sandbox/script", json={"path": "/api/contacts", "responses": [
+                {"action": "slow", "seconds": 0.5}]})
+            with pytest.raises(httpx2.TimeoutException):
+                client.post("/api/contacts", json={"contact": {"email": "late@x.io"}})
+        deadline = time.monotonic() + 5
+        while not sandbox.state.records["contacts"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (contact,) = sandbox.state.records["contacts"].values()
+        assert contact["email"] == "late@x.io"
+        assert sandbox.request_log()[-1]["outcome"] == "scripted"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from freshsales_destination.sandbox.errors import ApiError, ConnectionDropped, errors_body, unauthorized
@@ -149,10 +150,15 @@ class SandboxMiddleware:
                 outcome = "fault_slow"
                 delay = state.faults.slow_seconds
             if delay:
+                # Read the body first: the client may give up while we wait, and the request must
+                # still be applied, as when a real server commits after the client timed out.
+                receive = await self._buffered(receive)
                 await anyio.sleep(delay)
             await self._forward(scope, receive, wrapped_send, status_box)
         except ConnectionDropped:
             raise
+        except ClientDisconnect:
+            outcome = outcome or "client_disconnected"
         except Exception:
             logger.exception("sandbox error on %s %s", method, route)
             if status_box["started"]:
@@ -161,6 +167,27 @@ class SandboxMiddleware:
             await answer(500, errors_body(500, ["Internal server error"]))
         finally:
             log()
+
+    async def _buffered(self, receive: Receive) -> Receive:
+        """Read the request body now and replay it later (up to the body limit, then pass on)."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+            if size > self.state.options.max_body_bytes:
+                break
+        pending = list(messages)
+
+        async def replay() -> Message:
+            if pending:
+                return pending.pop(0)
+            return await receive()
+
+        return replay
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, status_box: dict[str, Any]) -> None:
         try:
