@@ -53,7 +53,9 @@ def build_runtime(
     rng: random.Random | None = None,
 ) -> DestinationRuntime:
     delivery = settings.delivery
-    client = FreshsalesClient.from_config(config, transport=transport)
+    # The client turns absolute rate-limit times (X-RateLimit-Reset as an epoch) into delays:
+    # it must read the same clock as the budget and the retry decisions.
+    client = FreshsalesClient.from_config(config, transport=transport, clock=now)
     budget = StoreBudget(
         store=store,
         account=budget_account_key(config),

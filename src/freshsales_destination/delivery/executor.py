@@ -99,6 +99,13 @@ class Executor:
             name = value["ref"]
             if name in ctx.refs:
                 return ctx.refs[name]
+            if name == "person_type":
+                record_type = ctx.person_type
+                if record_type is None:
+                    identity = self.memory.identity(ctx.user_id)
+                    record_type = identity.record_type if identity is not None else None
+                if record_type is not None:
+                    return "Lead" if record_type == "lead" else "Contact"
             if name == "person":
                 identity = self.memory.identity(ctx.user_id)
                 if identity is not None and identity.record_id is not None:
@@ -178,8 +185,21 @@ class Executor:
             else None
         )
         record = f"{record_type}:{user}"
-        if links:
-            fields["sales_accounts"] = links
+        if links and isinstance(links, list):
+            linked = list(identity.sales_account_ids) if identity is not None else []
+            fresh = [
+                link for link in links
+                if isinstance(link, dict) and link.get("id") not in linked
+            ]
+            if fresh and linked:
+                # Keep the links the person has (the first stays primary), add the new ones.
+                fields["sales_accounts"] = [
+                    *({"id": a, "is_primary": i == 0} for i, a in enumerate(linked)),
+                    *({"id": link.get("id"), "is_primary": False} for link in fresh),
+                ]
+            elif fresh:
+                fields["sales_accounts"] = fresh
+            links = fresh
         if known_id is not None:
             changed = self.memory.changed_fields(record, fields)
             if not changed:
@@ -208,15 +228,14 @@ class Executor:
         ctx.person_email = email
         if result is not None:
             self.memory.remember_written(record, fields, now)
-            account = None
-            if links and isinstance(links, list):
-                account = next(
-                    (link.get("id") for link in links if isinstance(link, dict)), None
+            accounts = [
+                link.get("id") for link in (links or []) if isinstance(link, dict)
+            ] or [None]
+            for account in accounts:
+                self.memory.remember_person(
+                    user or "", record_type=record_type, record_id=result, email=email,
+                    now=now, account_id=account,
                 )
-            self.memory.remember_person(
-                user or "", record_type=record_type, record_id=result, email=email, now=now,
-                account_id=account,
-            )
         if op.idempotency_key:
             self.memory.mark_done(op.idempotency_key, result, now)
         return result

@@ -119,10 +119,12 @@ class DestinationWorker:
             return False
         self.stats.lanes += 1
         try:
-            await self._deliver(claim)
+            progressed = await self._deliver(claim)
         finally:
             await self._store(self.store.release_lane, self.name, claim.lane, self.owner)
-        return True
+        # A lane stopped by the spent budget (or an unreadable schema) made no progress: say
+        # so, or the caller takes the same lane again at once and spins until the budget frees.
+        return progressed
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -152,27 +154,28 @@ class DestinationWorker:
                     record_unit = Unit([], [])
                     units.append(record_unit)
                 record_unit.messages.append(message)
-                record_unit.operations.extend(result.operations)
+                record_unit.operations.extend(stable_keys(message, result.operations))
                 record_unit.notes.extend(dropped)
             else:
-                units.append(Unit([message], list(result.operations), dropped))
+                units.append(Unit([message], stable_keys(message, result.operations), dropped))
         if record_unit is not None:
             record_unit.operations = merge_record_operations(record_unit.operations)
         return units
 
     # -- delivering ----------------------------------------------------------------------------
 
-    async def _deliver(self, claim: LaneClaim) -> None:
+    async def _deliver(self, claim: LaneClaim) -> bool:
+        """Deliver a claimed lane; False when the budget or the schema stopped it at once."""
         try:
             units = await self._plan_units(claim.messages)
         except BudgetExhausted:
-            return
+            return False
         except FreshsalesError as exc:
             # The schema could not be fetched: nothing is wrong with the messages; try later.
             log.warning("destination %s: cannot read the field schema: %s", self.name, exc)
             if isinstance(exc, FreshsalesError) and exc.kind == "throttled":
                 self.stats.throttled += 1
-            return
+            return False
         except MappingConfigError as exc:
             # A configuration problem is not the messages' fault: park them, loudly.
             self.config_error = exc.message
@@ -184,7 +187,7 @@ class DestinationWorker:
                 first_failure_at=head.first_failure_at or self.now(),
                 last_error=f"configuration error: {exc.message}",
             )
-            return
+            return True
         for unit in units:
             user = _user_of(unit.messages[0])
             ctx = UnitContext(user_id=user)
@@ -192,7 +195,7 @@ class DestinationWorker:
                 for op in unit.operations:
                     await self.executor.execute(op, ctx)
             except BudgetExhausted:
-                return  # nothing failed; the lane is released and taken again later
+                return False  # nothing failed; the lane is released and taken again later
             except UnresolvedReference as exc:
                 await self._fail(claim, unit, "permanent", str(exc), None)
                 continue
@@ -201,12 +204,12 @@ class DestinationWorker:
                     self.schema.invalidate()
                 await self._fail(claim, unit, exc.kind, _error_text(exc), exc.retry_after)
                 if exc.kind != "permanent":
-                    return
+                    return True
                 continue
             except FreshsalesError as exc:
                 await self._fail(claim, unit, exc.kind, _error_text(exc), exc.retry_after)
                 if exc.kind != "permanent":
-                    return  # the lane is held; later messages wait their turn
+                    return True  # the lane is held; later messages wait their turn
                 continue
             seqs = [m.seq for m in unit.messages]
             status = "delivered" if unit.operations else "skipped"
@@ -218,6 +221,7 @@ class DestinationWorker:
             if status == "skipped" and reason is None:
                 reason = "nothing to send to Freshsales for this message"
             await self._store(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
+        return True
 
     async def _fail(
         self, claim: LaneClaim, unit: Unit, kind: str, error: str, retry_after: float | None
@@ -275,15 +279,24 @@ def merge_record_operations(ops: Sequence[Operation]) -> list[Operation]:
         else:
             others.append(op)
     merged: list[Operation] = list(accounts.values())
+    person: Operation | None = None
     if people:
         if len(people) == 1:
-            merged.append(people[0])
+            person = people[0]
+        elif len({p.user_id for p in people}) == 1:
+            person = merge_person_operations(people)
         else:
-            users = {p.user_id for p in people}
-            if len(users) == 1:
-                merged.append(merge_person_operations(people))
-            else:
-                merged.extend(people)
+            merged.extend(people)
+    if person is not None and person.kind == "upsert_contact" and links:
+        # The links ride on the contact write: the accounts are upserted just before it.
+        entries = [
+            {"id": link.fields.get("sales_account_id"), "is_primary": bool(link.fields.get("is_primary"))}
+            for link in links.values()
+        ]
+        person = replace(person, fields={**person.fields, "sales_accounts": entries})
+        links = {}
+    if person is not None:
+        merged.append(person)
     merged.extend(links.values())
     merged.extend(deals.values())
     merged.extend(others)
@@ -300,6 +313,24 @@ def _merge_named(old: Operation | None, new: Operation) -> Operation:
         else:
             fields[name] = value
     return replace(new, fields=fields)
+
+
+def stable_keys(message: StoredMessage, ops: Sequence[Operation]) -> list[Operation]:
+    """Ledger keys that survive re-planning: message, operation kind, and its ordinal by kind.
+
+    The planner numbers a message's operations by position, and a retry can plan fewer of
+    them (a person looked up on the first try is known on the second). A positional key then
+    names another operation, and the ledger skips it as done: a note was reported delivered
+    but never sent. Keys by kind keep their meaning across plans.
+    """
+    seen: dict[str, int] = {}
+    keyed: list[Operation] = []
+    for op in ops:
+        ordinal = seen.get(op.kind, 0)
+        seen[op.kind] = ordinal + 1
+        key = f"{message.source}:{message.message_id}:{op.kind}:{ordinal}"
+        keyed.append(replace(op, idempotency_key=key) if op.idempotency_key else op)
+    return keyed
 
 
 def _user_of(message: StoredMessage) -> str | None:

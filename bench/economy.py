@@ -1,0 +1,333 @@
+"""Freshsales calls per event: our engine vs a naive destination vs the lower bound.
+
+A reproducible synthetic SaaS workload (seeded): users sign up (identify with traits, a
+company, sometimes a deal), log in again and again (identify resending unchanged traits plus a
+`Signed In` track), sometimes change a trait, and send track events and page views. It runs
+through the whole pipeline: the ingest API over HTTP, the SQLite store, the delivery engine,
+and the sandbox over HTTP standing in for Freshsales. Calls are counted from the sandbox's
+request log.
+
+Compared in the same run, on the same events:
+
+* naive: one call per planned operation, per event (what a destination without merging,
+  no-op skips or cached lookups does: every identify rewrites the contact, the account, the
+  link and the deal);
+* lower bound: records whose state changed in a delivery round (a record written in several
+  rounds counts once per round), plus every track event and page view (each must be sent).
+
+Two scenarios: `backlog` (everything is pending when delivery runs: the normal state on a
+1,000-calls-an-hour account) and `streaming` (delivery runs after each of N slices of the
+workload, so fewer updates of one person are pending together).
+
+Usage: python bench/economy.py [--users 2000] [--rounds 10] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import uvicorn
+
+from freshsales_destination.config import settings_from_dict
+from freshsales_destination.core.mapping_settings import DestinationSettings
+from freshsales_destination.core.planner import plan
+from freshsales_destination.core.schema import default_schema
+from freshsales_destination.delivery.engine import DeliveryEngine
+from freshsales_destination.sandbox import SandboxOptions
+from freshsales_destination.sandbox.testing import running_sandbox
+from freshsales_destination.service import build_app
+from freshsales_destination.store.sqlite import SQLiteStore
+
+WRITE_KEY = "wk_bench"
+API_KEY = "bench-api-key"
+APP_TOKEN = "bench-app-token"
+TITLES = ["Engineer", "Manager", "Director", "VP Engineering", "CTO", "Designer", "Analyst"]
+PAGES = ["/", "/pricing", "/docs", "/blog", "/features", "/signup", "/contact"]
+EVENTS = ["Report Created", "Invite Sent", "Dashboard Viewed", "Export Started"]
+
+
+# -- workload ------------------------------------------------------------------------------
+
+
+def workload(users: int, seed: int) -> list[dict[str, Any]]:
+    """Events in time order; each carries a unique messageId and a timestamp."""
+    rng = random.Random(seed)
+    companies = [f"Company {i:04d}" for i in range(max(1, users // 7))]
+    people = []
+    for index in range(users):
+        people.append(
+            {
+                "userId": f"user-{index:05d}",
+                "traits": {
+                    "email": f"user{index:05d}@example.com",
+                    "firstName": f"First{index}",
+                    "lastName": f"Last{index}",
+                    "title": rng.choice(TITLES),
+                    "phone": f"+1555{index:07d}",
+                    "company": {"name": rng.choice(companies)},
+                },
+                "deal": rng.random() < 0.08,
+            }
+        )
+    timeline: list[tuple[float, dict[str, Any]]] = []
+    for index, person in enumerate(people):
+        t = rng.uniform(0, 30 * 86400)
+        traits = json.loads(json.dumps(person["traits"]))
+        if person["deal"]:
+            traits["deal"] = {"name": f"Deal {index:05d}", "amount": rng.randint(500, 20000)}
+        timeline.append((t, {"type": "identify", "userId": person["userId"], "traits": traits}))
+        logins = rng.randint(2, 6)
+        for _ in range(logins):
+            t += rng.uniform(3600, 5 * 86400)
+            login_traits = json.loads(json.dumps(person["traits"]))
+            if rng.random() < 0.12:  # an occasional real change
+                person["traits"]["title"] = rng.choice(TITLES)
+                login_traits["title"] = person["traits"]["title"]
+            timeline.append(
+                (t, {"type": "identify", "userId": person["userId"], "traits": login_traits})
+            )
+            timeline.append(
+                (t + 1, {"type": "track", "userId": person["userId"], "event": "Signed In",
+                         "properties": {"method": "password"}})
+            )
+            for _ in range(rng.randint(0, 2)):
+                timeline.append(
+                    (t + rng.uniform(2, 600),
+                     {"type": "track", "userId": person["userId"], "event": rng.choice(EVENTS),
+                      "properties": {"count": rng.randint(1, 9)}})
+                )
+            for _ in range(rng.randint(0, 2)):
+                path = rng.choice(PAGES)
+                timeline.append(
+                    (t + rng.uniform(2, 600),
+                     {"type": "page", "userId": person["userId"], "name": path,
+                      "properties": {"url": f"https://app.example.com{path}", "path": path}})
+                )
+    timeline.sort(key=lambda item: item[0])
+    events = []
+    for number, (t, event) in enumerate(timeline):
+        event["messageId"] = f"bench-{number:07d}"
+        event["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1.7e9 + t)) + "Z"
+        events.append(event)
+    return events
+
+
+# -- the reference counts ------------------------------------------------------------------
+
+
+def naive_calls(events: list[dict[str, Any]]) -> tuple[int, int]:
+    """(record calls, event calls) with one call per planned operation and nothing cached."""
+    settings = DestinationSettings.build("suite", True, {})
+    schema = default_schema("suite")
+    records = sends = 0
+    for event in events:
+        result = plan(event, settings, schema, None)
+        for op in result.operations:
+            if not op.api_call:
+                continue
+            if op.kind in ("track_event", "track_page_view"):
+                sends += 1
+            else:
+                records += 1
+    return records, sends
+
+
+def _record_states(event: dict[str, Any]) -> dict[str, Any]:
+    if event["type"] != "identify":
+        return {}
+    traits = event["traits"]
+    person = {k: v for k, v in traits.items() if k not in ("company", "deal")}
+    out: dict[str, Any] = {}
+    company = traits.get("company")
+    if company:
+        out[f"account:{company['name']}"] = company
+        person["_account"] = company["name"]
+    deal = traits.get("deal")
+    if deal:
+        out[f"deal:{deal['name']}"] = {**deal, "_account": person.get("_account")}
+    out[f"contact:{event['userId']}"] = person
+    return out
+
+
+def lower_bound(rounds: list[list[dict[str, Any]]]) -> tuple[int, int]:
+    """(record writes, event sends) no destination can go below."""
+    state: dict[str, Any] = {}
+    writes = sends = 0
+    for events in rounds:
+        before = dict(state)
+        for event in events:
+            if event["type"] in ("track", "page"):
+                sends += 1
+            for key, value in _record_states(event).items():
+                merged = {**state.get(key, {}), **value}
+                state[key] = merged
+        writes += sum(1 for key, value in state.items() if before.get(key) != value)
+    return writes, sends
+
+
+# -- running the pipeline ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+class SimulatedClock:
+    """Epoch seconds that move forward by `step` at every reading."""
+
+    def __init__(self, start: float = 1.8e9, step: float = 0.8) -> None:
+        self.value = start
+        self.step = step
+
+    def __call__(self) -> float:
+        self.value += self.step
+        return self.value
+
+
+def run_pipeline(rounds: list[list[dict[str, Any]]], workdir: Path) -> dict[str, Any]:
+    options = SandboxOptions(
+        api_key=API_KEY, app_token=APP_TOKEN, product="suite",
+        rate_limit_per_hour=10_000_000, rate_limit_per_minute=1_000_000,
+    )
+    with running_sandbox(options) as sandbox:
+        db = workdir / "queue.db"
+        settings = settings_from_dict(
+            {
+                "store": {"url": f"sqlite:///{db}"},
+                "delivery": {"workers": 1},
+                "sources": [{"write_key": WRITE_KEY, "destination": "crm", "name": "bench"}],
+                "destinations": {
+                    "crm": {
+                        "product": "suite", "base_url": sandbox.base_url,
+                        "allow_custom_base_url": True, "api_key": API_KEY,
+                        "app_token": APP_TOKEN, "rate_limit_per_hour": 5000,
+                        "rate_limit_per_minute": 400,
+                    }
+                },
+            }
+        )
+        store = SQLiteStore(db)
+        store.open()
+        clock = SimulatedClock()
+        started = time.perf_counter()
+        with serve(build_app(settings, store, deliver=False)) as url, httpx2.Client() as http:
+            for events in rounds:
+                for start in range(0, len(events), 500):
+                    response = http.post(
+                        f"{url}/v1/batch", json={"batch": events[start : start + 500]},
+                        auth=(WRITE_KEY, ""), timeout=60,
+                    )
+                    assert response.status_code == 200, response.text
+                # Delivery runs on simulated time: the real budget (5,000 calls an hour)
+                # applies, but the benchmark does not have to wait hours for it.
+                engine = DeliveryEngine.from_settings(settings, store, now=clock)
+
+                async def drain(engine: DeliveryEngine = engine) -> None:
+                    try:
+                        await engine.drain(timeout=3600)
+                    finally:
+                        await engine.stop()
+
+                asyncio.run(drain())
+        elapsed = time.perf_counter() - started
+        log = sandbox.request_log()
+        counts = store.count_by_status()
+        store.close()
+    by_route: dict[str, int] = {}
+    for entry in log:
+        route = entry["method"] + " " + "/".join(
+            "{id}" if part.isdigit() else part for part in entry["path"].split("/")
+        )
+        by_route[route] = by_route.get(route, 0) + 1
+    schema_calls = sum(1 for e in log if e["method"] == "GET")
+    sends = sum(1 for e in log if "/track/" in e["path"])
+    records = len(log) - schema_calls - sends
+    return {
+        "record_calls": records,
+        "event_calls": sends,
+        "schema_calls": schema_calls,
+        "statuses": counts,
+        "by_route": dict(sorted(by_route.items())),
+        "seconds": round(elapsed, 1),
+    }
+
+
+def split(events: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
+    size = -(-len(events) // parts)
+    return [events[i : i + size] for i in range(0, len(events), size)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    events = workload(args.users, args.seed)
+    naive_records, naive_sends = naive_calls(events)
+    kinds: dict[str, int] = {}
+    for event in events:
+        kinds[event["type"]] = kinds.get(event["type"], 0) + 1
+    print(f"workload: {args.users} users, {len(events)} events {kinds}", flush=True)
+    print(f"naive: {naive_records} record calls + {naive_sends} event calls "
+          f"= {naive_records + naive_sends} ({(naive_records + naive_sends) / len(events):.3f}/event)")
+    results = {}
+    for name, rounds in (("backlog", [events]), ("streaming", split(events, args.rounds))):
+        bound_records, bound_sends = lower_bound(rounds)
+        with tempfile.TemporaryDirectory() as tmp:
+            got = run_pipeline(rounds, Path(tmp))
+        total = got["record_calls"] + got["event_calls"]
+        bound = bound_records + bound_sends
+        results[name] = {
+            **got,
+            "lower_bound_records": bound_records,
+            "lower_bound_total": bound,
+            "record_ratio_to_naive": round(got["record_calls"] / naive_records, 3),
+            "total_ratio_to_lower_bound": round(total / bound, 3),
+            "calls_per_event": round(total / len(events), 3),
+        }
+        print(f"{name}: {json.dumps(results[name])}", flush=True)
+    ok = all(
+        r["record_ratio_to_naive"] <= 0.3 and r["total_ratio_to_lower_bound"] <= 1.2
+        for r in results.values()
+    )
+    print("targets (records <= 0.3 x naive, total <= 1.2 x lower bound):", "met" if ok else "MISSED")
+    print(f"median seconds per scenario: {statistics.median(r['seconds'] for r in results.values())}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
