@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from freshsales_destination.config import Settings, load_settings, settings_from_dict
 from freshsales_destination.delivery.engine import DeliveryEngine
 from freshsales_destination.errors import ConfigError, FreshsalesDestinationError, StoreError
+from freshsales_destination.housekeeping import Housekeeper
 from freshsales_destination.ingest.app import Ingest
 from freshsales_destination.ingest.committer import GroupCommitter
 from freshsales_destination.ingest.responses import json_response
@@ -70,9 +71,12 @@ def build_app(
             return json_response({"code": "store_unavailable", "message": exc.message}, 503)
         return json_response({"status": "ready"})
 
+    housekeeper = Housekeeper(store, dedup_days=settings.store.dedup_days, now=now)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await committer.start()
+        housekeeper.start()
         if engine is not None:
             engine.start()
         try:
@@ -80,6 +84,7 @@ def build_app(
         finally:
             if engine is not None:
                 await engine.stop()
+            await housekeeper.stop()
             await committer.stop()
 
     app = Starlette(

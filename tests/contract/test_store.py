@@ -136,3 +136,15 @@ def test_prune_keeps_pending_and_recent(store: Store) -> None:
     assert store.prune(older_than=50.0) == 0
     assert store.prune(older_than=1000.0) == 1
     assert store.count_by_status() == {"pending": 1}
+
+
+def test_kv_prune_by_prefix_and_age(store: Store) -> None:
+    store.kv_put("ledger:acme", "m1:0", b"{}", now=10.0)
+    store.kv_put("ledger:acme", "m2:0", b"{}", now=500.0)
+    store.kv_put("ledger_x", "k", b"{}", now=10.0)  # '_' is not a wildcard
+    store.kv_put("identity:acme", "u1", b"{}", now=10.0)
+    assert store.kv_prune("ledger:", older_than=100.0) == 1
+    assert store.kv_get("ledger:acme", "m1:0") is None
+    assert store.kv_get("ledger:acme", "m2:0") == b"{}"
+    assert store.kv_get("ledger_x", "k") == b"{}"
+    assert store.kv_get("identity:acme", "u1") == b"{}"

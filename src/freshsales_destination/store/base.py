@@ -158,3 +158,7 @@ class Store(Protocol):
     ) -> T:
         """Atomically read, transform and write one value (the rate budget uses this)."""
         ...
+
+    def kv_prune(self, namespace_prefix: str, *, older_than: float) -> int:
+        """Forget values of namespaces starting with the prefix, last written before then."""
+        ...

@@ -491,3 +491,14 @@ class SQLiteStore:
                 (namespace, key, value, now),
             )
             return result
+
+    def kv_prune(self, namespace_prefix: str, *, older_than: float) -> int:
+        escaped = (
+            namespace_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        )
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM kv WHERE namespace LIKE ? ESCAPE '\\' AND updated_at < ?",
+                (escaped + "%", older_than),
+            )
+            return int(cursor.rowcount)
