@@ -113,6 +113,27 @@ def test_parse_time_rejects_non_timestamps(value: Any) -> None:
     assert parse_time(value) is None
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["2024-05-01T12:00:00.123Z", "2024-05-01T12:00:00.123+00:00", "2024-05-01T12:00:00.123+01:00",
+     "2024-W18-3T12:00:00.000Z", "2024-05-01T12:00:00.123456Z", "2024-05-01 12:00:00.123Z",
+     "2024-05-01T12:00:00.123-00:00", "2015-2-02T00:30:08.276Z"],
+)
+def test_original_timestamp_is_always_in_segment_form(text: str) -> None:
+    result = run({"type": "identify", "userId": "u", "timestamp": text})
+    parsed = parse_time(text)
+    assert parsed is not None
+    assert result.message["originalTimestamp"] == format_time(parsed)
+    assert result.message["timestamp"] == format_time(parsed)
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_format_time_round_trips(value: datetime) -> None:
+    text = format_time(value)
+    assert len(text) == 24 and text.endswith("Z")
+    assert parse_time(text) == value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
 def test_absurd_clocks_do_not_crash() -> None:
     result = run(
         {"type": "track", "userId": "u", "event": "E", "timestamp": "9999-12-31T00:00:00Z"},

@@ -103,6 +103,27 @@ def _parse_time(text: str) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
+def _canonical(text: str) -> str | None:
+    """`text` (which parse_time accepted) in format_time's form, when a slice gives it.
+
+    The common client forms ``…T12:00:00.000Z`` and ``…T12:00:00.000+00:00`` need no
+    formatting; anything else returns None.
+    """
+    size = len(text)
+    if size != 24 and size != 29:
+        return None
+    if not (
+        text[4] == "-" and text[7] == "-" and text[10] == "T" and text[13] == ":"
+        and text[16] == ":" and text[19] == "."
+    ):
+        return None
+    if size == 24 and text[23] == "Z":
+        return text
+    if size == 29 and text.endswith("+00:00"):
+        return text[:23] + "Z"
+    return None
+
+
 def _stringify_id(value: Any) -> Any:
     if isinstance(value, bool):
         return value
@@ -267,7 +288,11 @@ def normalize(
         message["integrations"] = _merge_defaults(message.get("integrations"), batch_integrations)
 
     # Timestamps and Segment's clock-skew correction.
-    original = parse_time(message.get("originalTimestamp")) or parse_time(message.get("timestamp"))
+    original_value = message.get("originalTimestamp")
+    original = parse_time(original_value)
+    if original is None:
+        original_value = message.get("timestamp")
+        original = parse_time(original_value)
     sent_at, sent = times.sent_at, times.sent
     own_sent = message.get("sentAt")
     if own_sent is not None:
@@ -284,7 +309,7 @@ def normalize(
                 corrected = times.received_at - (sent_at - original)
             except OverflowError:  # absurd clocks: keep the client's own time
                 pass
-        original_text = format_time(original)
+        original_text = _canonical(original_value) or format_time(original)
         corrected_text = original_text if corrected == original else format_time(corrected)
         event_at = corrected.timestamp()
     message["receivedAt"] = received

@@ -32,7 +32,6 @@ from freshsales_destination.ingest.responses import IngestError, error_body
 from freshsales_destination.ingest.sources import (
     Source,
     SourceRegistry,
-    authenticate,
     basic_auth_user,
     unauthorized,
     verify_signature,
@@ -73,24 +72,26 @@ class Ingest:
         self.now = now
         self.new_id = new_id
         self.counters = IngestCounters()
+        self._last_times: tuple[int, RequestTimes] | None = None
 
     # -- request plumbing ----------------------------------------------------------------------
 
     async def _read_body(self, call: _Call) -> bytes:
         """The body within the request limit, gzip inflated; refused before JSON parsing."""
-        headers = call.headers
-        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        media = (call.header(b"content-type") or "").split(";")[0].strip().lower()
         if media not in ACCEPTED_MEDIA:
             raise IngestError(
                 415, "unsupported_media_type", "Content-Type must be application/json"
             )
-        declared = headers.get("content-length")
+        declared = call.header(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limits.max_request_bytes:
             raise IngestError(
                 413, "request_too_large",
                 f"request body is larger than {self.limits.max_request_bytes} bytes",
             )
-        reader = BodyReader(encoding=headers.get("content-encoding"), limit=self.limits.max_request_bytes)
+        reader = BodyReader(
+            encoding=call.header(b"content-encoding"), limit=self.limits.max_request_bytes
+        )
         receive = call.receive
         while True:
             message = await receive()
@@ -123,9 +124,7 @@ class Ingest:
         now = self.now()
         context = batch.get("context") if batch else None
         integrations = batch.get("integrations") if batch else None
-        times = RequestTimes.of(
-            datetime.fromtimestamp(now, UTC), batch.get("sentAt") if batch else None
-        )
+        times = self._times(now, batch.get("sentAt") if batch else None)
         context = context if isinstance(context, dict) else None
         integrations = integrations if isinstance(integrations, dict) else None
         rows: list[NewMessage] = []
@@ -178,6 +177,18 @@ class Ingest:
             )
         return rows
 
+    def _times(self, now: float, sent_at: Any) -> RequestTimes:
+        """The request's times; reused within one millisecond (the precision of receivedAt)."""
+        if sent_at is not None:
+            return RequestTimes.of(datetime.fromtimestamp(now, UTC), sent_at)
+        millisecond = int(now * 1000)
+        cached = self._last_times
+        if cached is not None and cached[0] == millisecond:
+            return cached[1]
+        times = RequestTimes.of(datetime.fromtimestamp(now, UTC))
+        self._last_times = (millisecond, times)
+        return times
+
     async def _commit(self, rows: list[NewMessage]) -> None:
         try:
             fresh = await self.committer.submit(rows)
@@ -206,8 +217,7 @@ class Ingest:
     async def _single(self, call: _Call, kind: str) -> None:
         self.counters.requests += 1
         try:
-            body = await self._body_object(call)
-            source = authenticate(self.registry, call.headers, body)
+            source, body = await self._authenticated_body(call)
             rows = self._rows(
                 source, [body], forced_type=kind, batch=None, allowed_types=TRACKING_TYPES
             )
@@ -220,8 +230,7 @@ class Ingest:
     async def _batch(self, call: _Call) -> None:
         self.counters.requests += 1
         try:
-            body = await self._body_object(call)
-            source = authenticate(self.registry, call.headers, body)
+            source, body = await self._authenticated_body(call)
             items = body.get("batch")
             if not isinstance(items, list):
                 raise IngestError(400, "invalid_batch", "batch must be a JSON array of messages")
@@ -239,15 +248,24 @@ class Ingest:
             return
         await call.answer(200, SUCCESS_BODY)
 
-    async def _body_object(self, call: _Call) -> dict[str, Any]:
-        # Refuse an unknown Basic-auth key before reading the body.
-        user = basic_auth_user(call.headers.get("authorization"))
-        if user is not None and self.registry.lookup(user) is None:
-            raise unauthorized()
+    async def _authenticated_body(self, call: _Call) -> tuple[Source, dict[str, Any]]:
+        """The body (a JSON object) and its source: Basic auth first, else the body writeKey
+        (alone, or beside a Bearer token). An unknown Basic key is refused before reading."""
+        user = basic_auth_user(call.header(b"authorization"))
+        source = None
+        if user is not None:
+            source = self.registry.lookup(user)
+            if source is None:
+                raise unauthorized()
         body = self._parse(await self._read_body(call))
         if not isinstance(body, dict):
             raise IngestError(400, "invalid_body", "the body must be a JSON object")
-        return body
+        if source is None:
+            key = body.get("writeKey")
+            source = self.registry.lookup(key if isinstance(key, str) else None)
+            if source is None:
+                raise unauthorized()
+        return source, body
 
     async def _webhook(self, call: _Call) -> None:
         self.counters.requests += 1
@@ -258,7 +276,7 @@ class Ingest:
             raw_body = await self._read_body(call)
             # The signature is checked on the bytes before anything is parsed.
             if source.webhook_secret is not None and not verify_signature(
-                source.webhook_secret, raw_body, call.headers.get("x-signature")
+                source.webhook_secret, raw_body, call.header(b"x-signature")
             ):
                 raise IngestError(401, "invalid_signature", "X-Signature does not match the body")
             body = self._parse(raw_body)
@@ -332,17 +350,18 @@ class _ClientGone(Exception):
 class _Call:
     """One request as the endpoints see it: method, path parameters, headers, body, answer."""
 
-    __slots__ = ("headers", "path_params", "receive", "_send")
+    __slots__ = ("_headers", "path_params", "receive", "_send")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # First occurrence wins, as with Starlette's Headers.get.
-        self.headers: dict[str, str] = {
-            key.decode("latin-1"): value.decode("latin-1")
-            for key, value in reversed(scope["headers"])
-        }
+        # ASGI names are lower-case bytes; the first occurrence wins, as in Starlette.
+        self._headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))
         self.path_params: dict[str, Any] = scope.get("path_params", {})
         self.receive = receive
         self._send = send
+
+    def header(self, name: bytes) -> str | None:
+        value = self._headers.get(name)
+        return None if value is None else value.decode("latin-1")
 
     async def answer(
         self, status: int, body: bytes, headers: dict[str, str] | None = None

@@ -50,6 +50,7 @@ class GroupCommitter:
         self._queue: list[_Ticket] = []
         self._pending = 0
         self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._closed = False
@@ -62,6 +63,7 @@ class GroupCommitter:
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
@@ -80,7 +82,8 @@ class GroupCommitter:
             raise StoreUnavailable("the service is shutting down")
         if self._pending + len(messages) > self._max_pending and self._pending > 0:
             raise StoreSaturated(retry_after=1.0)
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None
+        future: asyncio.Future[list[bool]] = self._loop.create_future()
         self._queue.append(_Ticket(messages, future))
         self._pending += len(messages)
         self._wakeup.set()
