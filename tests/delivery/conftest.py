@@ -24,8 +24,11 @@ APP_TOKEN = "sandbox-app-token-for-tests"
 
 def delivery_settings(
     db: Path, base_url: str, *, product: str = "suite", app_token: bool = True,
-    mapping: dict[str, Any] | None = None, **delivery: Any,
+    mapping: dict[str, Any] | None = None, destination: dict[str, Any] | None = None,
+    **delivery: Any,
 ) -> Settings:
+    """Settings for one Suite/Classic destination; ``destination`` adds destination keys
+    (``timeout``, ``rate_limit_per_minute``, ...), ``delivery`` adds ``[delivery]`` keys."""
     dest: dict[str, Any] = {
         "product": product,
         "base_url": base_url,
@@ -35,6 +38,7 @@ def delivery_settings(
     }
     if app_token:
         dest["app_token"] = APP_TOKEN
+    dest.update(destination or {})
     return settings_from_dict(
         {
             "store": {"url": f"sqlite:///{db}"},
@@ -43,6 +47,24 @@ def delivery_settings(
             "destinations": {"crm": dest},
         }
     )
+
+
+class FakeClock:
+    """Epoch seconds that only move when told to; shared by the engine and the sandbox."""
+
+    def __init__(self, start: float = 2_000_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """The engine's short inline waits pass on this clock, not the wall clock."""
+        self.advance(seconds)
+        await asyncio.sleep(0)
 
 
 @dataclass
@@ -60,7 +82,9 @@ class Pipeline:
         return response
 
     def deliver(self, now: Any = None) -> DeliveryEngine:
-        kwargs = {} if now is None else {"now": now}
+        kwargs: dict[str, Any] = {} if now is None else {"now": now}
+        if isinstance(now, FakeClock):
+            kwargs["sleep"] = now.sleep
         engine = DeliveryEngine.from_settings(self.settings, self.store, **kwargs)
 
         async def run() -> None:
@@ -76,9 +100,17 @@ class Pipeline:
         return list(self.sandbox.state.snapshot()[kind])
 
 
-def make_pipeline(tmp_path: Path, product: str, **kwargs: Any) -> Iterator[Pipeline]:
-    options = SandboxOptions(api_key=API_KEY, app_token=APP_TOKEN, product=product)  # type: ignore[arg-type]
-    with running_sandbox(options) as sandbox:
+def make_pipeline(
+    tmp_path: Path, product: str, *, clock: FakeClock | None = None,
+    sandbox_options: dict[str, Any] | None = None, **kwargs: Any,
+) -> Iterator[Pipeline]:
+    """``clock`` also drives the sandbox (its rate limiter and request log), so windows of
+    the request log are measured in the engine's time; ``sandbox_options`` tweak the sandbox."""
+    options = SandboxOptions(
+        api_key=API_KEY, app_token=APP_TOKEN, product=product,  # type: ignore[arg-type]
+        **(sandbox_options or {}),
+    )
+    with running_sandbox(options, clock=clock) as sandbox:
         settings = delivery_settings(tmp_path / "q.db", sandbox.base_url, product=product, **kwargs)
         store = SQLiteStore(tmp_path / "q.db")
         store.open()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx2
@@ -49,7 +49,7 @@ def build_runtime(
     *,
     now: Callable[[], float] = time.time,
     transport: httpx2.AsyncBaseTransport | None = None,
-    sleep: Callable[[float], object] | None = None,
+    sleep: Callable[[float], Awaitable[object]] | None = None,
     rng: random.Random | None = None,
 ) -> DestinationRuntime:
     delivery = settings.delivery
@@ -63,6 +63,7 @@ def build_runtime(
         per_minute=config.rate_limit_per_minute,
         now=now,
         records_first=delivery.records_first,
+        sleep=sleep or asyncio.sleep,
     )
     memory = DeliveryMemory(store, name)
     executor = Executor(
@@ -108,9 +109,10 @@ class DeliveryEngine:
         *,
         now: Callable[[], float] = time.time,
         transport: httpx2.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> DeliveryEngine:
         runtimes = [
-            build_runtime(name, config, settings, store, now=now, transport=transport)
+            build_runtime(name, config, settings, store, now=now, transport=transport, sleep=sleep)
             for name, config in sorted(settings.destinations.items())
         ]
         return cls(runtimes, poll_interval=settings.delivery.poll_interval)
