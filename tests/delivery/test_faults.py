@@ -309,6 +309,7 @@ def test_500_carrying_a_validation_message_is_dead_at_once(build: Build, clock: 
     assert "Last name can't be blank" in (dead.reason or "")
     assert len(api_calls(pipeline, UPSERT)) == 1
     assert contacts_with(pipeline, "gus") == []
+    assert_budget_respected(pipeline, **DEFAULT_LIMITS)
 
 
 # -- 400 -------------------------------------------------------------------------------------
@@ -344,6 +345,7 @@ def test_400_is_dead_with_the_freshsales_message_and_the_lane_goes_on(
     assert len(contacts_with(pipeline, "hal")) == 1
     assert pipeline.records("deals") == []
     assert len(pipeline.records("notes")) == 1
+    assert_budget_respected(pipeline, **DEFAULT_LIMITS)
 
 
 # -- transport failures -------------------------------------------------------------------------
@@ -362,7 +364,7 @@ def test_slow_answers_past_the_client_timeout_are_retried_without_duplicates(
     timed_out = message(pipeline, "ida-1")
     assert timed_out.status == "pending" and timed_out.attempts == 1
     assert "Timeout" in (timed_out.last_error or "")
-    wait_for_scripted(pipeline, 1)  # the sandbox made the contact after the client gave up
+    wait_for_scripted(pipeline, 1)  # the sandbox is done with the request the client gave up on
     deliver_until(
         pipeline, clock,
         lambda: all(message(pipeline, m).status != "pending" for m in ("ida-1", "ida-deal")),
@@ -455,6 +457,7 @@ def test_a_retried_lane_keeps_order_the_later_identify_wins(build: Build, clock:
     assert message(pipeline, "max-2").status == "delivered"
     (contact,) = contacts_with(pipeline, "max")
     assert contact["job_title"] == "CTO"
+    assert_budget_respected(pipeline, **DEFAULT_LIMITS)
 
 
 def test_other_lanes_keep_flowing_while_one_waits(build: Build, clock: FakeClock) -> None:
@@ -507,3 +510,23 @@ def test_a_throttle_pauses_every_lane_of_the_account(build: Build, clock: FakeCl
     )
     assert len(contacts_with(pipeline, "quin")) == 1 and len(contacts_with(pipeline, "rae")) == 1
     assert_budget_respected(pipeline, **DEFAULT_LIMITS)
+
+
+def test_a_note_for_a_person_freshsales_lacks_is_not_reported_delivered(
+    build: Build, clock: FakeClock
+) -> None:
+    """The documented pattern: identify by a user id, track by the email (another lane).
+
+    While the identify waits out a 5xx, the note's lane finds no such person: nothing is
+    sent, and the message must say so instead of claiming it was delivered.
+    """
+    pipeline = build()
+    script(pipeline, "POST", UPSERT, {"status": 503, "body": {"error_code": 503}})
+    pipeline.send("/v1/identify", identify("zed", "zed-1"))
+    pipeline.send("/v1/track", track("zed@example.com", "zed-note", "Note Me"))
+    pipeline.deliver(now=clock)
+    assert message(pipeline, "zed-1").status == "pending"
+    note = message(pipeline, "zed-note")
+    assert pipeline.records("notes") == []
+    assert note.status == "skipped", note
+    assert "no such person" in (note.reason or "")

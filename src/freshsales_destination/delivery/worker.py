@@ -213,11 +213,16 @@ class DestinationWorker:
                 continue
             seqs = [m.seq for m in unit.messages]
             status = "delivered" if unit.operations else "skipped"
+            notes = list(unit.notes)
+            if ctx.missing_person:
+                # The executor skipped what needs the person: nothing of it reached Freshsales.
+                status = "skipped"
+                notes.insert(0, "Freshsales has no such person, so nothing needing them was sent")
             if status == "delivered":
                 self.stats.delivered += len(seqs)
             else:
                 self.stats.skipped += len(seqs)
-            reason = "; ".join(unit.notes)[:2000] or None
+            reason = "; ".join(notes)[:2000] or None
             if status == "skipped" and reason is None:
                 reason = "nothing to send to Freshsales for this message"
             await self._store(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
