@@ -35,6 +35,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 WRITE_KEY = "wk_bench"
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def run_bare_server(port: int) -> None:
         Route("/readyz", health, methods=["GET"]),
     ])
     # The same call `serve` makes.
-    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="info")
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -153,6 +154,15 @@ def load(port: int, path: str, batch_size: int, connections: int, seconds: float
         return results[0], results[1], time.monotonic() - started
 
     queue.put(asyncio.run(main()))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far; 0 where /proc is absent."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(port: int, path: str, batch_size: int, connections: int, seconds: float,
@@ -249,21 +259,28 @@ def main() -> None:
                 "batch100": ("/v1/batch", 100, args.batch_connections),
             }
             figures: dict[str, dict[str, list[float]]] = {}
+            cpu_figures: dict[str, dict[str, list[float]]] = {}
             acked_total = 0
             run_id = 0
             for name, (path, size, connections) in scenarios.items():
                 figures[name] = {"service": [], "bare": []}
+                cpu_figures[name] = {"service": [], "bare": []}
                 run_id += 1  # warm-up
                 acked_total += measure(service_port, path, size, connections, 1.0, run_id)[1]
                 measure(bare_port, path, size, connections, 1.0, run_id := run_id + 1)
                 for _ in range(args.runs):
                     for target, port in (("bare", bare_port), ("service", service_port)):
                         run_id += 1
+                        pid = (service if target == "service" else bare).pid
+                        cpu_before = cpu_seconds(pid)
                         rate, acked = measure(port, path, size, connections, args.seconds, run_id)
+                        cpu = (cpu_seconds(pid) - cpu_before) / max(acked, 1) * 1e6
                         if target == "service":
                             acked_total += acked
                         figures[name][target].append(rate)
-                        print(f"{name:9s} {target:8s} {rate:10.0f} events/s", flush=True)
+                        cpu_figures[name][target].append(cpu)
+                        print(f"{name:9s} {target:8s} {rate:10.0f} events/s  "
+                              f"server CPU {cpu:7.1f} us/event", flush=True)
             with urllib.request.urlopen(f"http://127.0.0.1:{service_port}/readyz") as r:
                 assert r.status == 200
         finally:
@@ -278,8 +295,9 @@ def main() -> None:
         if count != acked_total or distinct != acked_total:
             raise SystemExit(f"{acked_total} events acknowledged but {count} rows stored")
 
-    report = {
+    report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_average_after": os.getloadavg()[0],
         "runs": args.runs,
         "seconds": args.seconds,
         "acknowledged_events": acked_total,
@@ -297,9 +315,13 @@ def main() -> None:
             "ratio": round(service_median / bare_median, 3),
             "service_runs": [round(x) for x in by_target["service"]],
             "bare_runs": [round(x) for x in by_target["bare"]],
+            "service_cpu_us_per_event": round(statistics.median(cpu_figures[name]["service"]), 1),
+            "bare_cpu_us_per_event": round(statistics.median(cpu_figures[name]["bare"]), 1),
         }
         print(f"{name:9s} service {service_median:9.0f}/s  bare {bare_median:9.0f}/s  "
-              f"ratio {service_median / bare_median:.2f}")
+              f"ratio {service_median / bare_median:.2f}   server CPU/event: service "
+              f"{report[name]['service_cpu_us_per_event']} us, bare "
+              f"{report[name]['bare_cpu_us_per_event']} us")
     print(f"rows stored: {count} (distinct messageIds {distinct})")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -86,3 +86,24 @@ def test_dedup_survives_a_server_restart_on_the_same_file(tmp_path: Path) -> Non
     rows = _rows(db)
     assert len(rows) == len(set(rows)) == 22
     assert {m for _, m in rows} == {f"r-{i}" for i in range(20)} | {"new-0", "new-1"}
+
+
+def test_a_resend_within_seven_days_is_still_a_duplicate_after_pruning(tmp_path: Path) -> None:
+    import time
+
+    db = tmp_path / "q.db"
+    settings = make_settings(db)
+    store = SQLiteStore(db)
+    store.open()
+    clock = {"now": time.time() - 6.9 * 86_400}  # received almost 7 days ago
+    app = build_app(settings, store, now=lambda: clock["now"], deliver=False)
+    body = batch_body(track("old-1", integrations={"All": False}))  # finished at once (filtered)
+    with serve_in_thread(app) as url:
+        assert httpx2.post(f"{url}/v1/batch", json=body).status_code == 200
+        clock["now"] = time.time()
+        # Housekeeping keeps the dedup window: nothing younger than dedup_days is forgotten.
+        assert store.prune(older_than=time.time() - settings.store.dedup_days * 86_400) == 0
+        assert httpx2.post(f"{url}/v1/batch", json=body).status_code == 200
+    assert store.count_by_status() == {"filtered": 1}
+    assert app.state.ingest.counters.duplicates == 1
+    store.close()

@@ -2,6 +2,10 @@
 
 Flow of one request: limits and encoding (body.py) -> JSON -> write key (sources.py) ->
 per-message normalisation (core/segment.py) -> group commit (committer.py) -> 200.
+
+The endpoints are raw ASGI callables behind Starlette routes (no Request/Response objects on
+the hot path, see docs/benchmarks.md). Every answer under /v1 and /webhook is exactly 200 with
+a JSON body, or JSON ``{code, message}``: analytics-python retries anything else forever.
 """
 
 from __future__ import annotations
