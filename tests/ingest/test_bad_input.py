@@ -476,3 +476,62 @@ def test_errors_raised_inside_the_store_stay_503_for_raw_store_errors(tmp_path: 
         r = httpx2.post(f"{url}/v1/batch", json=batch_body(track("x-1")))
     assert r.status_code == 503 and r.json()["code"] == "store_unavailable"
     store.close()
+
+
+# -- fuzz: nothing a client sends gets a 5xx -----------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=25,
+)
+_field = _json | st.sampled_from(
+    ["identify", "track", "group", "alias", "page", "screen", "delete", "u1", "2024-05-01T12:00Z",
+     "9999-12-31T23:59:59-05:00", WRITE_KEY]
+)
+_message = st.dictionaries(
+    st.sampled_from(["type", "userId", "anonymousId", "event", "groupId", "previousId",
+                     "messageId", "timestamp", "originalTimestamp", "sentAt", "traits",
+                     "context", "integrations", "properties", "writeKey"]),
+    _field, max_size=8,
+)
+_body = st.one_of(
+    st.fixed_dictionaries(
+        {"writeKey": st.just(WRITE_KEY)},
+        optional={"batch": st.lists(_message | _json, max_size=5), "context": _json,
+                  "integrations": _json, "sentAt": _field},
+    ),
+    _message.map(lambda m: {**m, "writeKey": WRITE_KEY}),
+    _json,
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=_body, path=st.sampled_from(["/v1/batch", "/v1/track", "/v1/identify",
+                                         f"/webhook/{WRITE_KEY}"]), gzipped=st.booleans())
+def test_fuzz_never_a_server_error(
+    service: Service, body: Any, path: str, gzipped: bool
+) -> None:
+    try:
+        content = orjson.dumps(body)
+    except (TypeError, orjson.JSONEncodeError):  # integers beyond 64 bits: send them as text
+        import json
+
+        content = json.dumps(body).encode()
+    headers = dict(JSON)
+    if gzipped:
+        content = gzip.compress(content)
+        headers["Content-Encoding"] = "gzip"
+    r = httpx2.post(f"{service.url}{path}", content=content, headers=headers)
+    assert r.status_code == 200 or 400 <= r.status_code < 500, r.text
+    answer = r.json()
+    if r.status_code == 200:
+        assert answer == {"success": True}
+    else:
+        assert set(answer) == {"code", "message"}
