@@ -925,6 +925,14 @@ def plan(
             getattr(builder, str(kind))()
     except _Stop as stop:
         builder.note(str(kind) if isinstance(kind, str) else "type", "info", stop.reason)
+        # Nothing of a discarded or filtered message is sent: say so for every trait.
+        traits = event.get("traits")
+        if isinstance(traits, Mapping):
+            explained = {entry.source for entry in builder.entries}
+            for key in traits:
+                path = f"traits.{key}"
+                if not any(s == path or s.startswith(path + ".") for s in explained):
+                    builder.note(path, "dropped", f"not sent: {stop.reason}")
         return Plan(
             status=stop.status,
             explanation=_sorted(builder.entries),

@@ -36,6 +36,10 @@ class Budget(Protocol):
 
     def observe(self, reply_or_error: Any) -> None: ...
 
+    def wait_hint(self) -> float:
+        """Seconds until the budget has room again (0 when it has room now)."""
+        ...
+
 
 class UnresolvedReference(FreshsalesDestinationError):
     """An operation needs a record that does not exist in Freshsales."""

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from freshsales_destination.errors import ConfigError, StoreUnavailable
@@ -106,11 +106,11 @@ def sqlite_path_from_url(url: str) -> Path | None:
     return Path(path[1:]) if path.startswith("/") else Path(path)
 
 
-def _row_to_message(row: sqlite3.Row | tuple[object, ...]) -> StoredMessage:
+def _row_to_message(row: sqlite3.Row | tuple[Any, ...]) -> StoredMessage:
     (seq, source, destination, message_id, kind, status, reason, lane, received_at, event_at,
      attempts, available_at, last_error, raw, message, first_failure_at) = row
     return StoredMessage(
-        seq=int(seq),  # type: ignore[call-overload]
+        seq=int(seq),
         source=str(source),
         destination=str(destination),
         message_id=str(message_id),
@@ -118,14 +118,14 @@ def _row_to_message(row: sqlite3.Row | tuple[object, ...]) -> StoredMessage:
         status=str(status),
         reason=None if reason is None else str(reason),
         lane=None if lane is None else str(lane),
-        received_at=float(received_at),  # type: ignore[arg-type]
-        event_at=float(event_at),  # type: ignore[arg-type]
-        attempts=int(attempts),  # type: ignore[call-overload]
-        available_at=float(available_at),  # type: ignore[arg-type]
+        received_at=float(received_at),
+        event_at=float(event_at),
+        attempts=int(attempts),
+        available_at=float(available_at),
         last_error=None if last_error is None else str(last_error),
-        raw=bytes(raw),  # type: ignore[arg-type]
-        message=bytes(message),  # type: ignore[arg-type]
-        first_failure_at=None if first_failure_at is None else float(first_failure_at),  # type: ignore[arg-type]
+        raw=bytes(raw),
+        message=bytes(message),
+        first_failure_at=None if first_failure_at is None else float(first_failure_at),
     )
 
 
