@@ -11,14 +11,21 @@ import pytest
 
 from freshsales_destination.store.base import NewMessage, Store
 from freshsales_destination.store.sqlite import SQLiteStore
+from tests.contract.conftest import PgSchema
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    backend: Store
     if request.param == "sqlite-file":
-        backend: Store = SQLiteStore(tmp_path / "contract.db")
-    else:
+        backend = SQLiteStore(tmp_path / "contract.db")
+    elif request.param == "sqlite-memory":
         backend = SQLiteStore(None)
+    else:
+        from freshsales_destination.store.postgres import PostgresStore
+
+        pg: PgSchema = request.getfixturevalue("pg_schema")  # skips without PostgreSQL
+        backend = PostgresStore(pg.dsn, schema=pg.schema, max_size=4)
     backend.open()
     yield backend
     backend.close()

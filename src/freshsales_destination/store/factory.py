@@ -10,10 +10,19 @@ from freshsales_destination.store.sqlite import SQLiteStore
 
 
 def open_store(url: str) -> Store:
+    """``sqlite:///path.db`` or ``postgresql://user@host:5432/db[?schema=name]``."""
     scheme = urlsplit(url).scheme
+    store: Store
     if scheme == "sqlite":
         store = SQLiteStore.from_url(url)
+    elif scheme in ("postgresql", "postgres"):
+        # Imported here so that the SQLite-only service never loads psycopg.
+        from freshsales_destination.store.postgres import PostgresStore
+
+        store = PostgresStore.from_url(url)
     else:
-        raise ConfigError(f"store.url scheme {scheme!r} is not supported yet (use sqlite:///)")
+        raise ConfigError(
+            f"store.url scheme {scheme!r} is not supported (use sqlite:/// or postgresql://)"
+        )
     store.open()
     return store

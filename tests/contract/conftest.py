@@ -1,0 +1,55 @@
+"""PostgreSQL for the contract suite: a fresh schema per test, dropped afterwards.
+
+The server comes from ``FSD_TEST_POSTGRES_DSN`` (default: the local trust-auth server CI
+starts). When it cannot be reached, every PostgreSQL test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass(frozen=True)
+class PgSchema:
+    dsn: str
+    schema: str
+
+
+def _postgres_dsn() -> str:
+    return os.environ.get("FSD_TEST_POSTGRES_DSN", DEFAULT_DSN)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The test server's DSN, or a skip when PostgreSQL (or psycopg) is not there."""
+    dsn = _postgres_dsn()
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - psycopg is a dependency
+        pytest.skip(f"psycopg is not installed: {exc}")
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.skip(f"PostgreSQL not reachable at {dsn} (set FSD_TEST_POSTGRES_DSN): {first}")
+    return dsn
+
+
+@pytest.fixture
+def pg_schema(postgres_dsn: str) -> Iterator[PgSchema]:
+    """A uniquely named schema that does not exist yet; dropped (with its tables) afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"fsd_test_{uuid.uuid4().hex[:16]}"
+    yield PgSchema(postgres_dsn, schema)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
