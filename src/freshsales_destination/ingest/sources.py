@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from freshsales_destination.config import Settings
@@ -18,7 +18,7 @@ from freshsales_destination.ingest.responses import IngestError
 class Source:
     id: str  # stored with every message; never the write key itself
     destination: str
-    webhook_secret: bytes | None
+    webhook_secret: bytes | None = field(repr=False)  # never in logs or tracebacks
 
 
 def source_id_for(write_key: str, name: str | None) -> str:
@@ -88,5 +88,8 @@ def verify_signature(secret: bytes, body: bytes, signature: str | None) -> bool:
     """Segment's webhook signature: hex HMAC-SHA1 of the raw body, compared in constant time."""
     if not signature:
         return False
-    expected = hmac.new(secret, body, hashlib.sha1).hexdigest()
-    return hmac.compare_digest(expected, signature.strip().lower())
+    expected = hmac.new(secret, body, hashlib.sha1).hexdigest().encode("ascii")
+    # Compared as bytes: a header may hold any latin-1 character, and compare_digest refuses
+    # non-ASCII str (a TypeError, which would have been a 500 instead of a 401).
+    given = signature.strip().lower().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(expected, given)
