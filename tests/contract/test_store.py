@@ -155,3 +155,12 @@ def test_kv_prune_by_prefix_and_age(store: Store) -> None:
     assert store.kv_get("ledger:acme", "m2:0") == b"{}"
     assert store.kv_get("ledger_x", "k") == b"{}"
     assert store.kv_get("identity:acme", "u1") == b"{}"
+
+
+def test_a_repeat_within_one_append_is_a_duplicate_of_its_first(store: Store) -> None:
+    assert store.append([msg("a"), msg("b"), msg("a"), msg("a", source="other"), msg("b")]) == [
+        True, True, False, True, False
+    ]
+    assert store.append([msg("b"), msg("n"), msg("n")]) == [False, True, False]
+    assert store.count_by_status() == {"pending": 4}
+    assert store.append([]) == []
