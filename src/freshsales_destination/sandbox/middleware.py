@@ -30,6 +30,25 @@ def normalise(path: str) -> str:
     return path
 
 
+def route_path(scope: Scope) -> str:
+    """The path as the sandbox's own routes see it: without the prefix it is mounted under.
+
+    Under a Starlette ``Mount`` (the embedded service mounts the sandbox at ``/sandbox``) the
+    ASGI ``path`` still carries that prefix and ``root_path`` holds it; Starlette's router strips
+    it the same way (``starlette._utils.get_route_path``), so auth is decided on exactly the path
+    that is routed.
+    """
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if not root_path or not path.startswith(root_path):
+        return path
+    if path == root_path:
+        return ""
+    if path[len(root_path)] == "/":
+        return path[len(root_path):]
+    return path
+
+
 def classify(route: str) -> str:
     if route == "/_sandbox" or route.startswith("/_sandbox/"):
         return "admin"
@@ -73,7 +92,7 @@ class SandboxMiddleware:
             return
         state = self.state
         method: str = scope["method"]
-        path: str = scope["path"]
+        path = route_path(scope)
         route = normalise(path)
         kind = classify(route)
         query = scope.get("query_string", b"").decode("latin-1")
