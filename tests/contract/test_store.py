@@ -157,6 +157,33 @@ def test_kv_prune_by_prefix_and_age(store: Store) -> None:
     assert store.kv_get("identity:acme", "u1") == b"{}"
 
 
+def test_renew_lease_only_for_the_holder(store: Store) -> None:
+    store.append([msg("1", "u:a")])
+    claim = store.claim_lane("acme", owner="w1", now=100, lease_seconds=10, max_messages=5)
+    assert claim is not None
+    assert store.renew_lease("acme", "u:a", "w1", now=105, lease_seconds=10)
+    assert not store.renew_lease("acme", "u:a", "w2", now=105, lease_seconds=10)
+    # Renewed until 115: still held at 112; once expired and taken over, w1 has lost it.
+    assert store.claim_lane("acme", owner="w2", now=112, lease_seconds=10, max_messages=5) is None
+    other = store.claim_lane("acme", owner="w2", now=116, lease_seconds=10, max_messages=5)
+    assert other is not None
+    assert not store.renew_lease("acme", "u:a", "w1", now=117, lease_seconds=10)
+
+
+def test_head_types_only_picks_lanes_whose_next_message_matches(store: Store) -> None:
+    store.append([msg("1", "u:a", kind="track"), msg("2", "u:a", kind="identify")])
+    assert store.claim_lane("acme", owner="w", now=200, lease_seconds=30, max_messages=5,
+                            head_types=["identify"]) is None
+
+
+def test_prune_keeps_dead_letters(store: Store) -> None:
+    store.append([msg("1", "u:a")])
+    (message,) = store.list_messages()
+    store.finish([message.seq], status="dead", now=150.0, reason="gave up")
+    assert store.prune(older_than=10_000.0) == 0
+    assert [m.message_id for m in store.list_messages(status="dead")] == ["1"]
+
+
 def test_a_repeat_within_one_append_is_a_duplicate_of_its_first(store: Store) -> None:
     assert store.append([msg("a"), msg("b"), msg("a"), msg("a", source="other"), msg("b")]) == [
         True, True, False, True, False

@@ -120,6 +120,7 @@ class DeliveryEngine:
     def start(self) -> None:
         for runtime in self.runtimes:
             for index, worker in enumerate(runtime.workers):
+                worker.should_stop = self._stop.is_set
                 self._tasks.append(
                     asyncio.create_task(self._loop(worker), name=f"deliver-{runtime.name}-{index}")
                 )
@@ -152,8 +153,15 @@ class DeliveryEngine:
             if not progressed:
                 return
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float = 10.0) -> None:
+        """Stop taking lanes; let the units in flight finish (up to `grace` seconds).
+
+        Cancelling a call in flight could leave a side effect in Freshsales without its
+        ledger entry, so a restart would repeat it: workers get time to finish first.
+        """
         self._stop.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

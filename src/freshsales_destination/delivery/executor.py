@@ -180,6 +180,8 @@ class Executor:
         now = self.now()
         external, email = self._person_key(op)
         user = op.user_id or ctx.user_id or external
+        if user:
+            user = self.memory.canonical_user(user)
         fields = self._resolve(op.fields, ctx)
         links = fields.pop("sales_accounts", None) if isinstance(fields, dict) else None
         identity = self.memory.identity(user)
@@ -204,29 +206,38 @@ class Executor:
             elif fresh:
                 fields["sales_accounts"] = fresh
             links = fresh
+        result: Any = None
         if known_id is not None:
             changed = self.memory.changed_fields(record, fields)
             if not changed:
                 self.counter.skipped += 1
                 result = known_id
             else:
-                if record_type == "contact":
-                    reply = await self._call(
-                        op, lambda: self.client.update_contact(known_id, changed)
-                    )
-                else:
-                    reply = await self._call(op, lambda: self.client.update_lead(known_id, changed))
-                result = reply.id or known_id
-        elif record_type == "contact":
-            identifier: dict[str, Any] = (
-                {"external_id": external} if external else {"emails": email}
-            )
+                try:
+                    if record_type == "contact":
+                        reply = await self._call(
+                            op, lambda: self.client.update_contact(known_id, changed)
+                        )
+                    else:
+                        reply = await self._call(
+                            op, lambda: self.client.update_lead(known_id, changed)
+                        )
+                    result = reply.id or known_id
+                except NotFound:
+                    # Deleted in Freshsales since we wrote it: forget it and write it anew.
+                    self.memory.forget(user or "", self.now())
+                    self.memory.forget_written(record)
+                    known_id = None
+        if known_id is None and record_type == "contact":
+            # Match an existing person by email first (a salesperson may have entered them,
+            # without our external_id); the external_id rides along as a field.
+            identifier: dict[str, Any] = {"emails": email} if email else {"external_id": external}
             body = dict(fields)
             if external:
                 body.setdefault("external_id", external)
             reply = await self._call(op, lambda: self.client.upsert_contact(identifier, body))
             result = reply.id
-        else:
+        elif known_id is None:
             result = await self._create_or_update_lead(op, fields, email, external)
         ctx.person_type = record_type
         ctx.person_email = email
@@ -267,21 +278,24 @@ class Executor:
         if identity is not None and identity.record_id is not None:
             ctx.person_type = identity.record_type
             return identity.record_id
-        _, email = self._person_key(op)
-        if not email:
-            ctx.missing_person = True
-            return None
+        external, email = self._person_key(op)
         entities = "lead,contact" if self.product == "classic" else "contact"
-        reply = await self._call(op, lambda: self.client.lookup(email, "email", entities))
-        for plural, kind in (("contacts", "contact"), ("leads", "lead")):
-            found = _first_id(reply.data, plural)
-            if found is not None:
-                ctx.person_type = kind
-                self.memory.remember_person(
-                    op.user_id or ctx.user_id or email, record_type=kind, record_id=found,
-                    email=email, now=self.now(),
-                )
-                return found
+        searches = [(email, "email")] if email else []
+        if external:
+            searches.append((external, "external_id"))
+        for value, field_name in searches:
+            reply = await self._call(
+                op, lambda v=value, f=field_name: self.client.lookup(v, f, entities)
+            )
+            for plural, kind in (("contacts", "contact"), ("leads", "lead")):
+                found = _first_id(reply.data, plural)
+                if found is not None:
+                    ctx.person_type = kind
+                    self.memory.remember_person(
+                        op.user_id or ctx.user_id or value, record_type=kind, record_id=found,
+                        email=email, now=self.now(),
+                    )
+                    return found
         ctx.missing_person = True
         return None
 
@@ -377,7 +391,7 @@ class Executor:
     async def _op_update_lifecycle_stage(self, op: Operation, ctx: UnitContext) -> Any:
         person = self._resolve(op.key.get("id"), ctx)
         fields = self._resolve(op.fields, ctx)
-        record = f"contact:{ctx.user_id}"
+        record = f"contact:{self.memory.canonical_user(ctx.user_id or '')}"
         changed = self.memory.changed_fields(record, fields)
         if not changed:
             self.counter.skipped += 1

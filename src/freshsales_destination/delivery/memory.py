@@ -88,8 +88,19 @@ class DeliveryMemory:
         self._put("identity", user, state.to_json(), now)
 
     def add_alias(self, previous_id: str, user_id: str, now: float) -> None:
-        if previous_id and user_id and previous_id != user_id:
-            self._put("alias", previous_id, user_id, now)
+        """`previous_id` is now known as `user_id`: what we know of it carries over."""
+        if not previous_id or not user_id or previous_id == user_id:
+            return
+        old = self.identity(previous_id)
+        self._put("alias", previous_id, user_id, now)
+        if old is not None and old.record_id is not None and self.identity(user_id) is None:
+            moved = {**old.to_json(), "user_id": user_id,
+                     "aliases": sorted({*old.aliases, previous_id})}
+            self._put("identity", user_id, moved, now)
+            if old.record_type is not None:
+                written = self._get("written", f"{old.record_type}:{previous_id}")
+                if written is not None:
+                    self._put("written", f"{old.record_type}:{user_id}", written, now)
 
     def forget(self, user_id: str, now: float) -> None:
         user = self.canonical_user(user_id)
@@ -111,6 +122,9 @@ class DeliveryMemory:
             for name, value in fields.items()
             if written.get(name) != _digest(value)
         }
+
+    def forget_written(self, record: str) -> None:
+        self._put("written", record, {}, 0.0)
 
     def remember_written(self, record: str, fields: dict[str, Any], now: float) -> None:
         written = self._get("written", record) or {}

@@ -6,6 +6,8 @@ through the store) and again when Freshsales rejects a field we believed existed
 
 from __future__ import annotations
 
+import asyncio
+
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,6 +43,7 @@ class SchemaCache:
         self.ttl = ttl_seconds
         self.now = now
         self._schema: FieldSchema | None = None
+        self._lock = asyncio.Lock()
         self._fetched_at = 0.0
         self.fetches = 0
 
@@ -50,6 +53,11 @@ class SchemaCache:
         self.store.kv_put(NAMESPACE, self.destination, orjson.dumps({"fetched_at": 0}), now=self.now())
 
     async def get(self) -> FieldSchema:
+        # One fetch at a time: the workers of a destination share its result.
+        async with self._lock:
+            return await self._get()
+
+    async def _get(self) -> FieldSchema:
         now = self.now()
         if self._schema is not None and now - self._fetched_at < self.ttl:
             return self._schema

@@ -30,7 +30,7 @@ from freshsales_destination.core.operations import (
 )
 from freshsales_destination.core.planner import plan as plan_event
 from freshsales_destination.core.retry import RetryPolicy, decide
-from freshsales_destination.core.schema import MappingConfigError
+from freshsales_destination.core.schema import FieldSchema, MappingConfigError
 from freshsales_destination.delivery.budget import BudgetExhausted
 from freshsales_destination.delivery.executor import Executor, UnitContext, UnresolvedReference
 from freshsales_destination.delivery.memory import DeliveryMemory
@@ -50,6 +50,8 @@ class Unit:
     messages: list[StoredMessage]
     operations: list[Operation]
     notes: list[str] = field(default_factory=list)
+    # For a merged unit: the messages' own units, run one by one if the merged write fails.
+    parts: list[Unit] = field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +99,7 @@ class DestinationWorker:
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.stats = DeliveryStats()
         self.config_error: str | None = None
+        self.should_stop: Callable[[], bool] = lambda: False
 
     async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -128,105 +131,153 @@ class DestinationWorker:
 
     # -- planning ------------------------------------------------------------------------------
 
-    async def _plan_units(self, messages: Sequence[StoredMessage]) -> list[Unit]:
-        schema = await self.schema.get()
-        units: list[Unit] = []
-        record_unit: Unit | None = None
+    async def _plan_one(self, message: StoredMessage, schema: FieldSchema) -> Unit | None:
+        """Plan one message with the identity as it is now; None when it was finished here."""
+        event = message.normalized()
+        user = event.get("userId") if isinstance(event.get("userId"), str) else None
+        result = plan_event(event, self.settings, schema, self.memory.identity(user))
+        if result.status != "planned":
+            self.stats.discarded += 1
+            await self._store(
+                self.store.finish, [message.seq], status=result.status, now=self.now(),
+                reason=result.reason or "not deliverable",
+            )
+            return None
+        dropped = [
+            f"{entry.source}: {entry.reason}"
+            for entry in result.explanation
+            if entry.outcome == "dropped"
+        ]
+        return Unit([message], stable_keys(message, result.operations), dropped)
+
+    async def _record_unit(
+        self, messages: Sequence[StoredMessage], schema: FieldSchema
+    ) -> Unit | None:
+        """The lane's identifies as one unit: one write per record, parts kept for fallback."""
+        parts: list[Unit] = []
         for message in messages:
-            event = message.normalized()
-            user = event.get("userId") if isinstance(event.get("userId"), str) else None
-            identity = self.memory.identity(user)
-            result = plan_event(event, self.settings, schema, identity)
-            if result.status != "planned":
-                self.stats.discarded += 1
-                await self._store(
-                    self.store.finish, [message.seq], status=result.status, now=self.now(),
-                    reason=result.reason or "not deliverable",
-                )
-                continue
-            dropped = [
-                f"{entry.source}: {entry.reason}"
-                for entry in result.explanation
-                if entry.outcome == "dropped"
-            ]
-            if message.type == "identify":
-                if record_unit is None:
-                    record_unit = Unit([], [])
-                    units.append(record_unit)
-                record_unit.messages.append(message)
-                record_unit.operations.extend(stable_keys(message, result.operations))
-                record_unit.notes.extend(dropped)
-            else:
-                units.append(Unit([message], stable_keys(message, result.operations), dropped))
-        if record_unit is not None:
-            record_unit.operations = merge_record_operations(record_unit.operations)
-        return units
+            unit = await self._plan_one(message, schema)
+            if unit is not None:
+                parts.append(unit)
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]
+        merged = Unit(
+            [m for part in parts for m in part.messages],
+            merge_record_operations([op for part in parts for op in part.operations]),
+            [note for part in parts for note in part.notes],
+        )
+        merged.parts = parts
+        return merged
 
     # -- delivering ----------------------------------------------------------------------------
 
     async def _deliver(self, claim: LaneClaim) -> bool:
-        """Deliver a claimed lane; False when the budget or the schema stopped it at once."""
+        """Deliver a claimed lane; False when the budget or the schema stopped it at once.
+
+        The lane's identifies are planned first and merged into one unit, run where the first
+        identify stands; every other message is planned just before it runs, so it sees what
+        the earlier units taught the identity map (a contact id, an account link).
+        """
         try:
-            units = await self._plan_units(claim.messages)
+            schema = await self.schema.get()
         except BudgetExhausted:
             return False
         except FreshsalesError as exc:
             # The schema could not be fetched: nothing is wrong with the messages; try later.
             log.warning("destination %s: cannot read the field schema: %s", self.name, exc)
-            if isinstance(exc, FreshsalesError) and exc.kind == "throttled":
+            if exc.kind == "throttled":
                 self.stats.throttled += 1
             return False
-        except MappingConfigError as exc:
-            # A configuration problem is not the messages' fault: park them, loudly.
-            self.config_error = exc.message
-            log.error("destination %s: configuration error: %s", self.name, exc.message)
-            head = claim.messages[0]
-            await self._store(
-                self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
-                attempts=head.attempts, available_at=self.now() + 300,
-                first_failure_at=head.first_failure_at or self.now(),
-                last_error=f"configuration error: {exc.message}",
+        identifies = [m for m in claim.messages if m.type == "identify"]
+        steps: list[StoredMessage | None] = []  # None marks where the record unit runs
+        for message in claim.messages:
+            if message.type != "identify":
+                steps.append(message)
+            elif message is identifies[0]:
+                steps.append(None)
+        for step in steps:
+            if self.should_stop():
+                return True  # shutting down: what is left stays pending, in order
+            renewed = await self._store(
+                self.store.renew_lease, self.name, claim.lane, self.owner,
+                now=self.now(), lease_seconds=self.lease_seconds,
             )
-            return True
-        for unit in units:
-            user = _user_of(unit.messages[0])
-            ctx = UnitContext(user_id=user)
+            if not renewed:
+                log.warning("destination %s: lost the lease on a lane; stopping", self.name)
+                return True
             try:
-                for op in unit.operations:
-                    await self.executor.execute(op, ctx)
-            except BudgetExhausted:
+                if step is None:
+                    unit = await self._record_unit(identifies, schema)
+                else:
+                    unit = await self._plan_one(step, schema)
+            except MappingConfigError as exc:
+                await self._park(claim, step or identifies[0], exc)
+                return True
+            if unit is None:
+                continue
+            outcome = await self._run_unit(claim, unit)
+            if outcome == "fell back" and unit.parts:
+                for part in unit.parts:
+                    outcome = await self._run_unit(claim, part)
+                    if outcome in ("stop", "budget"):
+                        break
+            if outcome == "budget":
                 return False  # nothing failed; the lane is released and taken again later
-            except UnresolvedReference as exc:
-                await self._fail(claim, unit, "permanent", str(exc), None)
-                continue
-            except InvalidRequest as exc:
-                if _unknown_field(exc):
-                    self.schema.invalidate()
-                await self._fail(claim, unit, exc.kind, _error_text(exc), exc.retry_after)
-                if exc.kind != "permanent":
-                    return True
-                continue
-            except FreshsalesError as exc:
-                await self._fail(claim, unit, exc.kind, _error_text(exc), exc.retry_after)
-                if exc.kind != "permanent":
-                    return True  # the lane is held; later messages wait their turn
-                continue
-            seqs = [m.seq for m in unit.messages]
-            status = "delivered" if unit.operations else "skipped"
-            notes = list(unit.notes)
-            if ctx.missing_person:
-                # The executor skipped what needs the person: nothing of it reached Freshsales.
-                status = "skipped"
-                notes.insert(0, "Freshsales has no such person, so nothing needing them was sent")
-            if status == "delivered":
-                self.stats.delivered += len(seqs)
-            else:
-                self.stats.skipped += len(seqs)
-            reason = "; ".join(notes)[:2000] or None
-            if status == "skipped" and reason is None:
-                reason = "nothing to send to Freshsales for this message"
-            await self._store(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
+            if outcome == "stop":
+                return True  # the lane is held; later messages wait their turn
         return True
+
+    async def _park(self, claim: LaneClaim, head: StoredMessage, exc: MappingConfigError) -> None:
+        """A configuration problem is not the messages' fault: hold them, loudly."""
+        self.config_error = exc.message
+        log.error("destination %s: configuration error: %s", self.name, exc.message)
+        await self._store(
+            self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+            attempts=head.attempts, available_at=self.now() + 300,
+            first_failure_at=head.first_failure_at or self.now(),
+            last_error=f"configuration error: {exc.message}",
+        )
+
+    async def _run_unit(self, claim: LaneClaim, unit: Unit) -> str:
+        """Execute a unit: "done", "failed" (dead, lane goes on), "fell back" (a merged unit
+        failed for good: run its parts one by one), "stop" (retry later) or "budget"."""
+        user = _user_of(unit.messages[0])
+        ctx = UnitContext(user_id=user)
+        try:
+            for op in unit.operations:
+                await self.executor.execute(op, ctx)
+        except BudgetExhausted:
+            return "budget"
+        except (UnresolvedReference, FreshsalesError) as exc:
+            if isinstance(exc, UnresolvedReference):
+                kind, text, retry_after = "permanent", str(exc), None
+            else:
+                if isinstance(exc, InvalidRequest) and _unknown_field(exc):
+                    self.schema.invalidate()
+                kind, text, retry_after = exc.kind, _error_text(exc), exc.retry_after
+            if kind == "permanent" and unit.parts:
+                # One message's bad value must not cost the others: deliver them one by one.
+                return "fell back"
+            await self._fail(claim, unit, kind, text, retry_after)
+            return "failed" if kind == "permanent" else "stop"
+        seqs = [m.seq for m in unit.messages]
+        status = "delivered" if unit.operations else "skipped"
+        notes = list(unit.notes)
+        if ctx.missing_person:
+            # The executor skipped what needs the person: nothing of it reached Freshsales.
+            status = "skipped"
+            notes.insert(0, "Freshsales has no such person, so nothing needing them was sent")
+        if status == "delivered":
+            self.stats.delivered += len(seqs)
+        else:
+            self.stats.skipped += len(seqs)
+        reason = "; ".join(notes)[:2000] or None
+        if status == "skipped" and reason is None:
+            reason = "nothing to send to Freshsales for this message"
+        await self._store(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
+        return "done"
 
     async def _fail(
         self, claim: LaneClaim, unit: Unit, kind: str, error: str, retry_after: float | None

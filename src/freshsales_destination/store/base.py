@@ -93,7 +93,10 @@ class Store(Protocol):
     def count_by_status(self) -> dict[str, int]: ...
 
     def prune(self, *, older_than: float) -> int:
-        """Forget finished messages received before `older_than` (epoch seconds)."""
+        """Forget finished messages received before `older_than` (epoch seconds).
+
+        Pending and dead messages are kept whatever their age.
+        """
         ...
 
     # -- delivery ------------------------------------------------------------------------------
@@ -114,6 +117,12 @@ class Store(Protocol):
         retry (so later messages of a person never overtake an earlier one). With
         `head_types`, only messages of those types are considered when picking the lane.
         """
+        ...
+
+    def renew_lease(
+        self, destination: str, lane: str, owner: str, *, now: float, lease_seconds: float
+    ) -> bool:
+        """Extend `owner`'s lease; False when it expired or another worker holds the lane."""
         ...
 
     def release_lane(self, destination: str, lane: str, owner: str) -> None: ...
