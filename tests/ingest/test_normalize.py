@@ -291,3 +291,22 @@ def test_normalize_never_raises_and_always_serialises(raw: Any, sent_at: Any, co
     orjson.dumps(result.message)
     if result.status == "pending":
         assert isinstance(result.message.get("userId") or result.message.get("anonymousId"), str)
+
+
+def test_long_message_ids_sharing_a_prefix_stay_distinct() -> None:
+    from datetime import UTC, datetime
+
+    from freshsales_destination.core.segment import normalize
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = ["x" * 150 + "a", "x" * 150 + "b"]
+    results = [
+        normalize({"type": "track", "userId": "u", "event": "e", "messageId": mid},
+                  received_at=now, new_id=lambda: "generated")
+        for mid in ids
+    ]
+    assert results[0].message_id != results[1].message_id
+    assert all(len(r.message_id) <= 100 for r in results)
+    again = normalize({"type": "track", "userId": "u", "event": "e", "messageId": ids[0]},
+                      received_at=now, new_id=lambda: "generated")
+    assert again.message_id == results[0].message_id

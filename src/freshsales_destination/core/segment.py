@@ -7,6 +7,8 @@ the reason, so the caller can keep it and tell the user what happened.
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -279,7 +281,10 @@ def normalize(
     if not isinstance(message_id, str) or not message_id:
         message_id = new_id()
     elif len(message_id) > MAX_MESSAGE_ID_LENGTH:
-        message_id = message_id[:MAX_MESSAGE_ID_LENGTH]
+        # Segment's ids are at most 100 characters. A longer one keeps a readable prefix and a
+        # digest of the whole, so two long ids sharing a prefix never pass for duplicates.
+        digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        message_id = f"{message_id[:MAX_MESSAGE_ID_LENGTH - 33]}~{digest}"
     message["messageId"] = message_id
 
     if batch_context:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from freshsales_destination.config import load_settings
-from freshsales_destination.errors import ConfigError
+from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.factory import open_store
 
@@ -25,7 +25,7 @@ def _store(config: Path) -> Store:
     try:
         settings = load_settings(config)
         return open_store(settings.store.url)
-    except ConfigError as exc:
+    except FreshsalesDestinationError as exc:  # bad configuration, unreachable store
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
 

@@ -40,7 +40,7 @@ from freshsales_destination.store.base import LaneClaim, Store, StoredMessage
 
 log = logging.getLogger(__name__)
 
-RECORD_TYPES = ("identify", "group")
+RECORD_TYPES = ("identify", "group", "delete")
 
 
 @dataclass
