@@ -78,6 +78,7 @@ def test_prints_operations_and_explanation(tmp_path: Path) -> None:
     assert "cf_unknown" in dropped["traits.cfUnknown"]
     assert doc["destination"] == "acme" and doc["product"] == "suite"
     assert doc["schema"].startswith("built-in")
+    assert doc["schema_source"] == "built-in default"
 
 
 def test_classic_makes_a_lead(tmp_path: Path) -> None:
@@ -110,6 +111,7 @@ def test_schema_file_and_identity(tmp_path: Path) -> None:
     assert "last_name" not in person["fields"]  # not in this schema
     assert doc["operations"][2]["fields"]["is_primary"] is False
     assert doc["schema"] == str(schema)
+    assert doc["schema_source"] == "file"
 
 
 @pytest.mark.parametrize(
@@ -153,3 +155,113 @@ def test_non_object_event_is_explained_not_an_error(tmp_path: Path) -> None:
     code, out, _ = _run(str(event), "--config", str(config))
     assert code == 0
     assert json.loads(out)["explanation"]["reason_code"] == "not_an_object"
+
+
+# -- the schema the delivery engine cached in the store ------------------------------------------
+
+CACHED_SCHEMA = {
+    "contacts": {"fields": [{"name": "first_name", "type": "text", "default": True}]},
+    "selectors": {"deal_stages": [{"id": 44, "name": "Won"}]},
+}
+
+
+def _with_store(tmp_path: Path, product: str = "suite") -> tuple[Path, Path, Path]:
+    config, event = _files(tmp_path, product)
+    db = tmp_path / "store" / "queue.db"
+    config.write_text(f'[store]\nurl = "sqlite:///{db}"\n' + config.read_text())
+    return config, event, db
+
+
+def _cache(db: Path, value: object, destination: str = "acme") -> None:
+    from freshsales_destination.delivery.schema_cache import NAMESPACE
+    from freshsales_destination.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(db)
+    store.open()
+    try:
+        store.kv_put(NAMESPACE, destination, json.dumps(value).encode(), now=1_714_564_800.0)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """explain must never call Freshsales: any HTTP request fails the test."""
+    import httpx2
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("explain made an HTTP request")
+
+    monkeypatch.setattr(httpx2.Client, "send", refuse)
+    monkeypatch.setattr(httpx2.AsyncClient, "send", refuse)
+
+
+@pytest.mark.usefixtures("no_network")
+def test_without_schema_the_store_cache_is_used(tmp_path: Path) -> None:
+    config, event, db = _with_store(tmp_path)
+    _cache(db, {"fetched_at": 1_714_564_800.0, "schema": CACHED_SCHEMA})
+    code, out, err = _run(str(event), "--config", str(config))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema_source"] == "store cache"
+    assert "2024-05-01T12:00:00Z" in doc["schema"] and "'acme'" in doc["schema"]
+    person = doc["operations"][0]
+    assert person["fields"]["first_name"] == "John"
+    assert "last_name" not in person["fields"]  # the cached account has no such field
+
+
+@pytest.mark.usefixtures("no_network")
+def test_a_schema_file_wins_over_the_store_cache(tmp_path: Path) -> None:
+    config, event, db = _with_store(tmp_path)
+    _cache(db, {"fetched_at": 1_714_564_800.0, "schema": CACHED_SCHEMA})
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"base": "default"}))
+    code, out, _ = _run(str(event), "--config", str(config), "--schema", str(schema))
+    doc = json.loads(out)
+    assert code == 0 and doc["schema_source"] == "file" and doc["schema"] == str(schema)
+    assert doc["operations"][0]["fields"]["last_name"] == "Doe"
+
+
+@pytest.mark.usefixtures("no_network")
+def test_no_store_means_the_default_schema_and_no_store_is_created(tmp_path: Path) -> None:
+    config, event, db = _with_store(tmp_path)
+    code, out, _ = _run(str(event), "--config", str(config))
+    doc = json.loads(out)
+    assert code == 0 and doc["schema_source"] == "built-in default"
+    assert "no store at" in doc["schema"]
+    assert not db.exists() and not db.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "destination", "why"),
+    [
+        (None, "other", "no schema cached for 'acme'"),
+        ({"fetched_at": 0}, "acme", "invalidated"),  # what SchemaCache.invalidate leaves
+        ({"fetched_at": 1.0, "schema": {"contacts": "nope"}}, "acme", "malformed"),
+    ],
+)
+@pytest.mark.usefixtures("no_network")
+def test_a_store_without_a_usable_cache_means_the_default_schema(
+    tmp_path: Path, value: object, destination: str, why: str
+) -> None:
+    config, event, db = _with_store(tmp_path)
+    _cache(db, value, destination)
+    code, out, err = _run(str(event), "--config", str(config))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema_source"] == "built-in default"
+    assert why in doc["schema"]
+    assert doc["operations"][0]["fields"]["last_name"] == "Doe"
+
+
+@pytest.mark.usefixtures("no_network")
+def test_the_cache_of_a_classic_destination_is_read_as_classic(tmp_path: Path) -> None:
+    config, event, db = _with_store(tmp_path, "classic")
+    _cache(db, {"fetched_at": 1_714_564_800.0,
+                "schema": {"leads": {"fields": [{"name": "email", "type": "text", "default": True}]}}})
+    code, out, err = _run(str(event), "--config", str(config))
+    doc = json.loads(out)
+    assert code == 0, err
+    assert doc["schema_source"] == "store cache"
+    lead = doc["operations"][0]
+    assert lead["kind"] == "upsert_lead" and "first_name" not in lead["fields"]

@@ -1,25 +1,32 @@
 """``freshsales-destination explain``: show what the planner would do with one event.
 
 Nothing is sent to Freshsales. The field schema comes from ``--schema`` (a JSON file with
-``{"contacts": {"fields": [...]}, ..., "selectors": {...}}``, for example a cached copy or the
-sandbox's) or, without it, from the built-in default schema.
+``{"contacts": {"fields": [...]}, ..., "selectors": {...}}``, for example the sandbox's); without
+it, from the copy the delivery engine cached in the configured store (read only, never fetched);
+and when the store holds none, from the built-in default schema. The output says which one was
+used (``schema_source``: ``file``, ``store cache`` or ``built-in default``).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from freshsales_destination.config import load_settings
+from freshsales_destination.config import Settings, load_settings
 from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.planner import check_settings, plan
 from freshsales_destination.core.schema import FieldSchema, MappingConfigError, default_schema
 from freshsales_destination.errors import FreshsalesDestinationError
+
+# The delivery engine's cache (freshsales_destination.delivery.schema_cache): key/value
+# namespace "schema", key = destination name, value = {"fetched_at": epoch, "schema": {...}}.
+SCHEMA_CACHE_NAMESPACE = "schema"
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -29,6 +36,51 @@ def _read_json(path: Path, what: str) -> Any:
         raise MappingConfigError(f"{what} file not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MappingConfigError(f"{what} file {path} is not valid JSON: {exc}") from None
+
+
+def _cached_schema(
+    settings: Settings, destination: str, product: str
+) -> tuple[FieldSchema | None, str]:
+    """The schema the delivery engine cached in the store, and a description of it; or None
+    and why there is none. Only reads: never fetches from Freshsales, never creates a store."""
+    url = settings.store.url
+    try:
+        if url.startswith("sqlite:"):
+            from freshsales_destination.store.sqlite import sqlite_path_from_url
+
+            path = sqlite_path_from_url(url)
+            if path is None or not path.exists():
+                return None, f"no store at {url}"
+        from freshsales_destination.store.factory import open_store
+
+        store = open_store(url)
+        try:
+            cached = store.kv_get(SCHEMA_CACHE_NAMESPACE, destination)
+        finally:
+            store.close()
+    except FreshsalesDestinationError as exc:
+        return None, f"the store could not be read: {exc.message}"
+    except Exception as exc:  # noqa: BLE001 -- a driver error outside our hierarchy: fall back
+        return None, f"the store could not be read: {type(exc).__name__}: {exc}"
+    if cached is None:
+        return None, f"no schema cached for {destination!r} in the store yet"
+    try:
+        data = json.loads(cached)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, f"the cached schema of {destination!r} is not valid JSON"
+    raw = data.get("schema") if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
+        return None, f"the cached schema of {destination!r} was invalidated or is incomplete"
+    try:
+        schema = FieldSchema.from_json(raw, product=product)
+    except MappingConfigError as exc:
+        return None, f"the cached schema of {destination!r} is malformed: {exc.message}"
+    fetched = data.get("fetched_at")
+    when = "at an unknown time"
+    if isinstance(fetched, (int, float)) and not isinstance(fetched, bool) and fetched > 0:
+        stamp = datetime.fromtimestamp(float(fetched), UTC)
+        when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return schema, f"store cache of {destination!r}, fetched from Freshsales {when}"
 
 
 def explain(
@@ -55,16 +107,22 @@ def explain(
     planner_settings = DestinationSettings.build(dest.product, dest.app_token is not None, dest.mapping)
     if schema_path is not None:
         schema = FieldSchema.from_json(_read_json(schema_path, "schema"), product=dest.product)
-        schema_source = str(schema_path)
+        schema_source, schema_detail = "file", str(schema_path)
     else:
-        schema = default_schema(dest.product)
-        schema_source = "built-in default (selector ids are placeholders)"
+        cached, why = _cached_schema(settings, destination, dest.product)
+        if cached is not None:
+            schema, schema_source, schema_detail = cached, "store cache", why
+        else:
+            schema = default_schema(dest.product)
+            schema_source = "built-in default"
+            schema_detail = f"built-in default (selector ids are placeholders; {why})"
     warnings = check_settings(planner_settings, schema)
     result = plan(event, planner_settings, schema, identity)
     out = result.to_json()
     out["destination"] = destination
     out["product"] = dest.product
-    out["schema"] = schema_source
+    out["schema_source"] = schema_source
+    out["schema"] = schema_detail
     out["warnings"] = warnings
     return out
 
@@ -77,7 +135,10 @@ def explain_command(
     ] = None,
     schema: Annotated[
         Path | None,
-        typer.Option("--schema", help="A JSON field schema (default: the built-in one)."),
+        typer.Option(
+            "--schema",
+            help="A JSON field schema (default: the one cached in the store, else the built-in one).",
+        ),
     ] = None,
     identity: Annotated[
         Path | None,
