@@ -91,14 +91,17 @@ _COLUMNS = (
 )
 
 # One statement inserts a whole batch from arrays; rows come out in input order, so seq
-# follows the order of the batch (lanes are delivered in seq order).
+# follows the order of the batch (lanes are delivered in seq order). Binary parameters (%b):
+# bytea arrays in text format cost hex-escaping every byte. Measured on a loaded 2-core box,
+# ~600-byte messages: 25-36k rows/s at 100-1,000 rows per call, against 13-16k/s with text
+# parameters and 16-27k/s with executemany(returning=True); ~1.3k/s at one row per commit.
 _APPEND = """
 INSERT INTO messages (source, message_id, destination, type, status, reason, lane,
                       received_at, event_at, finished_at, raw, message)
 SELECT source, message_id, destination, type, status, reason, lane,
        received_at, event_at, finished_at, raw, message
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::bytea[], %s::bytea[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::text[], %b::float8[], %b::float8[], %b::float8[], %b::bytea[], %b::bytea[])
      WITH ORDINALITY AS t(source, message_id, destination, type, status, reason, lane,
                           received_at, event_at, finished_at, raw, message, ord)
 ORDER BY ord
