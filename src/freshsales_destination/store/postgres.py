@@ -20,6 +20,7 @@ Concurrency:
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -207,6 +208,7 @@ class PostgresStore:
         self._max_size = max_size
         self._timeout = timeout
         self._pool: ConnectionPool | None = None
+        self._lifecycle = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -220,8 +222,11 @@ class PostgresStore:
         conn.commit()
 
     def open(self) -> None:
-        if self._pool is not None:
-            return
+        with self._lifecycle:
+            if self._pool is None:
+                self._pool = self._open_pool()
+
+    def _open_pool(self) -> ConnectionPool:
         pool: ConnectionPool = ConnectionPool(
             self.dsn,
             min_size=self._min_size,
@@ -241,7 +246,7 @@ class PostgresStore:
         except BaseException:
             pool.close()
             raise
-        self._pool = pool
+        return pool
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
@@ -250,9 +255,15 @@ class PostgresStore:
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"freshsales_destination.migrate.{self.schema}",),
             )
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-            )
+            # CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege even when the
+            # schema exists, so only ask for it when the schema is missing.
+            exists = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 " version integer PRIMARY KEY,"
@@ -266,9 +277,10 @@ class PostgresStore:
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (target,))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        with self._lifecycle:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
