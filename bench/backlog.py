@@ -98,12 +98,15 @@ def main() -> None:
             hold_some_lanes(store, min(args.held_lanes, lanes // 2))
             pending = store.pending_count("crm")
             medians, peaks = [], []
+            held = min(args.held_lanes, lanes // 2)
+            steps = min(args.steps, (lanes - held) // args.repeats - 1)
             for _ in range(args.repeats):
-                median, peak = measure(store, args.steps)
+                median, peak = measure(store, steps)
                 medians.append(median)
                 peaks.append(peak)
             results[size] = {
                 "pending": pending,
+                "steps": steps,
                 "fill_seconds": round(fill_seconds, 1),
                 "median_step_ms": round(statistics.median(medians) * 1000, 3),
                 "traced_peak_kib": round(max(peaks) / 1024, 1),

@@ -34,6 +34,8 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
+    # Processes serving the API (and delivering) on the same store; more use more cores.
+    workers: int = Field(default=1, ge=1, le=64)
     # Ingest limits (Segment's HTTP Tracking API values by default).
     max_message_bytes: int = Field(default=32 * 1024, gt=0)
     max_request_bytes: int = Field(default=500 * 1024, gt=0)

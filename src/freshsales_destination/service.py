@@ -117,6 +117,8 @@ def build_app(
                 await engine.stop()
             await housekeeper.stop()
             await committer.stop()
+            if getattr(app.state, "owns_store", False):
+                store.close()
 
     app = Starlette(
         routes=[
@@ -312,14 +314,37 @@ def serve_command(
         typer.echo("error: sources: at least one [[sources]] table is required", err=True)
         raise typer.Exit(2)
     try:
-        store = open_store(settings.store.url)
-        app = build_app(settings, store)
+        store = open_store(settings.store.url)  # also creates or migrates the schema
+        single = settings.server.workers == 1
+        app = build_app(settings, store, deliver=settings.delivery.enabled and single)
     except FreshsalesDestinationError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     bind_host = host or settings.server.host
     bind_port = port if port is not None else settings.server.port
+    if settings.server.workers > 1:
+        # Each process opens the store itself; they coordinate through it (SQLite's write
+        # lock, lanes and leases, the shared budget).
+        store.close()
+        os.environ[CONFIG_ENV] = str(config.resolve())
+        uvicorn.run(
+            f"{__name__}:app_factory", factory=True, workers=settings.server.workers,
+            host=bind_host, port=bind_port, access_log=False, log_level="info",
+        )
+        return
     try:
         uvicorn.run(app, host=bind_host, port=bind_port, access_log=False, log_level="info")
     finally:
         store.close()
+
+
+CONFIG_ENV = "FRESHSALES_DESTINATION_CONFIG"
+
+
+def app_factory() -> Starlette:
+    """The app of one serving process when `server.workers` > 1 (configuration from the env)."""
+    settings = load_settings(Path(os.environ[CONFIG_ENV]))
+    store = open_store(settings.store.url)
+    app = build_app(settings, store)
+    app.state.owns_store = True
+    return app
