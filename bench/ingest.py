@@ -44,9 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # -- the bare endpoint -------------------------------------------------------------------------
 
 
-def run_bare_server(port: int) -> None:
+def bare_app() -> Any:
+    """The reference: the same framework and server, reading and parsing the body only."""
     import orjson
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -59,12 +59,21 @@ def run_bare_server(port: int) -> None:
     async def health(request: Request) -> Response:
         return Response(b'{"status":"ready"}', media_type="application/json")
 
-    app = Starlette(routes=[
+    return Starlette(routes=[
         Route("/v1/{kind:str}", endpoint, methods=["POST"]),
         Route("/readyz", health, methods=["GET"]),
     ])
-    # The same call `serve` makes.
-    uvicorn.run(app, host="127.0.0.1", port=port, access_log=False, log_level="info")
+
+
+def run_bare_server(port: int, workers: int = 1) -> None:
+    import uvicorn
+
+    # The same call `serve` makes (with `server.workers`, the same multi-process form).
+    if workers > 1:
+        uvicorn.run("ingest:bare_app", factory=True, workers=workers, app_dir=str(ROOT / "bench"),
+                    host="127.0.0.1", port=port, access_log=False, log_level="info")
+    else:
+        uvicorn.run(bare_app(), host="127.0.0.1", port=port, access_log=False, log_level="info")
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -156,13 +165,24 @@ def load(port: int, path: str, batch_size: int, connections: int, seconds: float
     queue.put(asyncio.run(main()))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far; 0 where /proc is absent."""
+def _own_cpu(pid: int) -> tuple[float, int]:
+    """(user + system CPU seconds, parent pid) of one process; (0, -1) where /proc lacks it."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, -1
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time so far of a process and its live child processes (uvicorn's workers)."""
+    total = _own_cpu(pid)[0]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != pid:
+            cpu, parent = _own_cpu(int(entry.name))
+            if parent == pid:
+                total += cpu
+    return total
 
 
 def measure(port: int, path: str, batch_size: int, connections: int, seconds: float,
@@ -203,12 +223,13 @@ def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit("a server did not start")
 
 
-def service_config(directory: Path, port: int) -> Path:
+def service_config(directory: Path, port: int, workers: int) -> Path:
     path = directory / "bench.toml"
     path.write_text(f"""
 [server]
 host = "127.0.0.1"
 port = {port}
+workers = {workers}
 
 [store]
 url = "sqlite:///{directory / 'queue.db'}"
@@ -235,6 +256,8 @@ def main() -> None:
     parser.add_argument("--single-connections", type=int, default=64)
     parser.add_argument("--batch-connections", type=int, default=8)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="serving processes for both servers (server.workers)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="fsd-bench-") as tmp:
@@ -244,11 +267,11 @@ def main() -> None:
         log = (directory / "servers.log").open("wb")
         service = subprocess.Popen(
             [sys.executable, "-m", "freshsales_destination", "serve", "--config",
-             str(service_config(directory, service_port))],
+             str(service_config(directory, service_port, args.workers))],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )
         bare = subprocess.Popen(
-            [sys.executable, __file__, "--bare-server", str(bare_port)],
+            [sys.executable, __file__, "--bare-server", str(bare_port), str(args.workers)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
         )
         try:
@@ -297,6 +320,7 @@ def main() -> None:
 
     report: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "workers": args.workers,
         "load_average_after": os.getloadavg()[0],
         "runs": args.runs,
         "seconds": args.seconds,
@@ -328,7 +352,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--bare-server":
-        run_bare_server(int(sys.argv[2]))
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--bare-server":
+        run_bare_server(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 1)
     else:
         main()
