@@ -1,6 +1,6 @@
 """PostgreSQL for the contract suite: a fresh schema per test, dropped afterwards.
 
-The server comes from ``FSD_TEST_POSTGRES_DSN`` (default: the local trust-auth server CI
+The server comes from ``TEST_POSTGRES_DSN`` (default: the local trust-auth server CI
 starts). When it cannot be reached, every PostgreSQL test is skipped with the reason.
 """
 
@@ -23,7 +23,7 @@ class PgSchema:
 
 
 def _postgres_dsn() -> str:
-    return os.environ.get("FSD_TEST_POSTGRES_DSN", DEFAULT_DSN)
+    return os.environ.get("TEST_POSTGRES_DSN", DEFAULT_DSN)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +39,7 @@ def postgres_dsn() -> str:
             conn.execute("SELECT 1")
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        pytest.skip(f"PostgreSQL not reachable at {dsn} (set FSD_TEST_POSTGRES_DSN): {first}")
+        pytest.skip(f"PostgreSQL not reachable at {dsn} (set TEST_POSTGRES_DSN): {first}")
     return dsn
 
 
