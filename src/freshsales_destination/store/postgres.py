@@ -132,6 +132,7 @@ _HEAD_TYPES = """
 """
 
 _TRY_LANE = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
+_APPEND_TURN = "SELECT pg_advisory_xact_lock(hashtextextended('freshsales_destination:append', 0))"
 
 # The lease itself: inserted, or taken over only if free now. ON CONFLICT DO UPDATE locks the
 # existing row and evaluates the WHERE on its latest committed version, so a lease committed
@@ -322,6 +323,10 @@ class PostgresStore:
         )
         try:
             with self._tx() as conn:
+                # Appends take turns, so `seq` order is commit order: a claimer never sees a
+                # later message of a lane before an earlier one that was still committing.
+                # Ingest group-commits, so this serialises commits, not messages.
+                conn.execute(_APPEND_TURN)
                 inserted = {(str(s), str(i)) for s, i in conn.execute(_APPEND, params).fetchall()}
         except psycopg.Error as exc:
             raise StoreUnavailable(f"the store could not commit: {exc}") from None
