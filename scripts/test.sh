@@ -8,4 +8,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
+# Type check first (strict, see pyproject.toml): the package is typed throughout.
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

@@ -275,8 +275,9 @@ def normalize(
         if value is not None and value.__class__ is not str:
             message[field] = _stringify_id(value)
 
-    message_id = message.get("messageId")
-    if isinstance(message_id, int | float) and not isinstance(message_id, bool):
+    given: Any = message.get("messageId")
+    message_id = given
+    if isinstance(given, int | float) and not isinstance(message_id, bool):
         message_id = _stringify_id(message_id)
     if not isinstance(message_id, str) or not message_id:
         message_id = new_id()
@@ -314,7 +315,7 @@ def normalize(
                 corrected = times.received_at - (sent_at - original)
             except OverflowError:  # absurd clocks: keep the client's own time
                 pass
-        original_text = _canonical(original_value) or format_time(original)
+        original_text = _canonical(str(original_value)) or format_time(original)
         corrected_text = original_text if corrected == original else format_time(corrected)
         event_at = corrected.timestamp()
     message["receivedAt"] = received

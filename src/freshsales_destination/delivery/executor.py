@@ -13,6 +13,7 @@ Each call first takes a token from the shared rate budget (`Budget.acquire`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -213,16 +214,17 @@ class Executor:
                 self.counter.skipped += 1
                 result = known_id
             else:
+                record_id = known_id
                 try:
                     if record_type == "contact":
                         reply = await self._call(
-                            op, lambda: self.client.update_contact(known_id, changed)
+                            op, lambda: self.client.update_contact(record_id, changed)
                         )
                     else:
                         reply = await self._call(
-                            op, lambda: self.client.update_lead(known_id, changed)
+                            op, lambda: self.client.update_lead(record_id, changed)
                         )
-                    result = reply.id or known_id
+                    result = reply.id or record_id
                 except NotFound:
                     # Deleted in Freshsales since we wrote it: forget it and write it anew.
                     self.memory.forget(user or "", self.now())
@@ -285,7 +287,7 @@ class Executor:
             searches.append((external, "external_id"))
         for value, field_name in searches:
             reply = await self._call(
-                op, lambda v=value, f=field_name: self.client.lookup(v, f, entities)
+                op, functools.partial(self.client.lookup, value, field_name, entities)
             )
             for plural, kind in (("contacts", "contact"), ("leads", "lead")):
                 found = _first_id(reply.data, plural)
