@@ -158,3 +158,19 @@ def test_pending_identifies_of_one_person_merge_into_one_write(suite: Pipeline) 
         if "/contacts" in entry["path"] and entry["method"] != "GET"
     ]
     assert len(person_writes) == 1, person_writes
+
+
+def test_a_new_person_with_a_company_costs_two_calls_link_included(suite: Pipeline) -> None:
+    suite.send("/v1/identify", IDENTIFY_LEAD)
+    suite.deliver()
+    writes = [
+        (entry["method"], entry["path"]) for entry in suite.sandbox.request_log()
+        if entry["method"] != "GET"
+    ]
+    assert sorted(writes) == [
+        ("POST", "/crm/sales/api/contacts/upsert"),
+        ("POST", "/crm/sales/api/sales_accounts/upsert"),
+    ]
+    (contact,) = suite.records("contacts")
+    (account,) = suite.records("sales_accounts")
+    assert [link["id"] for link in contact["_sales_accounts"]] == [account["id"]]

@@ -162,7 +162,9 @@ class DestinationWorker:
         if not parts:
             return None
         if len(parts) == 1:
-            return parts[0]
+            # Still reordered: accounts first, so the link rides on the contact write.
+            only = parts[0]
+            return Unit(only.messages, merge_record_operations(only.operations), only.notes)
         merged = Unit(
             [m for part in parts for m in part.messages],
             merge_record_operations([op for part in parts for op in part.operations]),
