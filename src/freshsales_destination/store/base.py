@@ -14,9 +14,13 @@ from typing import Any, Protocol, TypeVar
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewMessage:
-    """A message as ingest hands it to the store."""
+    """A message as ingest hands it to the store (treat as read-only).
+
+    Not frozen on purpose: ingest builds one per event, and a frozen dataclass costs about a
+    microsecond more to build, several per cent of the whole ingest path.
+    """
 
     source: str  # the source's id (never its write key)
     destination: str
