@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from freshsales_destination.sandbox.errors import not_found, validation_error
+from freshsales_destination.sandbox.errors import validation_error
 from freshsales_destination.sandbox.records import (
     apply_attrs,
     apply_custom,
     as_id,
     public,
     require_text,
+    settle,
     stamp_new,
-    touch,
     unwrap,
+    update_record,
 )
 from freshsales_destination.sandbox.state import SandboxState
 
@@ -58,10 +59,7 @@ def _apply_activity(state: SandboxState, record: dict[str, Any], attrs: dict[str
     if problems:
         raise validation_error(*problems)
     _target(state, candidate, attrs, creating)
-    if not creating:
-        touch(state, candidate)
-    record.clear()
-    record.update(candidate)
+    settle(state, record, candidate, creating)
 
 
 def create_activity(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
@@ -78,11 +76,7 @@ def create_activity(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]
 
 
 def update_activity(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    record = state.get("sales_activities", record_id)
-    if record is None:
-        raise not_found()
-    _apply_activity(state, record, unwrap(body, "sales_activity"), creating=False)
-    return state.save("sales_activities", record)
+    return update_record(state, "sales_activities", "sales_activity", record_id, body, _apply_activity)
 
 
 def create_note(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
@@ -100,18 +94,11 @@ def _apply_note(state: SandboxState, record: dict[str, Any], attrs: dict[str, An
     if creating or "description" in attrs:
         require_text(candidate, "description", "Description")
     _target(state, candidate, attrs, creating)
-    if not creating:
-        touch(state, candidate)
-    record.clear()
-    record.update(candidate)
+    settle(state, record, candidate, creating)
 
 
 def update_note(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    record = state.get("notes", record_id)
-    if record is None:
-        raise not_found()
-    _apply_note(state, record, unwrap(body, "note"), creating=False)
-    return state.save("notes", record)
+    return update_record(state, "notes", "note", record_id, body, _apply_note)
 
 
 def render(record: dict[str, Any]) -> dict[str, Any]:

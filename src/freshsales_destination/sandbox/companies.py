@@ -11,10 +11,11 @@ from freshsales_destination.sandbox.records import (
     as_id,
     public,
     require_text,
+    settle,
     stamp_new,
-    touch,
     unique_identifier,
     unwrap,
+    update_record,
 )
 from freshsales_destination.sandbox.state import SandboxState
 
@@ -56,10 +57,7 @@ def _apply_account(state: SandboxState, record: dict[str, Any], attrs: dict[str,
         candidate["name"] = str(candidate["name"]).strip()
         if any(a["id"] != record["id"] for a in accounts_named(state, candidate["name"])):
             raise validation_error("Name has already been taken")
-    if not creating:
-        touch(state, candidate)
-    record.clear()
-    record.update(candidate)
+    settle(state, record, candidate, creating)
 
 
 def _new_account(state: SandboxState) -> dict[str, Any]:
@@ -79,11 +77,7 @@ def create_account(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_account(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    record = state.get("sales_accounts", record_id)
-    if record is None:
-        raise not_found()
-    _apply_account(state, record, unwrap(body, "sales_account"), creating=False)
-    return state.save("sales_accounts", record)
+    return update_record(state, "sales_accounts", "sales_account", record_id, body, _apply_account)
 
 
 def upsert_account(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -188,10 +182,7 @@ def _apply_deal(state: SandboxState, record: dict[str, Any], attrs: dict[str, An
     if candidate.get("deal_stage_id") is not None and candidate.get("deal_pipeline_id") is None:
         stage = next(s for s in state.selectors["deal_stages"] if s["id"] == candidate["deal_stage_id"])
         candidate["deal_pipeline_id"] = stage["deal_pipeline_id"]
-    if not creating:
-        touch(state, candidate)
-    record.clear()
-    record.update(candidate)
+    settle(state, record, candidate, creating)
 
 
 def _new_deal(state: SandboxState) -> dict[str, Any]:
@@ -213,11 +204,7 @@ def create_deal(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_deal(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    record = state.get("deals", record_id)
-    if record is None:
-        raise not_found()
-    _apply_deal(state, record, unwrap(body, "deal"), creating=False)
-    return state.save("deals", record)
+    return update_record(state, "deals", "deal", record_id, body, _apply_deal)
 
 
 def upsert_deal(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from freshsales_destination.sandbox.errors import not_found, validation_error
+from freshsales_destination.sandbox.errors import validation_error
 from freshsales_destination.sandbox.records import (
     apply_attrs,
     apply_custom,
     as_id,
+    get_or_404,
     public,
     require_text,
+    settle,
     stamp_new,
-    touch,
     unique_identifier,
     unwrap,
+    update_record,
 )
 from freshsales_destination.sandbox.state import SandboxState
 
@@ -151,10 +153,7 @@ def _apply_contact(state: SandboxState, record: dict[str, Any], attrs: dict[str,
     ):
         raise validation_error("Please provide an email or a mobile number for the contact")
     _display_name(candidate)
-    if not creating:
-        touch(state, candidate)
-    record.clear()
-    record.update(candidate)
+    settle(state, record, candidate, creating)
 
 
 def _apply_account_links(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any]) -> None:
@@ -235,18 +234,7 @@ def create_contact(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_contact(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    record = state.get("contacts", record_id)
-    if record is None:
-        raise not_found()
-    _apply_contact(state, record, unwrap(body, "contact"), creating=False)
-    return state.save("contacts", record)
-
-
-def get_or_404(state: SandboxState, kind: str, record_id: int) -> dict[str, Any]:
-    record = state.get(kind, record_id)
-    if record is None:
-        raise not_found()
-    return record
+    return update_record(state, "contacts", "contact", record_id, body, _apply_contact)
 
 
 def delete_contact(state: SandboxState, record_id: int, forget: bool = False) -> None:
@@ -287,8 +275,7 @@ def _apply_clone(state: SandboxState, record: dict[str, Any], attrs: dict[str, A
         _check_unique_emails(state, "contacts", emails, None)
         _set_emails(state, candidate, emails)
     _display_name(candidate)
-    record.clear()
-    record.update(candidate)
+    settle(state, record, candidate, creating=True)
 
 
 def match_contacts(state: SandboxState, key: str, value: Any) -> list[dict[str, Any]]:
@@ -348,10 +335,7 @@ def _apply_lead(state: SandboxState, record: dict[str, Any], attrs: dict[str, An
     if creating or "last_name" in attrs:
         require_text(candidate, "last_name", "Last name")
     _display_name(candidate)
-    if not creating:
-        touch(state, candidate)
-    record.clear()
-    record.update(candidate)
+    settle(state, record, candidate, creating)
 
 
 def create_lead(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
@@ -367,9 +351,7 @@ def create_lead(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_lead(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    record = get_or_404(state, "leads", record_id)
-    _apply_lead(state, record, unwrap(body, "lead"), creating=False)
-    return state.save("leads", record)
+    return update_record(state, "leads", "lead", record_id, body, _apply_lead)
 
 
 def render_lead(record: dict[str, Any]) -> dict[str, Any]:

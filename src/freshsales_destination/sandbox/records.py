@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from freshsales_destination.sandbox.errors import validation_error
+from freshsales_destination.sandbox.errors import not_found, validation_error
 from freshsales_destination.sandbox.fields import decimal_string, parse_datetime, validate_custom_fields
 from freshsales_destination.sandbox.state import SandboxState
 
@@ -16,6 +16,8 @@ ENVELOPE_KEYS = {"unique_identifier", "include"}
 
 # Attribute kinds: "str", "int", "bool", "str_list", "date", "datetime", "decimal", or "sel:<selector>".
 Attrs = Mapping[str, str]
+# An entity's ``_apply_*``: validate ``attrs`` against a copy of the record, then settle it (creating?).
+Apply = Callable[[SandboxState, dict[str, Any], dict[str, Any], bool], None]
 
 
 def unwrap(body: dict[str, Any], key: str) -> dict[str, Any]:
@@ -151,6 +153,30 @@ def stamp_new(state: SandboxState, record: dict[str, Any]) -> dict[str, Any]:
 
 def touch(state: SandboxState, record: dict[str, Any]) -> None:
     record["updated_at"] = state.now_iso()
+
+
+def settle(state: SandboxState, record: dict[str, Any], candidate: dict[str, Any], creating: bool) -> None:
+    """Make the validated ``candidate`` the record's content; an update also moves ``updated_at``."""
+    if not creating:
+        touch(state, candidate)
+    record.clear()
+    record.update(candidate)
+
+
+def get_or_404(state: SandboxState, kind: str, record_id: int) -> dict[str, Any]:
+    record = state.get(kind, record_id)
+    if record is None:
+        raise not_found()
+    return record
+
+
+def update_record(
+    state: SandboxState, kind: str, key: str, record_id: int, body: dict[str, Any], apply: Apply
+) -> dict[str, Any]:
+    """Apply the (``key``-wrapped) ``body`` to an existing record of ``kind``; 404 when there is none."""
+    record = get_or_404(state, kind, record_id)
+    apply(state, record, unwrap(body, key), False)
+    return state.save(kind, record)
 
 
 def require_text(attrs: dict[str, Any], name: str, label: str) -> None:

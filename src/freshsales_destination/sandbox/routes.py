@@ -10,7 +10,7 @@ from starlette.routing import Route
 from freshsales_destination.sandbox import activities, companies, people, search
 from freshsales_destination.sandbox.errors import not_found, validation_error
 from freshsales_destination.sandbox.fields import ENTITIES
-from freshsales_destination.sandbox.records import page_params, paginate
+from freshsales_destination.sandbox.records import get_or_404, page_params, paginate
 from freshsales_destination.sandbox.selectors import selector_key
 from freshsales_destination.sandbox.state import SandboxState
 from freshsales_destination.sandbox.tracking import track
@@ -29,7 +29,7 @@ def create_contact(state: SandboxState, request: Request, body: dict[str, Any]) 
 
 
 def view_contact(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    record = people.get_or_404(state, "contacts", path_id(request))
+    record = get_or_404(state, "contacts", path_id(request))
     return 200, {"contact": people.render_contact(state, record, includes(request))}
 
 
@@ -59,7 +59,7 @@ def upsert_contact(state: SandboxState, request: Request, body: dict[str, Any]) 
 
 
 def contact_activities(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    record = people.get_or_404(state, "contacts", path_id(request))
+    record = get_or_404(state, "contacts", path_id(request))
     return 200, {"activities": activities.timeline(state, "Contact", record["id"]),
                  "users": state.selectors["owners"]}
 
@@ -71,7 +71,7 @@ def create_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def view_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    return 200, {"lead": people.render_lead(people.get_or_404(state, "leads", path_id(request)))}
+    return 200, {"lead": people.render_lead(get_or_404(state, "leads", path_id(request)))}
 
 
 def update_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -79,7 +79,7 @@ def update_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def delete_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    people.get_or_404(state, "leads", path_id(request))
+    get_or_404(state, "leads", path_id(request))
     state.delete("leads", path_id(request))
     return 200, DELETED
 
@@ -104,7 +104,7 @@ def create_account(state: SandboxState, request: Request, body: dict[str, Any]) 
 
 def view_account(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
     return 200, {"sales_account": companies.render_account(
-        people.get_or_404(state, "sales_accounts", path_id(request)))}
+        get_or_404(state, "sales_accounts", path_id(request)))}
 
 
 def update_account(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -130,7 +130,7 @@ def create_deal(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def view_deal(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    record = people.get_or_404(state, "deals", path_id(request))
+    record = get_or_404(state, "deals", path_id(request))
     return 200, {"deal": companies.render_deal(state, record, includes(request))}
 
 
@@ -140,7 +140,7 @@ def update_deal(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def delete_deal(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    people.get_or_404(state, "deals", path_id(request))
+    get_or_404(state, "deals", path_id(request))
     state.delete("deals", path_id(request))
     return 200, DELETED
 
@@ -166,7 +166,7 @@ def create_activity(state: SandboxState, request: Request, body: dict[str, Any])
 
 def view_activity(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
     return 200, {"sales_activity": activities.render(
-        people.get_or_404(state, "sales_activities", path_id(request)))}
+        get_or_404(state, "sales_activities", path_id(request)))}
 
 
 def update_activity(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -175,7 +175,7 @@ def update_activity(state: SandboxState, request: Request, body: dict[str, Any])
 
 
 def delete_activity(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    people.get_or_404(state, "sales_activities", path_id(request))
+    get_or_404(state, "sales_activities", path_id(request))
     state.delete("sales_activities", path_id(request))
     return 200, DELETED_ACTIVITY
 
@@ -185,7 +185,7 @@ def create_note(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def view_note(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    return 200, {"note": activities.render(people.get_or_404(state, "notes", path_id(request)))}
+    return 200, {"note": activities.render(get_or_404(state, "notes", path_id(request)))}
 
 
 def update_note(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -193,7 +193,7 @@ def update_note(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def delete_note(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    people.get_or_404(state, "notes", path_id(request))
+    get_or_404(state, "notes", path_id(request))
     state.delete("notes", path_id(request))
     return 200, DELETED_ACTIVITY
 
