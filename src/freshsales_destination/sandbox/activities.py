@@ -9,6 +9,7 @@ from freshsales_destination.sandbox.records import (
     apply_attrs,
     apply_custom,
     as_id,
+    create_record,
     public,
     require_text,
     settle,
@@ -62,30 +63,32 @@ def _apply_activity(state: SandboxState, record: dict[str, Any], attrs: dict[str
     settle(state, record, candidate, creating)
 
 
-def create_activity(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
-    attrs = unwrap(body, "sales_activity")
+def _new_activity(state: SandboxState) -> dict[str, Any]:
     record: dict[str, Any] = {name: None for name in ACTIVITY_ATTRS}
     record.update({"id": state.new_id(), "custom_field": {}, "status": False, "completed_date": None,
                    "conversation_time": None, "creater_id": state.selectors["owners"][0]["id"],
                    "updater_id": state.selectors["owners"][0]["id"]})
     if record["owner_id"] is None:
         record["owner_id"] = state.selectors["owners"][0]["id"]
-    stamp_new(state, record)
-    _apply_activity(state, record, attrs, creating=True)
-    return state.save("sales_activities", record)
+    return stamp_new(state, record)
+
+
+def create_activity(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    attrs = unwrap(body, "sales_activity")
+    return create_record(state, "sales_activities", attrs, _new_activity, _apply_activity)
 
 
 def update_activity(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
     return update_record(state, "sales_activities", "sales_activity", record_id, body, _apply_activity)
 
 
+def _new_note(state: SandboxState) -> dict[str, Any]:
+    return stamp_new(state, {"id": state.new_id(), "description": None,
+                             "creater_id": state.selectors["owners"][0]["id"]})
+
+
 def create_note(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
-    attrs = unwrap(body, "note")
-    record: dict[str, Any] = {"id": state.new_id(), "description": None,
-                              "creater_id": state.selectors["owners"][0]["id"]}
-    stamp_new(state, record)
-    _apply_note(state, record, attrs, creating=True)
-    return state.save("notes", record)
+    return create_record(state, "notes", unwrap(body, "note"), _new_note, _apply_note)
 
 
 def _apply_note(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:

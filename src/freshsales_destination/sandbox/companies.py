@@ -9,6 +9,7 @@ from freshsales_destination.sandbox.records import (
     apply_attrs,
     apply_custom,
     as_id,
+    create_record,
     public,
     require_text,
     settle,
@@ -16,6 +17,7 @@ from freshsales_destination.sandbox.records import (
     unique_identifier,
     unwrap,
     update_record,
+    upsert_first,
 )
 from freshsales_destination.sandbox.state import SandboxState
 
@@ -42,10 +44,15 @@ def _name_key(name: str) -> str:
     return name.strip().lower()
 
 
-def accounts_named(state: SandboxState, name: str) -> list[dict[str, Any]]:
+def _named(state: SandboxState, kind: str, name: str) -> list[dict[str, Any]]:
+    """The records of ``kind`` whose name matches ``name`` (trimmed, any case), oldest first."""
     key = _name_key(name)
-    return sorted((a for a in state.table("sales_accounts").values() if _name_key(a.get("name") or "") == key),
-                  key=lambda a: a["id"])
+    return sorted((r for r in state.table(kind).values() if _name_key(str(r.get("name") or "")) == key),
+                  key=lambda r: r["id"])
+
+
+def accounts_named(state: SandboxState, name: str) -> list[dict[str, Any]]:
+    return _named(state, "sales_accounts", name)
 
 
 def _apply_account(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
@@ -70,10 +77,7 @@ def _new_account(state: SandboxState) -> dict[str, Any]:
 
 
 def create_account(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
-    attrs = unwrap(body, "sales_account")
-    record = _new_account(state)
-    _apply_account(state, record, attrs, creating=True)
-    return state.save("sales_accounts", record)
+    return create_record(state, "sales_accounts", unwrap(body, "sales_account"), _new_account, _apply_account)
 
 
 def update_account(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -87,13 +91,7 @@ def upsert_account(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str,
     attrs = dict(unwrap(body, "sales_account"))
     attrs.setdefault("name", str(value))
     matches = accounts_named(state, str(value))
-    if matches:
-        record = matches[0]
-        _apply_account(state, record, attrs, creating=False)
-        return state.save("sales_accounts", record), False
-    record = _new_account(state)
-    _apply_account(state, record, attrs, creating=True)
-    return state.save("sales_accounts", record), True
+    return upsert_first(state, "sales_accounts", matches, attrs, _new_account, _apply_account)
 
 
 def account_by_name_or_create(state: SandboxState, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -197,10 +195,7 @@ def _new_deal(state: SandboxState) -> dict[str, Any]:
 
 
 def create_deal(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
-    attrs = unwrap(body, "deal")
-    record = _new_deal(state)
-    _apply_deal(state, record, attrs, creating=True)
-    return state.save("deals", record)
+    return create_record(state, "deals", unwrap(body, "deal"), _new_deal, _apply_deal)
 
 
 def update_deal(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -211,16 +206,8 @@ def upsert_deal(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, An
     _, value = unique_identifier(body, ("name",))
     attrs = dict(unwrap(body, "deal"))
     attrs.setdefault("name", str(value))
-    key = str(value).strip().lower()
-    matches = sorted((d for d in state.table("deals").values() if str(d.get("name") or "").strip().lower() == key),
-                     key=lambda d: d["id"])
-    if matches:
-        record = matches[0]
-        _apply_deal(state, record, attrs, creating=False)
-        return state.save("deals", record), False
-    record = _new_deal(state)
-    _apply_deal(state, record, attrs, creating=True)
-    return state.save("deals", record), True
+    matches = _named(state, "deals", str(value))
+    return upsert_first(state, "deals", matches, attrs, _new_deal, _apply_deal)
 
 
 def render_deal(state: SandboxState, record: dict[str, Any], include: set[str]) -> dict[str, Any]:

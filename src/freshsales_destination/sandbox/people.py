@@ -9,6 +9,7 @@ from freshsales_destination.sandbox.records import (
     apply_attrs,
     apply_custom,
     as_id,
+    create_record,
     get_or_404,
     public,
     require_text,
@@ -17,6 +18,7 @@ from freshsales_destination.sandbox.records import (
     unique_identifier,
     unwrap,
     update_record,
+    upsert_first,
 )
 from freshsales_destination.sandbox.state import SandboxState
 
@@ -227,10 +229,7 @@ def render_contact(state: SandboxState, record: dict[str, Any], include: set[str
 
 
 def create_contact(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
-    attrs = unwrap(body, "contact")
-    record = _new_person(state)
-    _apply_contact(state, record, attrs, creating=True)
-    return state.save("contacts", record)
+    return create_record(state, "contacts", unwrap(body, "contact"), _new_person, _apply_contact)
 
 
 def update_contact(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -303,13 +302,7 @@ def upsert_contact(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str,
             attrs.pop("emails", None)
     else:
         attrs[key] = value
-    if matches:
-        record = matches[0]
-        _apply_contact(state, record, attrs, creating=False)
-        return state.save("contacts", record), False
-    record = _new_person(state)
-    _apply_contact(state, record, attrs, creating=True)
-    return state.save("contacts", record), True
+    return upsert_first(state, "contacts", matches, attrs, _new_person, _apply_contact)
 
 
 # leads (Classic) ----------------------------------------------------------------------------
@@ -338,16 +331,18 @@ def _apply_lead(state: SandboxState, record: dict[str, Any], attrs: dict[str, An
     settle(state, record, candidate, creating)
 
 
-def create_lead(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
-    attrs = unwrap(body, "lead")
+def _new_lead(state: SandboxState) -> dict[str, Any]:
     record = _new_person(state)
     for name in ("external_id", "contact_status_id", "lifecycle_stage_id", "lost_reason_id",
                  "subscription_status", "subscription_types", "work_email", "tags"):
         record.pop(name, None)
     record.update({"company": None, "deal": None, "lead_quality": None, "email_status": None,
                    "web_form_ids": None, "lead_stage_id": None, "lead_reason_id": None})
-    _apply_lead(state, record, attrs, creating=True)
-    return state.save("leads", record)
+    return record
+
+
+def create_lead(state: SandboxState, body: dict[str, Any]) -> dict[str, Any]:
+    return create_record(state, "leads", unwrap(body, "lead"), _new_lead, _apply_lead)
 
 
 def update_lead(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -371,9 +366,7 @@ def upsert_lead(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, An
         matches = [r for r in state.table("leads").values() if str(r.get(key)) == str(value)]
         attrs[key] = value
     matches.sort(key=lambda r: r["id"])
-    if matches:
-        return update_lead(state, matches[0]["id"], {"lead": attrs}), False
-    return create_lead(state, {"lead": attrs}), True
+    return upsert_first(state, "leads", matches, attrs, _new_lead, _apply_lead)
 
 
 def convert_lead(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:

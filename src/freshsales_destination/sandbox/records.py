@@ -179,6 +179,28 @@ def update_record(
     return state.save(kind, record)
 
 
+def create_record(
+    state: SandboxState, kind: str, attrs: dict[str, Any], new: Callable[[SandboxState], dict[str, Any]],
+    apply: Apply,
+) -> dict[str, Any]:
+    """A fresh record of ``kind`` from ``new``, with ``attrs`` applied as a creation, saved."""
+    record = new(state)
+    apply(state, record, attrs, True)
+    return state.save(kind, record)
+
+
+def upsert_first(
+    state: SandboxState, kind: str, matches: list[dict[str, Any]], attrs: dict[str, Any],
+    new: Callable[[SandboxState], dict[str, Any]], apply: Apply,
+) -> tuple[dict[str, Any], bool]:
+    """Update the first of ``matches`` or create a record; returns (record, created)."""
+    if matches:
+        record = matches[0]
+        apply(state, record, attrs, False)
+        return state.save(kind, record), False
+    return create_record(state, kind, attrs, new, apply), True
+
+
 def require_text(attrs: dict[str, Any], name: str, label: str) -> None:
     value = attrs.get(name)
     if value is None or (isinstance(value, str) and not value.strip()):
