@@ -7,9 +7,9 @@ from typing import Any
 from freshsales_destination.sandbox.errors import validation_error
 from freshsales_destination.sandbox.records import (
     apply_attrs,
-    apply_custom,
     as_id,
     create_record,
+    draft,
     public,
     require_text,
     settle,
@@ -49,9 +49,7 @@ def _target(state: SandboxState, candidate: dict[str, Any], attrs: dict[str, Any
 
 
 def _apply_activity(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
-    candidate = dict(record)
-    apply_attrs(state, candidate, attrs, ACTIVITY_ATTRS)
-    apply_custom(state, "sales_activities", candidate, attrs)
+    candidate = draft(state, "sales_activities", record, attrs, ACTIVITY_ATTRS)
     problems = []
     for name, label in (("title", "Title"), ("start_date", "Start date"), ("end_date", "End date"),
                         ("sales_activity_type_id", "Sales activity type")):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from freshsales_destination.sandbox.errors import not_found, validation_error
 from freshsales_destination.sandbox.records import (
-    apply_attrs,
-    apply_custom,
+    Apply,
     as_id,
     create_record,
+    draft,
     public,
     require_text,
     settle,
@@ -51,14 +52,22 @@ def _named(state: SandboxState, kind: str, name: str) -> list[dict[str, Any]]:
                   key=lambda r: r["id"])
 
 
+def _upsert_named(
+    state: SandboxState, kind: str, attrs: dict[str, Any], value: Any,
+    new: Callable[[SandboxState], dict[str, Any]], apply: Apply,
+) -> tuple[dict[str, Any], bool]:
+    """Upsert on ``unique_identifier: {"name": value}``: the oldest record so named, or a new one."""
+    attrs = dict(attrs)
+    attrs.setdefault("name", str(value))
+    return upsert_first(state, kind, _named(state, kind, str(value)), attrs, new, apply)
+
+
 def accounts_named(state: SandboxState, name: str) -> list[dict[str, Any]]:
     return _named(state, "sales_accounts", name)
 
 
 def _apply_account(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
-    candidate = dict(record)
-    apply_attrs(state, candidate, attrs, ACCOUNT_ATTRS)
-    apply_custom(state, "sales_accounts", candidate, attrs)
+    candidate = draft(state, "sales_accounts", record, attrs, ACCOUNT_ATTRS)
     if creating or "name" in attrs:
         require_text(candidate, "name", "Name")
         candidate["name"] = str(candidate["name"]).strip()
@@ -88,10 +97,7 @@ def upsert_account(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str,
     _, value = unique_identifier(body, ("name",))
     if not isinstance(value, str | int | float):
         raise validation_error("The value for unique identifier name is invalid.")
-    attrs = dict(unwrap(body, "sales_account"))
-    attrs.setdefault("name", str(value))
-    matches = accounts_named(state, str(value))
-    return upsert_first(state, "sales_accounts", matches, attrs, _new_account, _apply_account)
+    return _upsert_named(state, "sales_accounts", unwrap(body, "sales_account"), value, _new_account, _apply_account)
 
 
 def account_by_name_or_create(state: SandboxState, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -145,9 +151,7 @@ def _contact_id_list(state: SandboxState, raw: Any, key: str) -> list[int]:
 
 
 def _apply_deal(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
-    candidate = dict(record)
-    apply_attrs(state, candidate, attrs, DEAL_ATTRS)
-    apply_custom(state, "deals", candidate, attrs)
+    candidate = draft(state, "deals", record, attrs, DEAL_ATTRS)
     if creating or "name" in attrs:
         require_text(candidate, "name", "Name")
     if creating or "amount" in attrs:
@@ -204,10 +208,7 @@ def update_deal(state: SandboxState, record_id: int, body: dict[str, Any]) -> di
 
 def upsert_deal(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     _, value = unique_identifier(body, ("name",))
-    attrs = dict(unwrap(body, "deal"))
-    attrs.setdefault("name", str(value))
-    matches = _named(state, "deals", str(value))
-    return upsert_first(state, "deals", matches, attrs, _new_deal, _apply_deal)
+    return _upsert_named(state, "deals", unwrap(body, "deal"), value, _new_deal, _apply_deal)
 
 
 def render_deal(state: SandboxState, record: dict[str, Any], include: set[str]) -> dict[str, Any]:

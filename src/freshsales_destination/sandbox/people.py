@@ -6,10 +6,10 @@ from typing import Any
 
 from freshsales_destination.sandbox.errors import validation_error
 from freshsales_destination.sandbox.records import (
-    apply_attrs,
-    apply_custom,
+    Attrs,
     as_id,
     create_record,
+    draft,
     get_or_404,
     public,
     require_text,
@@ -141,14 +141,22 @@ def _display_name(record: dict[str, Any]) -> None:
     record["display_name"] = name or record.get("email") or record.get("mobile_number")
 
 
-def _apply_contact(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
-    candidate = dict(record)
-    apply_attrs(state, candidate, attrs, CONTACT_ATTRS)
-    apply_custom(state, "contacts", candidate, attrs)
+def _person_draft(
+    state: SandboxState, kind: str, spec: Attrs, record: dict[str, Any], attrs: dict[str, Any],
+    self_id: int | None,
+) -> dict[str, Any]:
+    """A contact's or lead's candidate: typed and custom attributes, then the requested emails, which no
+    other record of ``kind`` (but ``self_id``) may hold."""
+    candidate = draft(state, kind, record, attrs, spec)
     emails = requested_emails(attrs)
     if emails is not None:
-        _check_unique_emails(state, "contacts", emails, None if creating else record["id"])
+        _check_unique_emails(state, kind, emails, self_id)
         _set_emails(state, candidate, emails)
+    return candidate
+
+
+def _apply_contact(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
+    candidate = _person_draft(state, "contacts", CONTACT_ATTRS, record, attrs, None if creating else record["id"])
     _apply_account_links(state, candidate, attrs)
     if creating and state.options.require_contact_identity and not (
         candidate.get("emails") or candidate.get("mobile_number") or candidate.get("external_id")
@@ -266,13 +274,7 @@ def clone_contact(state: SandboxState, record_id: int, body: dict[str, Any]) -> 
 
 def _apply_clone(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any]) -> None:
     """Like an update, but a clone may lack an email (the source keeps its addresses)."""
-    candidate = dict(record)
-    apply_attrs(state, candidate, attrs, CONTACT_ATTRS)
-    apply_custom(state, "contacts", candidate, attrs)
-    emails = requested_emails(attrs)
-    if emails is not None:
-        _check_unique_emails(state, "contacts", emails, None)
-        _set_emails(state, candidate, emails)
+    candidate = _person_draft(state, "contacts", CONTACT_ATTRS, record, attrs, None)
     _display_name(candidate)
     settle(state, record, candidate, creating=True)
 
@@ -308,13 +310,7 @@ def upsert_contact(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str,
 # leads (Classic) ----------------------------------------------------------------------------
 
 def _apply_lead(state: SandboxState, record: dict[str, Any], attrs: dict[str, Any], creating: bool) -> None:
-    candidate = dict(record)
-    apply_attrs(state, candidate, attrs, LEAD_ATTRS)
-    apply_custom(state, "leads", candidate, attrs)
-    emails = requested_emails(attrs)
-    if emails is not None:
-        _check_unique_emails(state, "leads", emails, None if creating else record["id"])
-        _set_emails(state, candidate, emails)
+    candidate = _person_draft(state, "leads", LEAD_ATTRS, record, attrs, None if creating else record["id"])
     for part in ("company", "deal"):
         if part in attrs:
             raw = attrs[part]

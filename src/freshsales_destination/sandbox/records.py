@@ -136,6 +136,16 @@ def apply_custom(state: SandboxState, entity: str, record: dict[str, Any], attrs
     record["custom_field"] = merged
 
 
+def draft(
+    state: SandboxState, entity: str, record: dict[str, Any], attrs: dict[str, Any], spec: Attrs
+) -> dict[str, Any]:
+    """A copy of ``record`` with the typed attributes of ``spec`` and the custom fields of ``attrs`` applied."""
+    candidate = dict(record)
+    apply_attrs(state, candidate, attrs, spec)
+    apply_custom(state, entity, candidate, attrs)
+    return candidate
+
+
 def public(record: dict[str, Any]) -> dict[str, Any]:
     """A copy without the sandbox's private (underscore) keys."""
     out = {"id": record.get("id")}
