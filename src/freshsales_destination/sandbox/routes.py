@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -21,21 +22,39 @@ DELETED: Any = True
 DELETED_ACTIVITY = {"success": "200"}
 
 
+def _view(state: SandboxState, request: Request, kind: str, key: str,
+          render: Callable[[dict[str, Any]], dict[str, Any]]) -> Result:
+    return 200, {key: render(get_or_404(state, kind, path_id(request)))}
+
+
+def _delete(state: SandboxState, request: Request, kind: str, answer: Any) -> Result:
+    get_or_404(state, kind, path_id(request))
+    state.delete(kind, path_id(request))
+    return 200, answer
+
+
+def _contact(state: SandboxState, request: Request, record: dict[str, Any], status: int = 200) -> Result:
+    return status, {"contact": people.render_contact(state, record, includes(request))}
+
+
+def _deal(state: SandboxState, request: Request, record: dict[str, Any], status: int = 200) -> Result:
+    return status, {"deal": companies.render_deal(state, record, includes(request))}
+
+
 # contacts -----------------------------------------------------------------------------------
 
 def create_contact(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
     record = people.create_contact(state, body)
-    return state.options.create_status, {"contact": people.render_contact(state, record, includes(request))}
+    return _contact(state, request, record, state.options.create_status)
 
 
 def view_contact(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    record = get_or_404(state, "contacts", path_id(request))
-    return 200, {"contact": people.render_contact(state, record, includes(request))}
+    return _contact(state, request, get_or_404(state, "contacts", path_id(request)))
 
 
 def update_contact(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
     record = people.update_contact(state, path_id(request), body)
-    return 200, {"contact": people.render_contact(state, record, includes(request))}
+    return _contact(state, request, record)
 
 
 def delete_contact(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -50,12 +69,12 @@ def forget_contact(state: SandboxState, request: Request, body: dict[str, Any]) 
 
 def clone_contact(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
     record = people.clone_contact(state, path_id(request), body)
-    return state.options.create_status, {"contact": people.render_contact(state, record, includes(request))}
+    return _contact(state, request, record, state.options.create_status)
 
 
 def upsert_contact(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
     record, _ = people.upsert_contact(state, body)
-    return 200, {"contact": people.render_contact(state, record, includes(request))}
+    return _contact(state, request, record)
 
 
 def contact_activities(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -71,7 +90,7 @@ def create_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def view_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    return 200, {"lead": people.render_lead(get_or_404(state, "leads", path_id(request)))}
+    return _view(state, request, "leads", "lead", people.render_lead)
 
 
 def update_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -79,9 +98,7 @@ def update_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def delete_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    get_or_404(state, "leads", path_id(request))
-    state.delete("leads", path_id(request))
-    return 200, DELETED
+    return _delete(state, request, "leads", DELETED)
 
 
 def convert_lead(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -103,8 +120,7 @@ def create_account(state: SandboxState, request: Request, body: dict[str, Any]) 
 
 
 def view_account(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    return 200, {"sales_account": companies.render_account(
-        get_or_404(state, "sales_accounts", path_id(request)))}
+    return _view(state, request, "sales_accounts", "sales_account", companies.render_account)
 
 
 def update_account(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -126,28 +142,25 @@ def upsert_account(state: SandboxState, request: Request, body: dict[str, Any]) 
 
 def create_deal(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
     record = companies.create_deal(state, body)
-    return state.options.create_status, {"deal": companies.render_deal(state, record, includes(request))}
+    return _deal(state, request, record, state.options.create_status)
 
 
 def view_deal(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    record = get_or_404(state, "deals", path_id(request))
-    return 200, {"deal": companies.render_deal(state, record, includes(request))}
+    return _deal(state, request, get_or_404(state, "deals", path_id(request)))
 
 
 def update_deal(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
     record = companies.update_deal(state, path_id(request), body)
-    return 200, {"deal": companies.render_deal(state, record, includes(request))}
+    return _deal(state, request, record)
 
 
 def delete_deal(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    get_or_404(state, "deals", path_id(request))
-    state.delete("deals", path_id(request))
-    return 200, DELETED
+    return _delete(state, request, "deals", DELETED)
 
 
 def upsert_deal(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
     record, _ = companies.upsert_deal(state, body)
-    return 200, {"deal": companies.render_deal(state, record, includes(request))}
+    return _deal(state, request, record)
 
 
 # activities and notes -----------------------------------------------------------------------
@@ -165,8 +178,7 @@ def create_activity(state: SandboxState, request: Request, body: dict[str, Any])
 
 
 def view_activity(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    return 200, {"sales_activity": activities.render(
-        get_or_404(state, "sales_activities", path_id(request)))}
+    return _view(state, request, "sales_activities", "sales_activity", activities.render)
 
 
 def update_activity(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -175,9 +187,7 @@ def update_activity(state: SandboxState, request: Request, body: dict[str, Any])
 
 
 def delete_activity(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    get_or_404(state, "sales_activities", path_id(request))
-    state.delete("sales_activities", path_id(request))
-    return 200, DELETED_ACTIVITY
+    return _delete(state, request, "sales_activities", DELETED_ACTIVITY)
 
 
 def create_note(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -185,7 +195,7 @@ def create_note(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def view_note(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    return 200, {"note": activities.render(get_or_404(state, "notes", path_id(request)))}
+    return _view(state, request, "notes", "note", activities.render)
 
 
 def update_note(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -193,9 +203,7 @@ def update_note(state: SandboxState, request: Request, body: dict[str, Any]) -> 
 
 
 def delete_note(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
-    get_or_404(state, "notes", path_id(request))
-    state.delete("notes", path_id(request))
-    return 200, DELETED_ACTIVITY
+    return _delete(state, request, "notes", DELETED_ACTIVITY)
 
 
 # search, settings, selectors, views ---------------------------------------------------------
