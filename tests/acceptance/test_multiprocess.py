@@ -1,4 +1,5 @@
-"""`server.workers = 2`: two processes share one SQLite store; nothing is lost or doubled."""
+"""`server.workers = 2`: two processes share one store (SQLite, then PostgreSQL); nothing is
+lost or delivered twice."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ port = {port}
 workers = 2
 
 [store]
-url = "sqlite:///{db}"
+url = "{store_url}"
 
 [delivery]
 workers = 2
@@ -47,13 +48,23 @@ rate_limit_per_minute = 10000
 """
 
 
-def test_two_processes_ingest_and_deliver_each_person_once(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'q.db'}"
+    schema = request.getfixturevalue("pg_schema")
+    return f"{schema.dsn}?schema={schema.schema}"
+
+
+def test_two_processes_ingest_and_deliver_each_person_once(
+    tmp_path: Path, store_url: str
+) -> None:
     options = SandboxOptions(api_key="multi-api-key", app_token="multi-app-token",
                              rate_limit_per_hour=100_000, rate_limit_per_minute=10_000)
     with running_sandbox(options) as sandbox:
         port = free_port()
         config = tmp_path / "multi.toml"
-        config.write_text(CONFIG.format(port=port, db=tmp_path / "q.db", base_url=sandbox.base_url))
+        config.write_text(CONFIG.format(port=port, store_url=store_url, base_url=sandbox.base_url))
         env = {k: v for k, v in os.environ.items() if not k.startswith("FSD_")}
         proc = subprocess.Popen(
             [sys.executable, "-m", "freshsales_destination", "serve", "--config", str(config)],
