@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from freshsales_destination.config import Settings, load_settings, settings_from_dict
-from freshsales_destination.delivery.engine import DeliveryEngine
+from freshsales_destination.delivery.engine import DeliveryEngine, DeliveryThread
 from freshsales_destination.errors import ConfigError, FreshsalesDestinationError, StoreError
 from freshsales_destination.housekeeping import Housekeeper
 from freshsales_destination.ingest.app import Ingest
@@ -108,13 +108,14 @@ def build_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await committer.start()
         housekeeper.start()
-        if engine is not None:
-            engine.start()
+        delivery = DeliveryThread(engine) if engine is not None else None
+        if delivery is not None:
+            delivery.start()
         try:
             yield
         finally:
-            if engine is not None:
-                await engine.stop()
+            if delivery is not None:
+                await delivery.stop()
             await housekeeper.stop()
             await committer.stop()
             if getattr(app.state, "owns_store", False):

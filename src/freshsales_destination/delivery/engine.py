@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -169,3 +170,47 @@ class DeliveryEngine:
                 await task
         for runtime in self.runtimes:
             await runtime.client.aclose()
+
+
+class DeliveryThread:
+    """Runs an engine on an event loop of its own, in a thread.
+
+    Delivery writes small things to the store all the time (ledger, digests, identities,
+    budget), synchronously and with a durable commit each; on its own loop these never stall
+    the ingest API's loop, whose latency clients see.
+    """
+
+    def __init__(self, engine: DeliveryEngine) -> None:
+        self.engine = engine
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Event | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout=10)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._done = asyncio.Event()
+            self.engine.start()
+            self._ready.set()
+            await self._done.wait()
+            await self.engine.stop()
+
+        try:
+            asyncio.run(main())
+        except Exception:  # noqa: BLE001 - report, never take the service down with it
+            log.exception("the delivery thread stopped on an error")
+        finally:
+            self._ready.set()
+
+    async def stop(self, *, timeout: float = 30.0) -> None:
+        loop, done = self._loop, self._done
+        if loop is not None and done is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(done.set)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout)
