@@ -94,6 +94,9 @@ def test_suite_identify_with_deal_links_everything(suite: Pipeline) -> None:
     assert deal["name"] == "Sample Deal"
     assert float(deal["amount"]) == 1234.0
     assert deal.get("sales_account_id") == account["id"]
+    assert deal.get("_contact_ids") == [contact["id"]]
+    assert deal["amount"] == "1234.0"  # Freshsales answers amounts as decimal strings
+    assert [link["id"] for link in contact["_sales_accounts"]] == [account["id"]]
 
 
 def test_classic_identify_creates_lead_and_fs_contact_creates_contact(classic: Pipeline) -> None:
@@ -103,13 +106,20 @@ def test_classic_identify_creates_lead_and_fs_contact_creates_contact(classic: P
     (lead,) = classic.records("leads")
     assert lead["first_name"] == "John"
     assert "john.doe@example.com" in _emails(lead)
+    # On a Classic lead the company rides on the lead itself.
+    assert (lead.get("company") or {}).get("name") == "Example.com"
+    assert (lead.get("custom_field") or {}).get("cf_alternate_number") == "98765432"
     other = dict(IDENTIFY_CONTACT_DEAL, userId="u-contact-2", messageId="doc-identify-4")
     other["traits"] = dict(other["traits"], email="jane@example.com", firstName="Jane")
     classic.send("/v1/identify", other)
     classic.deliver()
     assert _status(classic, "doc-identify-4") == "delivered"
     contacts = classic.records("contacts")
-    assert any("jane@example.com" in _emails(c) for c in contacts)
+    (jane,) = [c for c in contacts if "jane@example.com" in _emails(c)]
+    deals = classic.records("deals")
+    assert [d["name"] for d in deals] == ["Sample Deal"]
+    assert float(deals[0]["amount"]) == 1234.0
+    assert deals[0].get("_contact_ids") == [jane["id"]]
 
 
 def test_track_and_page_reach_the_tracking_api(suite: Pipeline) -> None:
