@@ -3,9 +3,10 @@
 One lane is one person of one destination. A worker leases the lane, takes its oldest
 pending messages in order, and:
 
-* plans each message (pure planner) and finishes at once what cannot be delivered;
-* merges the record changes of the lane's identifies into one write per record
-  (last writer wins per field, by event timestamp), at the place of the first identify;
+* plans the lane's identifies together and merges their record changes into one write per
+  record (last writer wins per field, by event timestamp), run at the place of the first
+  identify; plans every other message just before it runs, with the identity as it is then;
+* finishes at once what cannot be delivered (discarded, filtered), with the reason;
 * executes the operations (executor.py), which skips what Freshsales already has;
 * on failure, turns the error into a retry decision stored with the message: the lane is
   held until then, so later messages of that person never overtake it.
