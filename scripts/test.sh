@@ -8,6 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-# Type check first (strict, see pyproject.toml): the package is typed throughout.
+# Lint and type check first (see pyproject.toml): the package is typed throughout.
+.venv/bin/python -m ruff check src tests bench
 .venv/bin/python -m mypy
 exec .venv/bin/python -m pytest "$@"

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
-
 import typer
+from typer.testing import CliRunner
 
 from freshsales_destination.sandbox.cli import sandbox_command
 

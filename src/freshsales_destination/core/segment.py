@@ -8,7 +8,6 @@ the reason, so the caller can keep it and tell the user what happened.
 from __future__ import annotations
 
 import hashlib
-
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass

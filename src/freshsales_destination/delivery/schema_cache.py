@@ -7,7 +7,6 @@ through the store) and again when Freshsales rejects a field we believed existed
 from __future__ import annotations
 
 import asyncio
-
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any

@@ -13,7 +13,12 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from freshsales_destination.sandbox.errors import ApiError, ConnectionDropped, errors_body, unauthorized
+from freshsales_destination.sandbox.errors import (
+    ApiError,
+    ConnectionDropped,
+    errors_body,
+    unauthorized,
+)
 from freshsales_destination.sandbox.ratelimit import Decision
 
 if TYPE_CHECKING:

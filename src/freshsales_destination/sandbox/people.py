@@ -367,8 +367,12 @@ def upsert_lead(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, An
 
 def convert_lead(state: SandboxState, record_id: int, body: dict[str, Any]) -> dict[str, Any]:
     """Turn a lead into a contact, plus an account and a deal when the lead carries them."""
-    from freshsales_destination.sandbox.companies import account_by_name_or_create, create_deal, render_deal
-    from freshsales_destination.sandbox.companies import render_account
+    from freshsales_destination.sandbox.companies import (
+        account_by_name_or_create,
+        create_deal,
+        render_account,
+        render_deal,
+    )
 
     lead = get_or_404(state, "leads", record_id)
     attrs = unwrap(body, "lead") if body else {}

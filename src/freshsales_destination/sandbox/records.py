@@ -9,7 +9,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from freshsales_destination.sandbox.errors import not_found, validation_error
-from freshsales_destination.sandbox.fields import decimal_string, parse_datetime, validate_custom_fields
+from freshsales_destination.sandbox.fields import (
+    decimal_string,
+    parse_datetime,
+    validate_custom_fields,
+)
 from freshsales_destination.sandbox.state import SandboxState
 
 ENVELOPE_KEYS = {"unique_identifier", "include"}

@@ -7,7 +7,12 @@ from typing import Any
 
 from freshsales_destination.sandbox.companies import render_account, render_deal
 from freshsales_destination.sandbox.errors import validation_error
-from freshsales_destination.sandbox.people import email_key, record_emails, render_contact, render_lead
+from freshsales_destination.sandbox.people import (
+    email_key,
+    record_emails,
+    render_contact,
+    render_lead,
+)
 from freshsales_destination.sandbox.records import page_params, paginate
 from freshsales_destination.sandbox.state import SandboxState
 
