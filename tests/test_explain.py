@@ -265,3 +265,60 @@ def test_the_cache_of_a_classic_destination_is_read_as_classic(tmp_path: Path) -
     assert doc["schema_source"] == "store cache"
     lead = doc["operations"][0]
     assert lead["kind"] == "upsert_lead" and "first_name" not in lead["fields"]
+
+
+SANDBOX_CONFIG = """
+[store]
+url = "sqlite:///{db}"
+
+[[sources]]
+write_key = "wk"
+destination = "acme"
+
+[destinations.acme]
+product = "suite"
+base_url = "{base_url}"
+allow_custom_base_url = true
+api_key = "explain-sandbox-key"
+"""
+
+
+def test_schema_comes_from_the_sandbox_the_destination_points_at(tmp_path: Path) -> None:
+    from freshsales_destination.sandbox import SandboxOptions
+    from freshsales_destination.sandbox.testing import running_sandbox
+
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"contacts": [
+        {"name": "cf_alternate_number", "label": "Alternate number", "type": "text"},
+        {"name": "cf_unknown", "label": "Now known", "type": "text"},
+    ]}))
+    options = SandboxOptions(api_key="explain-sandbox-key", seed_path=seed)
+    with running_sandbox(options) as sandbox:
+        config = tmp_path / "c.toml"
+        config.write_text(SANDBOX_CONFIG.format(db=tmp_path / "q.db", base_url=sandbox.base_url))
+        event = tmp_path / "e.json"
+        event.write_text(json.dumps(EVENT))
+        code, out, err = _run("--config", str(config), str(event))
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["schema_source"] == "sandbox"
+        fields = doc["operations"][0]["fields"]
+        # The sandbox's own custom field is known, so the trait is mapped, not dropped.
+        assert fields["custom_field"]["cf_unknown"] == "x"
+        writes = [e for e in sandbox.request_log() if e["method"] != "GET"]
+        assert writes == []  # explain only reads the field settings
+
+
+def test_an_unreachable_sandbox_falls_back_to_the_default(tmp_path: Path) -> None:
+    from tests.support.server import free_port
+
+    config = tmp_path / "c.toml"
+    config.write_text(SANDBOX_CONFIG.format(
+        db=tmp_path / "q.db", base_url=f"http://127.0.0.1:{free_port()}/crm/sales"))
+    event = tmp_path / "e.json"
+    event.write_text(json.dumps(EVENT))
+    code, out, err = _run("--config", str(config), str(event))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema_source"] == "built-in default"
+    assert "could not be read" in doc["schema"]

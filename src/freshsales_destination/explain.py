@@ -1,14 +1,17 @@
 """``freshsales-destination explain``: show what the planner would do with one event.
 
 Nothing is sent to Freshsales. The field schema comes from ``--schema`` (a JSON file with
-``{"contacts": {"fields": [...]}, ..., "selectors": {...}}``, for example the sandbox's); without
-it, from the copy the delivery engine cached in the configured store (read only, never fetched);
-and when the store holds none, from the built-in default schema. The output says which one was
-used (``schema_source``: ``file``, ``store cache`` or ``built-in default``).
+``{"contacts": {"fields": [...]}, ..., "selectors": {...}}``); without it, from the copy the
+delivery engine cached in the configured store (read only, never fetched); when the store holds
+none and the destination points at a sandbox (a custom ``base_url``, never a Freshworks host),
+from that sandbox's field settings; and otherwise from the built-in default schema. The output
+says which one was used (``schema_source``: ``file``, ``store cache``, ``sandbox`` or
+``built-in default``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from datetime import UTC, datetime
@@ -17,12 +20,24 @@ from typing import Annotated, Any
 
 import typer
 
-from freshsales_destination.config import Settings, load_settings
+from freshsales_destination.config import (
+    DestinationConfig,
+    Settings,
+    is_freshworks_https_url,
+    load_settings,
+)
 from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.planner import check_settings, plan
-from freshsales_destination.core.schema import FieldSchema, MappingConfigError, default_schema
+from freshsales_destination.core.schema import (
+    SELECTOR_KINDS,
+    FieldSchema,
+    MappingConfigError,
+    default_schema,
+)
+from freshsales_destination.delivery.schema_cache import selector_items
 from freshsales_destination.errors import FreshsalesDestinationError
+from freshsales_destination.freshsales.client import FreshsalesClient
 
 # The delivery engine's cache (freshsales_destination.delivery.schema_cache): key/value
 # namespace "schema", key = destination name, value = {"fetched_at": epoch, "schema": {...}}.
@@ -83,6 +98,40 @@ def _cached_schema(
     return schema, f"store cache of {destination!r}, fetched from Freshsales {when}"
 
 
+def _sandbox_schema(dest: DestinationConfig) -> tuple[FieldSchema | None, str]:
+    """The schema of the sandbox a destination points at; never a real Freshworks account."""
+    base = dest.base_url
+    if base is None or is_freshworks_https_url(base) or not dest.allow_custom_base_url:
+        return None, "the destination is a Freshworks account, which explain never calls"
+
+    async def fetch() -> dict[str, Any]:
+        entities = ["contacts", "sales_accounts", "deals"]
+        if dest.product == "classic":
+            entities.insert(0, "leads")
+        raw: dict[str, Any] = {}
+        async with FreshsalesClient.from_config(dest) as client:
+            for entity in entities:
+                reply = await client.get_fields(entity)
+                fields = reply.data.get("fields") if isinstance(reply.data, dict) else None
+                if isinstance(fields, list):
+                    raw[entity] = {"fields": fields}
+            selectors: dict[str, Any] = {}
+            for kind in SELECTOR_KINDS:
+                reply = await client.get_selector(kind)
+                body = reply.body if isinstance(reply.body, dict) else reply.data
+                items = selector_items(body, kind)
+                if items is not None:
+                    selectors[kind] = items
+            raw["selectors"] = selectors
+        return raw
+
+    try:
+        raw = asyncio.run(fetch())
+    except FreshsalesDestinationError as exc:
+        return None, f"the sandbox at {base} could not be read ({exc.message})"
+    return FieldSchema.from_json(raw, product=dest.product), f"fetched from the sandbox at {base}"
+
+
 def explain(
     event: Any,
     *,
@@ -110,8 +159,14 @@ def explain(
         schema_source, schema_detail = "file", str(schema_path)
     else:
         cached, why = _cached_schema(settings, destination, dest.product)
+        fetched: FieldSchema | None = None
+        if cached is None:
+            fetched, fetch_why = _sandbox_schema(dest)
+            why = f"{why}; {fetch_why}"
         if cached is not None:
             schema, schema_source, schema_detail = cached, "store cache", why
+        elif fetched is not None:
+            schema, schema_source, schema_detail = fetched, "sandbox", fetch_why
         else:
             schema = default_schema(dest.product)
             schema_source = "built-in default"
@@ -137,7 +192,10 @@ def explain_command(
         Path | None,
         typer.Option(
             "--schema",
-            help="A JSON field schema (default: the one cached in the store, else the built-in one).",
+            help=(
+                "A JSON field schema (default: the one cached in the store, else the "
+                "sandbox's when the destination points at one, else the built-in one)."
+            ),
         ),
     ] = None,
     identity: Annotated[

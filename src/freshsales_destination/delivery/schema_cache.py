@@ -110,7 +110,7 @@ class SchemaCache:
                 self._save_progress(progress, f"selector:{kind}")
                 continue
             body = reply.body if isinstance(reply.body, dict) else reply.data
-            items = _selector_items(body, kind)
+            items = selector_items(body, kind)
             if items is not None:
                 selectors[kind] = items
             self._save_progress(progress, f"selector:{kind}")
@@ -153,7 +153,8 @@ class SchemaCache:
         self.store.kv_put(NAMESPACE, self._progress_key, orjson.dumps(progress), now=self.now())
 
 
-def _selector_items(body: Any, kind: str) -> list[Any] | None:
+def selector_items(body: Any, kind: str) -> list[Any] | None:
+    """The list in a `GET /api/selector/<kind>` answer (owners come as `users`)."""
     if not isinstance(body, dict):
         return None
     for key in (kind, "users" if kind == "owners" else kind):
