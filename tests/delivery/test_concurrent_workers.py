@@ -44,3 +44,43 @@ def test_four_workers_fetch_the_schema_once_and_deliver_each_person_once(
         assert len(pipeline.records("contacts")) == 40
     finally:
         pipelines.close()
+
+
+def test_stopping_lets_the_call_in_flight_finish_and_record_it(tmp_path: Path) -> None:
+    """A stop must not cut a call in flight: its side effect would have no ledger entry."""
+    import time
+
+    import httpx2
+
+    pipelines = make_pipeline(tmp_path, "suite", workers=1, poll_interval=0.05)
+    pipeline = next(pipelines)
+    try:
+        pipeline.send("/v1/track", {"userId": "slow@example.com", "messageId": "slow-1",
+                                    "event": "Signed In"})
+        admin = f"{pipeline.sandbox.root_url}/_sandbox/script"
+        response = httpx2.post(
+            admin, headers=pipeline.sandbox.auth_headers,
+            json={"method": "POST", "path": "/crm/sales/track/events",
+                  "responses": [{"action": "slow", "seconds": 1.0}]},
+        )
+        assert response.status_code == 200, response.text
+        engine = DeliveryEngine.from_settings(pipeline.settings, pipeline.store)
+
+        async def run() -> None:
+            engine.start()
+            # Wait until the sandbox has taken the scripted answer: the call is in flight.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                queued = (await asyncio.to_thread(
+                    httpx2.get, admin, headers=pipeline.sandbox.auth_headers)).json()
+                if not queued.get("scripts"):
+                    break
+                await asyncio.sleep(0.02)
+            await engine.stop()
+
+        asyncio.run(run())
+        stored = pipeline.store.get_message("web", "slow-1")
+        assert stored is not None and stored.status == "delivered"
+        assert len(pipeline.sandbox.state.snapshot()["tracking"]) == 1
+    finally:
+        pipelines.close()
