@@ -84,3 +84,42 @@ def test_stopping_lets_the_call_in_flight_finish_and_record_it(tmp_path: Path) -
         assert len(pipeline.sandbox.state.snapshot()["tracking"]) == 1
     finally:
         pipelines.close()
+
+
+def test_a_long_lane_keeps_its_lease_so_no_event_is_sent_twice(tmp_path: Path) -> None:
+    """Units renew the lane's lease: another worker never takes a lane still being delivered."""
+    import httpx2
+
+    pipelines = make_pipeline(tmp_path, "suite", workers=2, poll_interval=0.02)
+    pipeline = next(pipelines)
+    try:
+        pipeline.send("/v1/batch", {"batch": [
+            {"type": "track", "userId": "long@example.com", "messageId": f"long-{n}",
+             "event": "Report Created"}
+            for n in range(6)
+        ]})
+        response = httpx2.post(
+            f"{pipeline.sandbox.root_url}/_sandbox/script", headers=pipeline.sandbox.auth_headers,
+            json={"method": "POST", "path": "/crm/sales/track/events",
+                  "responses": [{"action": "slow", "seconds": 0.4}] * 6},
+        )
+        assert response.status_code == 200, response.text
+        engine = DeliveryEngine.from_settings(pipeline.settings, pipeline.store)
+        for worker in engine.runtimes[0].workers:
+            worker.lease_seconds = 1.0  # shorter than the lane takes (6 x 0.4 s)
+
+        async def run() -> None:
+            engine.start()
+            try:
+                for _ in range(300):
+                    if pipeline.store.pending_count("crm") == 0:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await engine.stop()
+
+        asyncio.run(run())
+        assert pipeline.store.count_by_status() == {"delivered": 6}
+        assert len(pipeline.sandbox.state.snapshot()["tracking"]) == 6
+    finally:
+        pipelines.close()
