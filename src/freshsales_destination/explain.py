@@ -30,12 +30,16 @@ from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.planner import check_settings, plan
 from freshsales_destination.core.schema import (
-    SELECTOR_KINDS,
     FieldSchema,
     MappingConfigError,
     default_schema,
 )
-from freshsales_destination.delivery.schema_cache import selector_items
+from freshsales_destination.delivery.schema_cache import (
+    add_part,
+    fetch_part,
+    part_request,
+    schema_parts,
+)
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.client import FreshsalesClient
 
@@ -105,24 +109,13 @@ def _sandbox_schema(dest: DestinationConfig) -> tuple[FieldSchema | None, str]:
         return None, "the destination is a Freshworks account, which explain never calls"
 
     async def fetch() -> dict[str, Any]:
-        entities = ["contacts", "sales_accounts", "deals"]
-        if dest.product == "classic":
-            entities.insert(0, "leads")
-        raw: dict[str, Any] = {}
+        # The same calls the delivery engine makes (delivery/schema_cache.py), minus the budget.
+        raw: dict[str, Any] = {"selectors": {}}
         async with FreshsalesClient.from_config(dest) as client:
-            for entity in entities:
-                reply = await client.get_fields(entity)
-                fields = reply.data.get("fields") if isinstance(reply.data, dict) else None
-                if isinstance(fields, list):
-                    raw[entity] = {"fields": fields}
-            selectors: dict[str, Any] = {}
-            for kind in SELECTOR_KINDS:
-                reply = await client.get_selector(kind)
-                body = reply.body if isinstance(reply.body, dict) else reply.data
-                items = selector_items(body, kind)
-                if items is not None:
-                    selectors[kind] = items
-            raw["selectors"] = selectors
+            for part in schema_parts(dest.product):
+                reply = await fetch_part(part, part_request(client, part))
+                if reply is not None:
+                    add_part(raw, part, reply)
         return raw
 
     try:

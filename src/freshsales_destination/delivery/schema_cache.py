@@ -84,36 +84,18 @@ class SchemaCache:
         never finished under a budget of fewer calls per minute than parts, and wasted them).
         """
         self.fetches += 1
-        entities = ["contacts", "sales_accounts", "deals"]
-        if self.product == "classic":
-            entities.insert(0, "leads")
         progress = self._load_progress()
         raw: dict[str, Any] = progress["raw"]
+        raw.setdefault("selectors", {})
         done: list[str] = progress["done"]
-        selectors: dict[str, Any] = raw.setdefault("selectors", {})
-        for entity in entities:
-            if entity in done:
+        for part in schema_parts(self.product):
+            if part in done:
                 continue
             await self.budget.acquire("record")
-            reply = await self._observed(self.client.get_fields(entity))
-            fields = reply.data.get("fields") if isinstance(reply.data, dict) else None
-            if isinstance(fields, list):
-                raw[entity] = {"fields": fields}
-            self._save_progress(progress, entity)
-        for kind in SELECTOR_KINDS:
-            if f"selector:{kind}" in done:
-                continue
-            await self.budget.acquire("record")
-            try:
-                reply = await self._observed(self.client.get_selector(kind))
-            except (NotFound, PermanentError):
-                self._save_progress(progress, f"selector:{kind}")
-                continue
-            body = reply.body if isinstance(reply.body, dict) else reply.data
-            items = selector_items(body, kind)
-            if items is not None:
-                selectors[kind] = items
-            self._save_progress(progress, f"selector:{kind}")
+            reply = await fetch_part(part, self._observed(part_request(self.client, part)))
+            if reply is not None:
+                add_part(raw, part, reply)
+            self._save_progress(progress, part)
         self.store.kv_put(NAMESPACE, self._progress_key, b"{}", now=self.now())
         return raw
 
@@ -151,6 +133,47 @@ class SchemaCache:
     def _save_progress(self, progress: dict[str, Any], part: str) -> None:
         progress["done"].append(part)
         self.store.kv_put(NAMESPACE, self._progress_key, orjson.dumps(progress), now=self.now())
+
+
+_SELECTOR = "selector:"
+
+
+def schema_parts(product: str) -> list[str]:
+    """The calls a schema fetch makes, in order: field settings per entity, then selectors."""
+    entities = ["contacts", "sales_accounts", "deals"]
+    if product == "classic":
+        entities.insert(0, "leads")
+    return [*entities, *(f"{_SELECTOR}{kind}" for kind in SELECTOR_KINDS)]
+
+
+def part_request(client: FreshsalesClient, part: str) -> Awaitable[Reply]:
+    if part.startswith(_SELECTOR):
+        return client.get_selector(part.removeprefix(_SELECTOR))
+    return client.get_fields(part)
+
+
+async def fetch_part(part: str, call: Awaitable[Reply]) -> Reply | None:
+    """Await one part's call; None for a selector the account does not have."""
+    try:
+        return await call
+    except (NotFound, PermanentError):
+        if part.startswith(_SELECTOR):
+            return None
+        raise
+
+
+def add_part(raw: dict[str, Any], part: str, reply: Reply) -> None:
+    """Put one part's answer where `FieldSchema.from_json` reads it."""
+    if part.startswith(_SELECTOR):
+        kind = part.removeprefix(_SELECTOR)
+        body = reply.body if isinstance(reply.body, dict) else reply.data
+        items = selector_items(body, kind)
+        if items is not None:
+            raw.setdefault("selectors", {})[kind] = items
+        return
+    fields = reply.data.get("fields") if isinstance(reply.data, dict) else None
+    if isinstance(fields, list):
+        raw[part] = {"fields": fields}
 
 
 def selector_items(body: Any, kind: str) -> list[Any] | None:
