@@ -51,6 +51,7 @@ class Unit:
     messages: list[StoredMessage]
     operations: list[Operation]
     notes: list[str] = field(default_factory=list)
+    user_id: str | None = None  # the person of the lane, as the messages name them
     # For a merged unit: the messages' own units, run one by one if the merged write fails.
     parts: list[Unit] = field(default_factory=list)
 
@@ -149,7 +150,7 @@ class DestinationWorker:
             for entry in result.explanation
             if entry.outcome == "dropped"
         ]
-        return Unit([message], stable_keys(message, result.operations), dropped)
+        return Unit([message], stable_keys(message, result.operations), dropped, user)
 
     async def _record_unit(
         self, messages: Sequence[StoredMessage], schema: FieldSchema
@@ -162,17 +163,15 @@ class DestinationWorker:
                 parts.append(unit)
         if not parts:
             return None
-        if len(parts) == 1:
-            # Still reordered: accounts first, so the link rides on the contact write.
-            only = parts[0]
-            return Unit(only.messages, merge_record_operations(only.operations), only.notes)
-        merged = Unit(
+        # Reordered even for one message: accounts first, so the link rides on the contact
+        # write. Parts are kept only where there is something to fall back to.
+        return Unit(
             [m for part in parts for m in part.messages],
             merge_record_operations([op for part in parts for op in part.operations]),
             [note for part in parts for note in part.notes],
+            parts[0].user_id,
+            parts if len(parts) > 1 else [],
         )
-        merged.parts = parts
-        return merged
 
     # -- delivering ----------------------------------------------------------------------------
 
@@ -246,8 +245,7 @@ class DestinationWorker:
     async def _run_unit(self, claim: LaneClaim, unit: Unit) -> str:
         """Execute a unit: "done", "failed" (dead, lane goes on), "fell back" (a merged unit
         failed for good: run its parts one by one), "stop" (retry later) or "budget"."""
-        user = _user_of(unit.messages[0])
-        ctx = UnitContext(user_id=user)
+        ctx = UnitContext(user_id=unit.user_id)
         try:
             for op in unit.operations:
                 await self.executor.execute(op, ctx)
@@ -390,12 +388,6 @@ def stable_keys(message: StoredMessage, ops: Sequence[Operation]) -> list[Operat
         key = f"{message.source}:{message.message_id}:{op.kind}:{ordinal}"
         keyed.append(replace(op, idempotency_key=key) if op.idempotency_key else op)
     return keyed
-
-
-def _user_of(message: StoredMessage) -> str | None:
-    event = message.normalized()
-    user = event.get("userId")
-    return user if isinstance(user, str) else None
 
 
 def _error_text(exc: FreshsalesError) -> str:
