@@ -40,10 +40,17 @@ class ServerConfig(_Strict):
     max_message_bytes: int = Field(default=32 * 1024, gt=0)
     max_request_bytes: int = Field(default=500 * 1024, gt=0)
     max_batch_messages: int = Field(default=2500, gt=0)
-    # Group commit: how long a commit waits for more concurrent requests, in seconds.
-    commit_window: float = Field(default=0.002, ge=0)
+    # Group commit: how long a commit waits for more concurrent requests, in seconds. By
+    # default none: requests arriving while a commit is in flight form the next one anyway.
+    commit_window: float = Field(default=0.0, ge=0)
     # Above this many messages waiting for a commit, requests get 429 with Retry-After.
     max_pending_messages: int = Field(default=50_000, gt=0)
+    # Sorting acknowledged requests into queued messages (ingest/sorting.py): continuously
+    # once no request has arrived for `sort_idle_after` seconds; while requests keep coming,
+    # with at most `sort_busy_share` of a core, in chunks of `sort_chunk_messages` messages.
+    sort_idle_after: float = Field(default=0.02, ge=0)
+    sort_busy_share: float = Field(default=0.05, gt=0, le=1)
+    sort_chunk_messages: int = Field(default=1000, gt=0)
 
 
 class StoreConfig(_Strict):

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx2
 import typer
@@ -24,14 +24,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from freshsales_destination.config import Settings, load_settings, settings_from_dict
 from freshsales_destination.delivery.engine import DeliveryEngine, DeliveryThread
 from freshsales_destination.errors import ConfigError, FreshsalesDestinationError, StoreError
 from freshsales_destination.housekeeping import Housekeeper
 from freshsales_destination.ingest.app import Ingest
-from freshsales_destination.ingest.committer import GroupCommitter
+from freshsales_destination.ingest.committer import GroupCommitter, SortPolicy
 from freshsales_destination.ingest.responses import IngestError, error_response, json_response
+from freshsales_destination.ingest.sorting import IngestCounters, Sorter
 from freshsales_destination.ingest.sources import SourceRegistry
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.factory import open_store
@@ -66,6 +68,23 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     )
 
 
+class ServiceApp(Starlette):
+    """Starlette for health, mounts and errors; the tracking API and webhook are dispatched
+    to `Ingest` before the framework's middleware and router (they answer every error
+    themselves, as JSON ``{code, message}``)."""
+
+    def __init__(self, ingest: Ingest, **options: Any) -> None:
+        super().__init__(**options)
+        self.ingest = ingest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.ingest.owns(scope["path"]):
+            scope["app"] = self
+            await self.ingest(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def build_app(
     settings: Settings,
     store: Store,
@@ -74,7 +93,7 @@ def build_app(
     deliver: bool | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
     mounts: Sequence[Mount] = (),
-) -> Starlette:
+) -> ServiceApp:
     """The ASGI application: tracking API, webhook, health, and delivery in the background.
 
     The store must be open. `deliver` defaults to ``settings.delivery.enabled``; `transport`
@@ -83,13 +102,25 @@ def build_app(
     engine: DeliveryEngine | None = None
     if deliver if deliver is not None else settings.delivery.enabled:
         engine = DeliveryEngine.from_settings(settings, store, now=now, transport=transport)
+    server = settings.server
+    counters = IngestCounters()
     committer = GroupCommitter(
         store,
-        window=settings.server.commit_window,
-        max_pending=settings.server.max_pending_messages,
+        sorter=Sorter(max_message_bytes=server.max_message_bytes, counters=counters),
+        policy=SortPolicy(
+            idle_after=server.sort_idle_after,
+            busy_share=server.sort_busy_share,
+            chunk_messages=server.sort_chunk_messages,
+        ),
+        window=server.commit_window,
+        max_pending=server.max_pending_messages,
     )
     ingest = Ingest(
-        registry=SourceRegistry(settings), committer=committer, limits=settings.server, now=now
+        registry=SourceRegistry(settings),
+        committer=committer,
+        limits=server,
+        counters=counters,
+        now=now,
     )
 
     async def healthz(request: Request) -> Response:
@@ -121,9 +152,9 @@ def build_app(
             if getattr(app.state, "owns_store", False):
                 store.close()
 
-    app = Starlette(
+    app = ServiceApp(
+        ingest,
         routes=[
-            *ingest.routes(),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *mounts,

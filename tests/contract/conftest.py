@@ -1,4 +1,5 @@
-"""PostgreSQL for the contract suite: a fresh schema per test, dropped afterwards.
+"""Fixtures of the contract suite: PostgreSQL (a fresh schema per test, dropped afterwards)
+and `store`, one instance of each backend for the tests every backend must pass.
 
 The server comes from ``TEST_POSTGRES_DSN`` (default: the local trust-auth server CI
 starts). When it cannot be reached, every PostgreSQL test is skipped with the reason.
@@ -10,8 +11,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+from freshsales_destination.store.base import Store
+from freshsales_destination.store.sqlite import SQLiteStore
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -53,3 +58,21 @@ def pg_schema(postgres_dsn: str) -> Iterator[PgSchema]:
     yield PgSchema(postgres_dsn, schema)
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An open store of each backend (PostgreSQL in its own schema), closed afterwards."""
+    backend: Store
+    if request.param == "sqlite-file":
+        backend = SQLiteStore(tmp_path / "contract.db")
+    elif request.param == "sqlite-memory":
+        backend = SQLiteStore(None)
+    else:
+        from freshsales_destination.store.postgres import PostgresStore
+
+        pg: PgSchema = request.getfixturevalue("pg_schema")  # skips without PostgreSQL
+        backend = PostgresStore(pg.dsn, schema=pg.schema, max_size=4)
+    backend.open()
+    yield backend
+    backend.close()

@@ -1,34 +1,16 @@
-"""The behaviour every store backend must show; run against each backend."""
+"""The behaviour every store backend must show; run against each backend.
+
+The parametrised `store` fixture (one per backend) lives in conftest.py, shared with
+test_inbox.py.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
-import pytest
 
 from freshsales_destination.store.base import NewMessage, Store
-from freshsales_destination.store.sqlite import SQLiteStore
-from tests.contract.conftest import PgSchema
-
-
-@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    backend: Store
-    if request.param == "sqlite-file":
-        backend = SQLiteStore(tmp_path / "contract.db")
-    elif request.param == "sqlite-memory":
-        backend = SQLiteStore(None)
-    else:
-        from freshsales_destination.store.postgres import PostgresStore
-
-        pg: PgSchema = request.getfixturevalue("pg_schema")  # skips without PostgreSQL
-        backend = PostgresStore(pg.dsn, schema=pg.schema, max_size=4)
-    backend.open()
-    yield backend
-    backend.close()
 
 
 def msg(mid: str, lane: str | None = "u:1", *, kind: str = "identify", status: str = "pending",

@@ -75,10 +75,14 @@ class Pipeline:
     store: SQLiteStore
     settings: Settings
     sandbox: RunningSandbox
+    app: Any
 
     def send(self, path: str, body: Any) -> httpx2.Response:
+        """Send, then wait until the service sorted the request into the queue (a 200 means
+        "in the inbox"), so that delivery run right after sees its messages."""
         response = httpx2.post(f"{self.ingest_url}{path}", json=body, auth=(WRITE_KEY, ""))
         assert response.status_code == 200, response.text
+        assert self.app.state.committer.wait_sorted(30), "the inbox was not sorted"
         return response
 
     def deliver(self, now: Any = None) -> DeliveryEngine:
@@ -116,7 +120,7 @@ def make_pipeline(
         store.open()
         app = build_app(settings, store, deliver=False)
         with serve_in_thread(app) as url:
-            yield Pipeline(url, store, settings, sandbox)
+            yield Pipeline(url, store, settings, sandbox, app)
         store.close()
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from freshsales_destination.config import Settings, settings_from_dict
-from freshsales_destination.ingest.app import IngestCounters
+from freshsales_destination.ingest.sorting import IngestCounters
 from freshsales_destination.service import build_app
 from freshsales_destination.store.sqlite import SQLiteStore
 from tests.support.server import serve_in_thread
@@ -48,6 +48,20 @@ class Service:
         counters: IngestCounters = self.app.state.ingest.counters
         return counters
 
+    def sorted(self) -> None:
+        """Wait until every acknowledged request is sorted out of the inbox into `messages`
+        (a 200 only means the request is in the inbox)."""
+        wait_sorted(self.app)
+
+    def inbox_commits(self) -> int:
+        """Inbox entries committed since start (one per request answered 200)."""
+        return int(self.app.state.committer.stats.entries)
+
+
+def wait_sorted(app: Any, timeout: float = 10) -> None:
+    """Block until `app`'s inbox was found empty after its last commit."""
+    assert app.state.committer.wait_sorted(timeout), "the inbox was not sorted in time"
+
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
@@ -60,10 +74,20 @@ def service(tmp_path: Path) -> Iterator[Service]:
     store.close()
 
 
-def snapshot(store: SQLiteStore) -> tuple[dict[str, int], list[tuple[int, str, str, str]]]:
-    """Everything a refused request must leave untouched: counts and every stored row."""
+Snapshot = tuple[tuple[int, int], dict[str, int], list[tuple[int, str, str, str]]]
+
+
+def snapshot(store: SQLiteStore) -> Snapshot:
+    """Everything a refused request must leave untouched: what waits in the inbox, the
+    message counts and every stored row.
+
+    The inbox is read first: sorting moves an entry from the inbox to `messages` in one
+    transaction, so a stray entry is seen in one place or the other, never in neither."""
+    inbox = store.inbox_count()
     rows = store.list_messages(limit=1_000_000)
-    return store.count_by_status(), [(m.seq, m.source, m.message_id, m.status) for m in rows]
+    return inbox, store.count_by_status(), [
+        (m.seq, m.source, m.message_id, m.status) for m in rows
+    ]
 
 
 def batch_body(*messages: dict[str, object], **extra: object) -> dict[str, object]:

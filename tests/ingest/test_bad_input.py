@@ -25,7 +25,7 @@ from freshsales_destination.ingest import body as body_module
 from freshsales_destination.ingest.body import read_limited
 from freshsales_destination.ingest.responses import IngestError
 from freshsales_destination.service import build_app
-from freshsales_destination.store.base import NewMessage
+from freshsales_destination.store.base import InboxEntry, NewMessage
 from freshsales_destination.store.sqlite import SQLiteStore
 from tests.ingest.conftest import (
     HOOK_KEY,
@@ -36,6 +36,7 @@ from tests.ingest.conftest import (
     make_settings,
     snapshot,
     track,
+    wait_sorted,
 )
 from tests.support.server import serve_in_thread
 
@@ -158,7 +159,10 @@ def test_bad_request_is_refused_whole_and_changes_nothing(
 ) -> None:
     seed = httpx2.post(f"{service.url}/v1/batch", json=batch_body(track("seed-1"), track("seed-2")))
     assert seed.status_code == 200
+    service.sorted()
     before = snapshot(service.store)
+    assert before[0] == (0, 0) and before[1] == {"pending": 2}
+    commits_before = service.inbox_commits()
     counters_before = service.ingest_counters().refused
 
     r = httpx2.post(f"{service.url}{path}", content=content, headers=headers, timeout=30)
@@ -169,7 +173,10 @@ def test_bad_request_is_refused_whole_and_changes_nothing(
     assert set(body) == {"code", "message"}
     assert body["code"] == code
     assert isinstance(body["message"], str) and body["message"]
-    assert snapshot(service.store) == before
+    assert snapshot(service.store) == before  # nothing in the inbox, nothing in messages...
+    service.sorted()
+    assert snapshot(service.store) == before  # ...and nothing sorted out of it later
+    assert service.inbox_commits() == commits_before
     if status != 404:
         assert service.ingest_counters().refused == counters_before + 1
 
@@ -183,6 +190,7 @@ def test_wrong_method_is_json_405(service: Service) -> None:
 
 def test_chunked_oversize_body_without_content_length(service: Service) -> None:
     before = snapshot(service.store)
+    assert before == ((0, 0), {}, [])
 
     def chunks() -> Iterator[bytes]:
         yield b'{"writeKey":"' + WRITE_KEY.encode() + b'","batch":['
@@ -194,6 +202,9 @@ def test_chunked_oversize_body_without_content_length(service: Service) -> None:
     assert r.status_code == 413
     assert r.json()["code"] == "request_too_large"
     assert snapshot(service.store) == before
+    service.sorted()
+    assert snapshot(service.store) == before
+    assert service.inbox_commits() == 0
 
 
 def test_exactly_at_the_limits_is_accepted(service: Service) -> None:
@@ -201,7 +212,9 @@ def test_exactly_at_the_limits_is_accepted(service: Service) -> None:
                 for i in range(2500)]
     r = httpx2.post(f"{service.url}/v1/batch", json=batch_body(*messages))
     assert r.status_code == 200, r.text
+    service.sorted()
     assert service.store.count_by_status() == {"pending": 2500}
+    assert service.store.inbox_count() == (0, 0)
 
 
 # -- the gzip bomb is refused without being inflated ---------------------------------------------
@@ -294,6 +307,7 @@ def test_one_bad_message_never_costs_the_good_ones(service: Service) -> None:
     r = httpx2.post(f"{service.url}/v1/batch", json=body)
     assert r.status_code == 200, r.text
     assert r.json() == {"success": True}
+    service.sorted()
 
     def status(message_id: str) -> tuple[str, str | None]:
         stored = service.store.get_message("web", message_id)
@@ -333,17 +347,18 @@ def test_one_bad_message_never_costs_the_good_ones(service: Service) -> None:
 
 
 class BlockingStore(SQLiteStore):
-    """A real SQLite store whose commits wait until the test lets them through."""
+    """A real SQLite store whose inbox commits (what a request waits for before its 200)
+    wait until the test lets them through."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def append(self, messages: Sequence[NewMessage]) -> list[bool]:
+    def inbox_append(self, entries: Sequence[InboxEntry]) -> None:
         self.entered.set()
         assert self.release.wait(10)
-        return super().append(messages)
+        super().inbox_append(entries)
 
 
 def test_429_with_retry_after_when_the_store_is_saturated(tmp_path: Path) -> None:
@@ -368,19 +383,29 @@ def test_429_with_retry_after_when_the_store_is_saturated(tmp_path: Path) -> Non
         store.release.set()
         sender.join(20)
         assert first["r"].status_code == 200
+        wait_sorted(app)
         assert store.get_message("web", "slow-1") is not None
         assert store.get_message("web", "late-1") is None
+        assert app.state.committer.stats.entries == 1  # the refused request never reached it
         # Once the backlog is gone, the same request is accepted.
         again = httpx2.post(f"{url}/v1/batch", json=batch_body(track("late-1"), track("late-2")))
         assert again.status_code == 200
+        wait_sorted(app)
     assert store.count_by_status() == {"pending": 3}
+    assert store.inbox_count() == (0, 0)
     store.close()
 
 
 class FailingStore(SQLiteStore):
-    """A real SQLite store whose disk fails while `failing` is set."""
+    """A real SQLite store whose disk fails while `failing` is set: the inbox commit a
+    request waits for (and any other append) raises as a failing driver would."""
 
     failing = False
+
+    def inbox_append(self, entries: Sequence[InboxEntry]) -> None:
+        if self.failing:
+            raise sqlite3.OperationalError("disk I/O error")
+        super().inbox_append(entries)
 
     def append(self, messages: Sequence[NewMessage]) -> list[bool]:
         if self.failing:
@@ -392,16 +417,23 @@ def test_503_when_the_store_cannot_commit(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "q.db")
     store = FailingStore(tmp_path / "q.db")
     store.open()
-    with serve_in_thread(build_app(settings, store)) as url:
+    app = build_app(settings, store)
+    with serve_in_thread(app) as url:
         assert httpx2.post(f"{url}/v1/batch", json=batch_body(track("ok-1"))).status_code == 200
+        wait_sorted(app)
         before = snapshot(store)
+        assert before[0] == (0, 0) and before[1] == {"pending": 1}
         store.failing = True
         r = httpx2.post(f"{url}/v1/batch", json=batch_body(track("lost-1")))
         assert r.status_code == 503
         assert r.json()["code"] == "store_unavailable" and r.json()["message"]
-        assert snapshot(store) == before
         store.failing = False
+        assert snapshot(store) == before
+        wait_sorted(app)
+        assert snapshot(store) == before
+        assert app.state.committer.stats.entries == 1
         assert httpx2.post(f"{url}/v1/batch", json=batch_body(track("lost-1"))).status_code == 200
+        wait_sorted(app)
     assert store.get_message("web", "lost-1") is not None
     store.close()
 
@@ -409,7 +441,11 @@ def test_503_when_the_store_cannot_commit(tmp_path: Path) -> None:
 def test_503_and_not_ready_when_the_store_is_closed(service: Service) -> None:
     assert httpx2.post(f"{service.url}/v1/track", json={"writeKey": WRITE_KEY, **track("c-1")}) \
         .status_code == 200
+    service.sorted()
     before = snapshot(service.store)
+    assert before[0] == (0, 0) and before[1] == {"pending": 1}
+    commits_before = service.inbox_commits()
+    service.sorted()
     service.store.close()
     r = httpx2.post(f"{service.url}/v1/track", json={"writeKey": WRITE_KEY, **track("c-2")})
     assert r.status_code == 503 and set(r.json()) == {"code", "message"}
@@ -418,6 +454,9 @@ def test_503_and_not_ready_when_the_store_is_closed(service: Service) -> None:
     service.store.open()
     assert httpx2.get(f"{service.url}/readyz").status_code == 200
     assert snapshot(service.store) == before
+    service.sorted()
+    assert snapshot(service.store) == before
+    assert service.inbox_commits() == commits_before
 
 
 # -- secrets never leak --------------------------------------------------------------------------
@@ -467,14 +506,17 @@ def test_no_secret_in_error_bodies_or_logs(
 
 def test_errors_raised_inside_the_store_stay_503_for_raw_store_errors(tmp_path: Path) -> None:
     class Unavailable(SQLiteStore):
-        def append(self, messages: Sequence[NewMessage]) -> list[bool]:
+        def inbox_append(self, entries: Sequence[InboxEntry]) -> None:
             raise StoreUnavailable("replica lost")
 
     store = Unavailable(tmp_path / "q.db")
     store.open()
-    with serve_in_thread(build_app(make_settings(tmp_path / "q.db"), store)) as url:
+    app = build_app(make_settings(tmp_path / "q.db"), store)
+    with serve_in_thread(app) as url:
         r = httpx2.post(f"{url}/v1/batch", json=batch_body(track("x-1")))
+        wait_sorted(app)
     assert r.status_code == 503 and r.json()["code"] == "store_unavailable"
+    assert snapshot(store) == ((0, 0), {}, [])
     store.close()
 
 

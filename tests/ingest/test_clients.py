@@ -12,7 +12,7 @@ import orjson
 import pytest
 from segment.analytics.client import Client
 
-from tests.ingest.conftest import HOOK_KEY, WRITE_KEY, Service, track
+from tests.ingest.conftest import HOOK_KEY, WRITE_KEY, Service, snapshot, track
 
 
 def _client(service: Service, errors: list[Exception], **options: Any) -> Client:
@@ -37,6 +37,7 @@ def test_analytics_python_sync_mode_lands_normalised(service: Service) -> None:
     client.group(user_id="u1", group_id=7, traits={"name": "Initech"}, message_id="py-5")
     client.alias(previous_id="anon-1", user_id="u1", message_id="py-6")
     assert errors == []
+    service.sorted()
 
     identify = service.store.get_message("web", "py-1")
     assert identify is not None and identify.status == "pending" and identify.type == "identify"
@@ -77,6 +78,7 @@ def test_analytics_python_threaded_batches_with_flush(service: Service) -> None:
     finally:
         client.join()
     assert errors == []
+    service.sorted()
     assert service.store.count_by_status() == {"pending": 120}
     stored = service.store.get_message("web", "th-119")
     assert stored is not None and stored.normalized()["event"] == "Viewed"
@@ -101,7 +103,9 @@ def test_analytics_python_sees_401_for_a_wrong_key_and_does_not_retry(service: S
     error = errors[0]
     assert getattr(error, "status", None) == 401
     assert getattr(error, "code", None) == "unauthorized"
-    assert service.store.count_by_status() == {}
+    service.sorted()
+    assert snapshot(service.store) == ((0, 0), {}, [])
+    assert service.inbox_commits() == 0
     assert service.ingest_counters().requests == 1  # a 4xx is not retried
 
 
@@ -131,6 +135,7 @@ def test_node_style_basic_auth(service: Service, headers: dict[str, str]) -> Non
     )
     assert r.status_code == 200, r.text
     assert r.json() == {"success": True}
+    service.sorted()
     stored = service.store.get_message("web", "node-1")
     assert stored is not None and stored.status == "pending"
     msg = stored.normalized()
@@ -148,6 +153,7 @@ def test_bearer_token_with_body_write_key(service: Service) -> None:
         headers={"Authorization": "Bearer some.oauth.token"},
     )
     assert r.status_code == 200, r.text
+    service.sorted()
     assert service.store.get_message("web", "bearer-1") is not None
 
 
@@ -159,7 +165,9 @@ def test_bearer_token_without_body_write_key_is_401(service: Service) -> None:
     )
     assert r.status_code == 401
     assert set(r.json()) == {"code", "message"}
-    assert service.store.count_by_status() == {}
+    service.sorted()
+    assert snapshot(service.store) == ((0, 0), {}, [])
+    assert service.inbox_commits() == 0
 
 
 def test_body_write_key_without_any_header(service: Service) -> None:
@@ -167,6 +175,7 @@ def test_body_write_key_without_any_header(service: Service) -> None:
         f"{service.url}/v1/import", json={"writeKey": WRITE_KEY, "batch": [track("imp-1")]}
     )
     assert r.status_code == 200, r.text
+    service.sorted()
     stored = service.store.get_message("web", "imp-1")
     assert stored is not None and stored.source == "web"
 
@@ -179,6 +188,7 @@ def test_every_single_endpoint_sets_the_type(service: Service, kind: str) -> Non
     }
     r = httpx2.post(f"{service.url}/v1/{kind}", json=body)
     assert r.status_code == 200, r.text
+    service.sorted()
     stored = service.store.get_message("web", f"one-{kind}")
     assert stored is not None
     assert (stored.type, stored.status) == (kind, "pending")
@@ -203,6 +213,7 @@ def test_webhook_single_and_array_with_signature(service: Service) -> None:
             headers={"Content-Type": "application/json", "X-Signature": signature},
         )
         assert r.status_code == 200, r.text
+    service.sorted()
     for message_id, kind in [("wh-1", "identify"), ("wh-2", "track"), ("wh-3", "delete")]:
         stored = service.store.get_message("hook", message_id)
         assert stored is not None and (stored.type, stored.status) == (kind, "pending")
@@ -214,6 +225,7 @@ def test_webhook_without_secret_needs_no_signature(service: Service) -> None:
         json={"type": "identify", "userId": "u9", "messageId": "wh-plain"},
     )
     assert r.status_code == 200, r.text
+    service.sorted()
     assert service.store.get_message("web", "wh-plain") is not None
 
 

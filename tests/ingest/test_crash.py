@@ -10,12 +10,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx2
+import orjson
 import pytest
 
+from freshsales_destination.store.base import InboxEntry
+from freshsales_destination.store.sqlite import SQLiteStore
 from tests.support.server import free_port
 
 WRITE_KEY = "wk_crash_test"
@@ -131,18 +134,73 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
     assert len(acked) >= 100, "the load never got going"
     assert len(acked) == len(set(acked))
 
-    # Restart on the same file: it opens cleanly, and a client resending everything it had
-    # acknowledged (as a client unsure of its last answers would) creates no duplicates.
+    # Every acknowledged message is durable already: sorted into `messages`, or still in the
+    # inbox as part of its request. Then leave one more acknowledged-but-unsorted request in
+    # the inbox, as a crash right after a 200 does, so the restart always has sorting to do.
+    store = SQLiteStore(db)
+    store.open()
+    try:
+        before_restart = _stored_ids(db)
+        waiting = [m for entry in store.inbox_oldest(10**9) for m in _entry_ids(entry)]
+        missing = set(acked) - before_restart - set(waiting)
+        assert not missing, f"{len(missing)} acknowledged messages were not durable"
+        store.inbox_append([InboxEntry(
+            source="web", destination="acme", kind="batch", received_at=time.time(), count=3,
+            body=orjson.dumps({"batch": [
+                {"type": "track", "userId": "u", "event": "Tick", "messageId": m} for m in LEFT
+            ]}),
+        )])
+        assert store.inbox_count()[0] >= 1
+    finally:
+        store.close()
+
+    # Restart on the same file: it opens cleanly, sorts what the inbox kept, and a client
+    # resending everything it had acknowledged (as a client unsure of its last answers would)
+    # creates no duplicates.
     with running_service(config, port, tmp_path / "service.log"):
         resend = {"writeKey": WRITE_KEY, "batch": [
             {"type": "track", "userId": "u", "event": "Tick", "messageId": m} for m in acked[:500]
         ]}
         assert httpx2.post(f"{url}/v1/batch", json=resend, timeout=10).status_code == 200
+        # The resend is in the inbox now (or already sorted): once the inbox is empty, the
+        # service has sorted everything, the leftovers of the crash included.
+        _wait_for_empty_inbox(db, timeout=30)
 
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0] == 0
         rows = conn.execute("SELECT message_id FROM messages WHERE source = 'web'").fetchall()
     stored = [str(row[0]) for row in rows]
     assert len(stored) == len(set(stored))  # nothing stored twice
     missing = set(acked) - set(stored)
     assert not missing, f"{len(missing)} acknowledged messages were lost, e.g. {sorted(missing)[:5]}"
+    assert set(LEFT) <= set(stored)  # the request left in the inbox was sorted after restart
+    # Nothing but what was sent: acknowledged, possibly committed unanswered, or left.
+    assert set(stored) <= before_restart | set(waiting) | set(LEFT) | set(acked)
+
+
+LEFT = ["left-0", "left-1", "left-2"]
+
+
+def _stored_ids(db: Path) -> set[str]:
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT message_id FROM messages WHERE source = 'web'").fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def _entry_ids(entry: InboxEntry) -> list[str]:
+    """The messageIds of the batches the senders sent, as the inbox keeps them."""
+    assert entry.kind == "batch", entry.kind
+    return [str(message["messageId"]) for message in orjson.loads(entry.body)["batch"]]
+
+
+def _wait_for_empty_inbox(db: Path, timeout: float) -> None:
+    store = SQLiteStore(db)
+    store.open()
+    try:
+        deadline = time.monotonic() + timeout
+        while (left := store.inbox_count()) != (0, 0):
+            assert time.monotonic() < deadline, f"the inbox was not sorted: {left} left"
+            time.sleep(0.05)
+    finally:
+        store.close()

@@ -9,7 +9,15 @@ import httpx2
 
 from freshsales_destination.service import build_app
 from freshsales_destination.store.sqlite import SQLiteStore
-from tests.ingest.conftest import HOOK_KEY, WRITE_KEY, Service, batch_body, make_settings, track
+from tests.ingest.conftest import (
+    HOOK_KEY,
+    WRITE_KEY,
+    Service,
+    batch_body,
+    make_settings,
+    track,
+    wait_sorted,
+)
 from tests.support.server import serve_in_thread
 
 
@@ -24,6 +32,7 @@ def test_resent_batch_is_accepted_and_stored_once(service: Service) -> None:
     for _ in range(3):
         r = httpx2.post(f"{service.url}/v1/batch", json=body)
         assert r.status_code == 200 and r.json() == {"success": True}
+    service.sorted()
     assert service.store.count_by_status() == {"pending": 50}
     counters = service.ingest_counters()
     assert (counters.accepted, counters.duplicates) == (50, 100)
@@ -33,6 +42,7 @@ def test_duplicates_inside_one_batch_keep_the_first(service: Service) -> None:
     body = batch_body(track("same", event="First"), track("same", event="Second"),
                       track("other"))
     assert httpx2.post(f"{service.url}/v1/batch", json=body).status_code == 200
+    service.sorted()
     stored = service.store.get_message("web", "same")
     assert stored is not None and stored.normalized()["event"] == "First"
     assert service.store.count_by_status() == {"pending": 2}
@@ -43,6 +53,7 @@ def test_partly_resent_batch_stores_only_the_new_messages(service: Service) -> N
     second = batch_body(*[track(f"p-{i}") for i in range(5, 15)])
     assert httpx2.post(f"{service.url}/v1/batch", json=first).status_code == 200
     assert httpx2.post(f"{service.url}/v1/batch", json=second).status_code == 200
+    service.sorted()
     assert service.store.count_by_status() == {"pending": 15}
 
 
@@ -64,6 +75,7 @@ def test_dedup_is_per_source(service: Service) -> None:
     r = httpx2.post(f"{service.url}/webhook/{HOOK_KEY}", content=raw,
                     headers={"Content-Type": "application/json", "X-Signature": sig})
     assert r.status_code == 200
+    service.sorted()
     assert sorted(_rows(Path(str(service.store.path)))) == [("hook", "shared"), ("web", "shared")]
 
 
@@ -75,12 +87,17 @@ def test_dedup_survives_a_server_restart_on_the_same_file(tmp_path: Path) -> Non
     for round_ in range(2):
         store = SQLiteStore(db)
         store.open()
-        with serve_in_thread(build_app(settings, store)) as url:
+        app = build_app(settings, store)
+        with serve_in_thread(app) as url:
             r = httpx2.post(f"{url}/v1/batch", json=body)
             assert r.status_code == 200, (round_, r.text)
             extra = httpx2.post(f"{url}/v1/track",
                                 json={"writeKey": WRITE_KEY, **track(f"new-{round_}")})
             assert extra.status_code == 200
+            wait_sorted(app)
+        counters = app.state.ingest.counters
+        # The second round found every message of the batch already stored.
+        assert (counters.accepted, counters.duplicates) == ((21, 0) if round_ == 0 else (1, 20))
         store.close()
 
     rows = _rows(db)
@@ -100,10 +117,13 @@ def test_a_resend_within_seven_days_is_still_a_duplicate_after_pruning(tmp_path:
     body = batch_body(track("old-1", integrations={"All": False}))  # finished at once (filtered)
     with serve_in_thread(app) as url:
         assert httpx2.post(f"{url}/v1/batch", json=body).status_code == 200
+        wait_sorted(app)
+        assert store.count_by_status() == {"filtered": 1}
         clock["now"] = time.time()
         # Housekeeping keeps the dedup window: nothing younger than dedup_days is forgotten.
         assert store.prune(older_than=time.time() - settings.store.dedup_days * 86_400) == 0
         assert httpx2.post(f"{url}/v1/batch", json=body).status_code == 200
+        wait_sorted(app)
     assert store.count_by_status() == {"filtered": 1}
     assert app.state.ingest.counters.duplicates == 1
     store.close()

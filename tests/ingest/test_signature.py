@@ -39,6 +39,7 @@ def test_a_good_signature_matches_in_either_case_and_with_spaces() -> None:
 )
 def test_webhook_with_a_non_ascii_signature_is_a_401_json(service: Service, raw: bytes) -> None:
     before = snapshot(service.store)
+    assert before == ((0, 0), {}, [])
     response = httpx2.post(
         f"{service.url}/webhook/{HOOK_KEY}", content=BODY,
         headers=[(b"Content-Type", b"application/json"), (b"X-Signature", raw)],
@@ -47,12 +48,18 @@ def test_webhook_with_a_non_ascii_signature_is_a_401_json(service: Service, raw:
     assert response.json() == {"code": "invalid_signature",
                                "message": "X-Signature does not match the body"}
     assert snapshot(service.store) == before
+    service.sorted()
+    assert snapshot(service.store) == before
+    assert service.inbox_commits() == 0
 
 
 def test_webhook_with_the_right_signature_is_accepted(service: Service) -> None:
     response = httpx2.post(f"{service.url}/webhook/{HOOK_KEY}", content=BODY,
                            headers={"Content-Type": "application/json", "X-Signature": GOOD})
     assert response.status_code == 200
+    service.sorted()
+    stored = service.store.get_message("hook", "sig-1")
+    assert stored is not None and (stored.type, stored.status) == ("identify", "pending")
 
 
 def test_a_source_repr_does_not_show_its_webhook_secret(tmp_path: Path) -> None:

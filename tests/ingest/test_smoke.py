@@ -12,6 +12,7 @@ def test_identify_is_stored(service: Service) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.json() == {"success": True}
+    service.sorted()
     stored = service.store.get_message("web", "m1")
     assert stored is not None
     assert stored.status == "pending"

@@ -87,9 +87,12 @@ def drop_dead(
 
 
 def status_command(config: ConfigOption) -> None:
-    """Print how many messages are in each state, as JSON."""
+    """Print how many messages are in each state, as JSON; "unsorted": acknowledged messages
+    still in the inbox, waiting to be sorted into the queue."""
     store = _store(config)
     try:
-        typer.echo(json.dumps(store.count_by_status(), sort_keys=True))
+        counts = store.count_by_status()
+        counts["unsorted"] = store.inbox_count()[1]
+        typer.echo(json.dumps(counts, sort_keys=True))
     finally:
         store.close()

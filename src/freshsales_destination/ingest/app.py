@@ -12,27 +12,18 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from freshsales_destination.config import ServerConfig
-from freshsales_destination.core.segment import (
-    MESSAGE_TYPES,
-    TRACKING_TYPES,
-    RequestTimes,
-    normalize,
-)
 from freshsales_destination.errors import StoreError, StoreSaturated
 from freshsales_destination.ingest.body import BodyReader
 from freshsales_destination.ingest.committer import GroupCommitter
 from freshsales_destination.ingest.responses import IngestError, error_body
+from freshsales_destination.ingest.sorting import BATCH, WEBHOOK, IngestCounters
 from freshsales_destination.ingest.sources import (
     Source,
     SourceRegistry,
@@ -40,22 +31,12 @@ from freshsales_destination.ingest.sources import (
     unauthorized,
     verify_signature,
 )
-from freshsales_destination.store.base import NewMessage
+from freshsales_destination.store.base import InboxEntry
 
 log = logging.getLogger(__name__)
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 ACCEPTED_MEDIA = ("application/json", "text/plain", "")
-
-
-@dataclass
-class IngestCounters:
-    requests: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    discarded: int = 0
-    filtered: int = 0
-    refused: int = 0
 
 
 class Ingest:
@@ -67,16 +48,14 @@ class Ingest:
         registry: SourceRegistry,
         committer: GroupCommitter,
         limits: ServerConfig,
+        counters: IngestCounters,
         now: Callable[[], float] = time.time,
-        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.registry = registry
         self.committer = committer
         self.limits = limits
+        self.counters = counters
         self.now = now
-        self.new_id = new_id
-        self.counters = IngestCounters()
-        self._last_times: tuple[int, RequestTimes] | None = None
 
     # -- request plumbing ----------------------------------------------------------------------
 
@@ -116,86 +95,34 @@ class Ingest:
                 400, "invalid_json", "the body is not valid UTF-8 JSON (or is nested too deeply)"
             ) from None
 
-    def _rows(
-        self,
-        source: Source,
-        items: list[Any],
-        *,
-        forced_type: str | None,
-        batch: dict[str, Any] | None,
-        allowed_types: frozenset[str],
-    ) -> list[NewMessage]:
-        now = self.now()
-        context = batch.get("context") if batch else None
-        integrations = batch.get("integrations") if batch else None
-        times = self._times(now, batch.get("sentAt") if batch else None)
-        context = context if isinstance(context, dict) else None
-        integrations = integrations if isinstance(integrations, dict) else None
-        rows: list[NewMessage] = []
-        limit = self.limits.max_message_bytes
-        source_id, destination = source.id, source.destination
-        dumps, new_id = orjson.dumps, self.new_id
-        for item in items:
-            if item.__class__ is dict and "writeKey" in item:
-                item = {key: value for key, value in item.items() if key != "writeKey"}
-            try:
-                raw = dumps(item)
-            except orjson.JSONEncodeError:
-                raise IngestError(400, "invalid_json", _TOO_DEEP) from None
-            result = normalize(
-                item,
-                received_at=times.received_at,
-                new_id=new_id,
-                forced_type=forced_type,
-                batch_context=context,
-                batch_integrations=integrations,
-                allowed_types=allowed_types,
-                times=times,
-            )
-            status, reason, message = result.status, result.reason, result.message
-            if len(raw) > limit:
-                if forced_type is not None:  # a single-message request over the limit
-                    raise IngestError(
-                        413, "message_too_large", f"the message is larger than {limit} bytes"
-                    )
-                status, reason = "discarded", f"message is larger than {limit} bytes"
-                message = {"messageId": result.message_id, "receivedAt": times.received}
-            try:
-                encoded = dumps(message)
-            except orjson.JSONEncodeError:
-                raise IngestError(400, "invalid_json", _TOO_DEEP) from None
-            rows.append(
-                NewMessage(
-                    source=source_id,
-                    destination=destination,
-                    message_id=result.message_id,
-                    type=result.type,
-                    status=status,
-                    reason=reason,
-                    lane=result.lane,
-                    received_at=now,
-                    event_at=result.event_at,
-                    raw=raw,
-                    message=encoded,
-                )
-            )
-        return rows
+    def _entry(self, source: Source, kind: str, body: Any, count: int) -> InboxEntry:
+        """The request as the inbox keeps it: its JSON without any writeKey (the body's or a
+        message's), so write keys are never stored.
 
-    def _times(self, now: float, sent_at: Any) -> RequestTimes:
-        """The request's times; reused within one millisecond (the precision of receivedAt)."""
-        if sent_at is not None:
-            return RequestTimes.of(datetime.fromtimestamp(now, UTC), sent_at)
-        millisecond = int(now * 1000)
-        cached = self._last_times
-        if cached is not None and cached[0] == millisecond:
-            return cached[1]
-        times = RequestTimes.of(datetime.fromtimestamp(now, UTC))
-        self._last_times = (millisecond, times)
-        return times
-
-    async def _commit(self, rows: list[NewMessage]) -> None:
+        Encoding it again also refuses, whole, a body nested deeper than orjson writes
+        (sorting would fail on it later, after the 200).
+        """
+        _without_write_key(body)
+        items = body.get("batch") if kind == BATCH else body if kind == WEBHOOK else None
+        if items.__class__ is list:
+            for item in items:
+                _without_write_key(item)
         try:
-            fresh = await self.committer.submit(rows)
+            encoded = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise IngestError(400, "invalid_json", _TOO_DEEP) from None
+        return InboxEntry(
+            source=source.id,
+            destination=source.destination,
+            kind=kind,
+            received_at=self.now(),
+            count=count,
+            body=encoded,
+        )
+
+    async def _commit(self, entry: InboxEntry) -> None:
+        try:
+            await self.committer.submit(entry)
         except StoreSaturated as exc:
             raise IngestError(
                 429, "store_saturated", "too many messages are waiting to be stored; retry later",
@@ -204,17 +131,6 @@ class Ingest:
         except StoreError:
             log.exception("store commit failed")
             raise IngestError(503, "store_unavailable", "the store cannot commit right now") from None
-        counters = self.counters
-        counters.duplicates += fresh.count(False)
-        for row, new in zip(rows, fresh, strict=True):
-            if not new:
-                continue
-            if row.status == "pending":
-                counters.accepted += 1
-            elif row.status == "filtered":
-                counters.filtered += 1
-            else:
-                counters.discarded += 1
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -222,10 +138,13 @@ class Ingest:
         self.counters.requests += 1
         try:
             source, body = await self._authenticated_body(call)
-            rows = self._rows(
-                source, [body], forced_type=kind, batch=None, allowed_types=TRACKING_TYPES
-            )
-            await self._commit(rows)
+            entry = self._entry(source, kind, body, 1)
+            limit = self.limits.max_message_bytes
+            if len(entry.body) > limit:
+                raise IngestError(
+                    413, "message_too_large", f"the message is larger than {limit} bytes"
+                )
+            await self._commit(entry)
         except BaseException as exc:
             await self._refuse(call, exc)
             return
@@ -243,10 +162,7 @@ class Ingest:
                     413, "batch_too_large",
                     f"a batch holds at most {self.limits.max_batch_messages} messages",
                 )
-            rows = self._rows(
-                source, items, forced_type=None, batch=body, allowed_types=TRACKING_TYPES
-            )
-            await self._commit(rows)
+            await self._commit(self._entry(source, BATCH, body, len(items)))
         except BaseException as exc:
             await self._refuse(call, exc)
             return
@@ -295,10 +211,7 @@ class Ingest:
                     413, "batch_too_large",
                     f"a request holds at most {self.limits.max_batch_messages} messages",
                 )
-            rows = self._rows(
-                source, items, forced_type=None, batch=None, allowed_types=MESSAGE_TYPES
-            )
-            await self._commit(rows)
+            await self._commit(self._entry(source, WEBHOOK, body, len(items)))
         except BaseException as exc:
             await self._refuse(call, exc)
             return
@@ -329,22 +242,42 @@ class Ingest:
         else:
             await _not_found(call)
 
-    def routes(self) -> list[Route]:
-        """Ingest routes; every answer under /v1 and /webhook is JSON ``{code, message}``.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry of every path under /v1/ and /webhook/ (see `owns`).
 
-        The endpoints are raw ASGI callables: no Request/Response objects on the hot path.
+        The service calls it before Starlette's middleware and router: these endpoints answer
+        every error themselves as JSON ``{code, message}``, and a request costs no framework
+        objects on the hot path.
         """
-        return [
-            Route("/v1/{name:str}", _Endpoint(self._tracking)),
-            Route("/webhook/{write_key:str}", _Endpoint(self._webhook)),
-            Route("/v1/{rest:path}", _Endpoint(_not_found, post_only=False)),
-            Route("/webhook/{rest:path}", _Endpoint(_not_found, post_only=False)),
-        ]
+        call = _Call(scope, receive, send)
+        prefix, _, rest = scope["path"][1:].partition("/")
+        if not rest or "/" in rest:
+            await _not_found(call)
+        elif scope["method"] != "POST":
+            error = IngestError(405, "method_not_allowed", "use POST", headers={"Allow": "POST"})
+            await call.answer(error.status, error_body(error), error.headers)
+        elif prefix == "v1":
+            call.path_params = {"name": rest}
+            await self._tracking(call)
+        else:
+            call.path_params = {"write_key": rest}
+            await self._webhook(call)
+
+    @staticmethod
+    def owns(path: str) -> bool:
+        return path.startswith(_PREFIXES)
 
 
+_PREFIXES = ("/v1/", "/webhook/")
 SUCCESS_BODY = orjson.dumps({"success": True})
 _TOO_DEEP = "a message is nested too deeply"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _without_write_key(value: Any) -> None:
+    """Drop a writeKey, in place: a parsed body belongs to its request."""
+    if value.__class__ is dict:
+        value.pop("writeKey", None)
 
 
 class _ClientGone(Exception):
@@ -359,7 +292,7 @@ class _Call:
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ASGI names are lower-case bytes; the first occurrence wins, as in Starlette.
         self._headers: dict[bytes, bytes] = dict(reversed(scope["headers"]))
-        self.path_params: dict[str, Any] = scope.get("path_params", {})
+        self.path_params: dict[str, str] = {}
         self.receive = receive
         self._send = send
 
@@ -375,24 +308,6 @@ class _Call:
             raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         await self._send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await self._send({"type": "http.response.body", "body": body})
-
-
-class _Endpoint:
-    """A raw ASGI endpoint behind a Starlette route (all methods routed; non-POST is a 405)."""
-
-    def __init__(
-        self, handler: Callable[[_Call], Awaitable[None]], *, post_only: bool = True
-    ) -> None:
-        self._handler = handler
-        self._post_only = post_only
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        call = _Call(scope, receive, send)
-        if self._post_only and scope["method"] != "POST":
-            error = IngestError(405, "method_not_allowed", "use POST", headers={"Allow": "POST"})
-            await call.answer(error.status, error_body(error), error.headers)
-            return
-        await self._handler(call)
 
 
 async def _not_found(call: _Call) -> None:

@@ -7,7 +7,7 @@ Methods are synchronous and short; async callers run them in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -33,6 +33,43 @@ class NewMessage:
     event_at: float
     raw: bytes  # the message as the client sent it (JSON)
     message: bytes  # the normalised message (JSON)
+
+
+@dataclass(slots=True)
+class InboxEntry:
+    """One acknowledged request, stored as received until it is sorted into messages.
+
+    Ingest commits one of these per request (however many messages it holds) and answers 200;
+    sorting (ingest/sorting.py) later turns it into `NewMessage` rows in one transaction with
+    the entry's removal, so each entry is sorted exactly once.
+    """
+
+    source: str  # the source's id (never its write key)
+    destination: str
+    kind: str  # "batch" | "webhook" | the type of a single-message request ("track", ...)
+    received_at: float
+    count: int  # messages in the body: sorting takes entries by message count
+    body: bytes  # the body's JSON, without its top-level writeKey
+    seq: int = 0  # assigned by the store
+
+
+def oldest_entries(rows: Iterable[Sequence[Any]], max_messages: int) -> list[InboxEntry]:
+    """Entries in order while their messages fit in `max_messages` (always at least one)."""
+    taken: list[InboxEntry] = []
+    total = 0
+    for seq, source, destination, kind, received_at, count, body in rows:
+        if taken and total + int(count) > max_messages:
+            break
+        taken.append(InboxEntry(
+            source=str(source), destination=str(destination), kind=str(kind),
+            received_at=float(received_at), count=int(count), body=bytes(body), seq=int(seq),
+        ))
+        total += int(count)
+    return taken
+
+
+class SortRaced(Exception):
+    """Another sorter took some of the entries first; nothing was changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +124,35 @@ class Store(Protocol):
         Returns, per message, True when it was stored and False when (source, message_id) was
         already there (a duplicate within the dedup window). Either all are committed or none.
         """
+        ...
+
+    def inbox_append(self, entries: Sequence[InboxEntry]) -> None:
+        """Commit inbox entries durably in one transaction, with increasing seqs in the
+        given order (all or none)."""
+
+    def inbox_oldest(self, max_messages: int) -> list[InboxEntry]:
+        """The oldest inbox entries, in seq order, while their total `count` stays within
+        `max_messages`: at most max(1, max_messages) entries, and at least one if any.
+
+        Seq order is the order requests were answered in, except for requests committed at
+        the same moment by different processes (PostgreSQL), which had no order anyway:
+        neither client had its 200 before the other was committed."""
+        ...
+
+    def inbox_sorted(
+        self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage]
+    ) -> list[bool]:
+        """In one transaction: delete `entries` from the inbox and append `messages` (what
+        they expanded to) as `append` does; returns `append`'s answer.
+
+        Raises `SortRaced`, having changed nothing, when some of the entries are gone (a
+        sorter of another process took them first): each entry is sorted exactly once.
+        Sorters and appends take turns, so messages keep the inbox's order.
+        """
+        ...
+
+    def inbox_count(self) -> tuple[int, int]:
+        """(entries, messages) waiting in the inbox to be sorted."""
         ...
 
     def ping(self) -> None:

@@ -31,7 +31,14 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from freshsales_destination.errors import ConfigError, StoreUnavailable
-from freshsales_destination.store.base import LaneClaim, NewMessage, StoredMessage
+from freshsales_destination.store.base import (
+    InboxEntry,
+    LaneClaim,
+    NewMessage,
+    SortRaced,
+    StoredMessage,
+    oldest_entries,
+)
 
 T = TypeVar("T")
 
@@ -82,6 +89,18 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (namespace, key)
     ) WITH (fillfactor = 70);
     """,
+    # Acknowledged requests waiting to be sorted into messages (see store/base.py InboxEntry).
+    2: """
+    CREATE TABLE inbox (
+        seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        source      text             NOT NULL,
+        destination text             NOT NULL,
+        kind        text             NOT NULL,
+        received_at double precision NOT NULL,
+        count       integer          NOT NULL,
+        body        bytea            NOT NULL
+    );
+    """,
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -129,6 +148,14 @@ _HEAD_TYPES = """
   AND m.type = ANY(%(types)s::text[])
   AND NOT EXISTS (SELECT 1 FROM messages p WHERE p.destination = m.destination
                   AND p.lane = m.lane AND p.status = 'pending' AND p.seq < m.seq)
+"""
+
+_INBOX_APPEND = """
+INSERT INTO inbox (source, destination, kind, received_at, count, body)
+SELECT source, destination, kind, received_at, count, body
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::int4[], %b::bytea[])
+     WITH ORDINALITY AS t(source, destination, kind, received_at, count, body, ord)
+ORDER BY ord
 """
 
 _TRY_LANE = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))"
@@ -300,6 +327,16 @@ class PostgresStore:
     def append(self, messages: Sequence[NewMessage]) -> list[bool]:
         if not messages:
             return []
+        try:
+            with self._tx() as conn:
+                return self._append_rows(conn, messages)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"the store could not commit: {exc}") from None
+
+    @staticmethod
+    def _append_rows(conn: psycopg.Connection[Any], messages: Sequence[NewMessage]) -> list[bool]:
+        if not messages:
+            return []
         # A repeat inside this call is a duplicate of its first occurrence (as in SQLite), so
         # only first occurrences are sent; their keys are distinct, which makes the keys the
         # INSERT returns an exact map back to the inputs.
@@ -321,19 +358,76 @@ class PostgresStore:
             [m.raw for m in batch],
             [m.message for m in batch],
         )
-        try:
-            with self._tx() as conn:
-                # Appends take turns, so `seq` order is commit order: a claimer never sees a
-                # later message of a lane before an earlier one that was still committing.
-                # Ingest group-commits, so this serialises commits, not messages.
-                conn.execute(_APPEND_TURN)
-                inserted = {(str(s), str(i)) for s, i in conn.execute(_APPEND, params).fetchall()}
-        except psycopg.Error as exc:
-            raise StoreUnavailable(f"the store could not commit: {exc}") from None
+        # Appends take turns, so `seq` order is commit order: a claimer never sees a later
+        # message of a lane before an earlier one that was still committing. Ingest sorts
+        # whole inbox chunks, so this serialises transactions, not messages.
+        conn.execute(_APPEND_TURN)
+        inserted = {(str(s), str(i)) for s, i in conn.execute(_APPEND, params).fetchall()}
         results = [False] * len(messages)
         for key, index in first.items():
             results[index] = key in inserted
         return results
+
+    def inbox_append(self, entries: Sequence[InboxEntry]) -> None:
+        if not entries:
+            return
+        params = (
+            [e.source for e in entries],
+            [e.destination for e in entries],
+            [e.kind for e in entries],
+            [e.received_at for e in entries],
+            [e.count for e in entries],
+            [e.body for e in entries],
+        )
+        try:
+            with self._tx() as conn:
+                conn.execute(_INBOX_APPEND, params)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"the store could not commit: {exc}") from None
+
+    def inbox_sorted(
+        self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage]
+    ) -> list[bool]:
+        if not entries:
+            return self.append(messages)
+        seqs = sorted({entry.seq for entry in entries})
+        try:
+            with self._tx() as conn:
+                # Sorters and appends take turns (so seq order is commit order); the entries
+                # must still be there, or another sorter took them first.
+                conn.execute(_APPEND_TURN)
+                deleted = conn.execute("DELETE FROM inbox WHERE seq = ANY(%s)", (seqs,)).rowcount
+                if deleted != len(seqs):
+                    raise SortRaced()  # rolls the transaction back
+                return self._append_rows(conn, messages)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"the store could not sort the inbox: {exc}") from None
+
+    def inbox_oldest(self, max_messages: int) -> list[InboxEntry]:
+        with self._tx() as conn:
+            # Sizes first, then only the bodies that fit (a client-side cursor would fetch
+            # every body of the LIMIT).
+            taken: list[int] = []
+            total = 0
+            for seq, count in conn.execute(
+                "SELECT seq, count FROM inbox ORDER BY seq LIMIT %s", (max(1, max_messages),)
+            ).fetchall():
+                if taken and total + int(count) > max_messages:
+                    break
+                taken.append(int(seq))
+                total += int(count)
+            rows = conn.execute(
+                "SELECT seq, source, destination, kind, received_at, count, body "
+                "FROM inbox WHERE seq = ANY(%s) ORDER BY seq",
+                (taken,),
+            ).fetchall()
+        return oldest_entries(rows, max_messages)
+
+    def inbox_count(self) -> tuple[int, int]:
+        with self._tx() as conn:
+            row = conn.execute("SELECT COUNT(*), COALESCE(SUM(count), 0) FROM inbox").fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
 
     def ping(self) -> None:
         try:

@@ -17,11 +17,18 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from freshsales_destination.errors import ConfigError, StoreUnavailable
-from freshsales_destination.store.base import LaneClaim, NewMessage, StoredMessage
+from freshsales_destination.store.base import (
+    InboxEntry,
+    LaneClaim,
+    NewMessage,
+    SortRaced,
+    StoredMessage,
+    oldest_entries,
+)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -73,6 +80,19 @@ MIGRATIONS: dict[int, str] = {
     DROP INDEX IF EXISTS messages_status;
     CREATE INDEX messages_dead ON messages (seq) WHERE status = 'dead';
     """,
+    # Acknowledged requests waiting to be sorted into messages: one row per request, no
+    # index but the rowid, so the cost of answering 200 is one small insert per request.
+    4: """
+    CREATE TABLE inbox (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        source      TEXT    NOT NULL,
+        destination TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,
+        received_at REAL    NOT NULL,
+        count       INTEGER NOT NULL,
+        body        BLOB    NOT NULL
+    );
+    """,
 }
 
 _INSERT = """
@@ -95,12 +115,75 @@ def _insert_many(rows: int) -> str:
     values = ", ".join([_INSERT_ROW] * rows)
     return f"{_INSERT_HEAD}VALUES {values}\nON CONFLICT (source, message_id) DO NOTHING"
 
+_INBOX_CHUNK = 2_000  # x 6 parameters
+_INBOX_ROW = "(?, ?, ?, ?, ?, ?)"
+
+
+@functools.lru_cache(maxsize=64)
+def _inbox_insert(rows: int) -> str:
+    values = ", ".join([_INBOX_ROW] * rows)
+    return f"INSERT INTO inbox (source, destination, kind, received_at, count, body) VALUES {values}"
+
+
 _LITERAL_STATES = frozenset({"dead", "discarded", "filtered", "dropped", "skipped"})
 
 _COLUMNS = (
     "seq, source, destination, message_id, type, status, reason, lane, received_at, event_at, "
     "attempts, available_at, last_error, raw, message, first_failure_at"
 )
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file from its own connection and thread.
+
+    A PASSIVE checkpoint never blocks writers; it runs every `interval` seconds. While
+    commits keep coming the WAL cannot start over, so past `max_wal_bytes` a TRUNCATE
+    checkpoint makes writers wait for it once (SQLite's own default is a checkpoint inside
+    the commit that crosses 1,000 pages, which every request of that commit waits for).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout: float,
+        *,
+        interval: float = 0.5,
+        max_wal_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._interval = interval
+        self._max_wal_bytes = max_wal_bytes
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(
+            str(self._path), timeout=self._busy_timeout, isolation_level=None,
+            check_same_thread=False,
+        )
+        wal = Path(f"{self._path}-wal")
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            while not self._stopping.wait(self._interval):
+                try:
+                    size = wal.stat().st_size if wal.exists() else 0
+                    mode = "TRUNCATE" if size > self._max_wal_bytes else "PASSIVE"
+                    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                except sqlite3.Error:
+                    continue  # busy or locked: the next round tries again
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            pass
+        finally:
+            conn.close()
 
 
 def sqlite_path_from_url(url: str) -> Path | None:
@@ -145,6 +228,7 @@ class SQLiteStore:
         self._busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -171,6 +255,12 @@ class SQLiteStore:
             conn.execute("PRAGMA foreign_keys=ON")
             self._conn = conn
             self._migrate(conn)
+            if self.path is not None:
+                # Checkpoints (copying the WAL into the database file, with its fsync) run
+                # in a thread of their own, never inside a commit that requests wait for.
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+                self._checkpointer = _Checkpointer(self.path, self._busy_timeout)
+                self._checkpointer.start()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -189,6 +279,9 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -226,43 +319,104 @@ class SQLiteStore:
             return []
         try:
             with self._write() as conn:
-                # Under the write lock (BEGIN IMMEDIATE) no other writer can insert, so the ids
-                # found here are exactly the duplicates; then one executemany inserts the rest.
-                seen = self._existing_ids(conn, messages)
-                results: list[bool] = []
-                rows: list[tuple[object, ...]] = []
-                for item in messages:
-                    key = (item.source, item.message_id)
-                    if key in seen:
-                        results.append(False)
-                        continue
-                    seen.add(key)  # a repeat inside this same call is a duplicate too
-                    results.append(True)
-                    rows.append((
-                        item.source,
-                        item.message_id,
-                        item.destination,
-                        item.type,
-                        item.status,
-                        item.reason,
-                        item.lane,
-                        item.received_at,
-                        item.event_at,
-                        None if item.status == "pending" else item.received_at,
-                        item.raw,
-                        item.message,
-                    ))
-                before = conn.total_changes
-                # Multi-row INSERTs: one statement step per chunk, so the writer thread takes
-                # the GIL back a handful of times per commit rather than once per row.
-                for start in range(0, len(rows), _INSERT_CHUNK):
-                    chunk = rows[start : start + _INSERT_CHUNK]
-                    conn.execute(_insert_many(len(chunk)), [v for row in chunk for v in row])
-                if conn.total_changes - before != len(rows):  # cannot happen; never guess
-                    raise sqlite3.IntegrityError("duplicate detection disagreed with the insert")
-                return results
+                return self._append_rows(conn, messages)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not commit: {exc}") from None
+
+    def _append_rows(self, conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> list[bool]:
+        # Under the write lock (BEGIN IMMEDIATE) no other writer can insert, so the ids found
+        # here are exactly the duplicates; then multi-row INSERTs store the rest.
+        seen = self._existing_ids(conn, messages)
+        results: list[bool] = []
+        rows: list[tuple[object, ...]] = []
+        for item in messages:
+            key = (item.source, item.message_id)
+            if key in seen:
+                results.append(False)
+                continue
+            seen.add(key)  # a repeat inside this same call is a duplicate too
+            results.append(True)
+            rows.append((
+                item.source,
+                item.message_id,
+                item.destination,
+                item.type,
+                item.status,
+                item.reason,
+                item.lane,
+                item.received_at,
+                item.event_at,
+                None if item.status == "pending" else item.received_at,
+                item.raw,
+                item.message,
+            ))
+        before = conn.total_changes
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start : start + _INSERT_CHUNK]
+            conn.execute(_insert_many(len(chunk)), [v for row in chunk for v in row])
+        if conn.total_changes - before != len(rows):  # cannot happen; never guess
+            raise sqlite3.IntegrityError("duplicate detection disagreed with the insert")
+        return results
+
+    def inbox_append(self, entries: Sequence[InboxEntry]) -> None:
+        if not entries:
+            return
+        values = [
+            (e.source, e.destination, e.kind, e.received_at, e.count, e.body) for e in entries
+        ]
+        try:
+            if len(values) <= _INBOX_CHUNK:
+                # One statement outside BEGIN/COMMIT is its own transaction: the writer
+                # thread gives up and takes back the GIL once per commit, not three times
+                # (each take can wait for the event loop's switch interval).
+                with self._read() as conn:
+                    conn.execute(_inbox_insert(len(values)), [v for row in values for v in row])
+                return
+            with self._write() as conn:
+                for start in range(0, len(values), _INBOX_CHUNK):
+                    chunk = values[start : start + _INBOX_CHUNK]
+                    conn.execute(_inbox_insert(len(chunk)), [v for row in chunk for v in row])
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the store could not commit: {exc}") from None
+
+    def inbox_oldest(self, max_messages: int) -> list[InboxEntry]:
+        with self._read() as conn:
+            cursor = conn.execute(
+                "SELECT seq, source, destination, kind, received_at, count, body "
+                "FROM inbox ORDER BY seq LIMIT ?",
+                (max(1, max_messages),),
+            )
+            entries = oldest_entries(cursor, max_messages)
+            cursor.close()
+        return entries
+
+    def inbox_sorted(
+        self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage]
+    ) -> list[bool]:
+        if not entries:
+            return self.append(messages)
+        seqs = [entry.seq for entry in entries]
+        try:
+            with self._write() as conn:
+                deleted = 0
+                for start in range(0, len(seqs), _ID_CHUNK):
+                    chunk = seqs[start : start + _ID_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    deleted += conn.execute(
+                        f"DELETE FROM inbox WHERE seq IN ({marks})", chunk
+                    ).rowcount
+                if deleted != len(set(seqs)):
+                    raise SortRaced()
+                return self._append_rows(conn, messages)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the store could not sort the inbox: {exc}") from None
+
+    def inbox_count(self) -> tuple[int, int]:
+        with self._read() as conn:
+            entries, messages = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(count), 0) FROM inbox"
+            ).fetchone()
+        return int(entries), int(messages)
 
     @staticmethod
     def _existing_ids(

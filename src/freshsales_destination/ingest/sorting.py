@@ -1,0 +1,192 @@
+"""Sorting: acknowledged requests (inbox entries) become one queued message per event.
+
+Ingest answers 200 once a request's body is committed to the inbox (one row per request);
+sorting, off the request path, splits each entry into its messages, normalises them as
+Segment does, and appends them (duplicates skipped) in the same transaction that removes the
+entry. What a request handler checks before its 200: the body is a JSON object (or, for the
+webhook, an object or array) within the limits; everything about single messages (type,
+ids, size, `integrations`) is decided here and recorded on the message, as Segment does.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+import orjson
+
+from freshsales_destination.core.segment import (
+    MESSAGE_TYPES,
+    TRACKING_TYPES,
+    RequestTimes,
+    normalize,
+)
+from freshsales_destination.store.base import InboxEntry, NewMessage
+
+log = logging.getLogger(__name__)
+
+BATCH = "batch"
+WEBHOOK = "webhook"
+
+
+@dataclass
+class IngestCounters:
+    """Requests (counted when answered) and messages (counted when sorted) since start."""
+
+    requests: int = 0
+    refused: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    discarded: int = 0
+    filtered: int = 0
+    sorted_entries: int = 0
+
+
+class Sorter:
+    """Expands inbox entries into message rows and keeps the message counters."""
+
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int,
+        counters: IngestCounters | None = None,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.counters = counters if counters is not None else IngestCounters()
+        self.new_id = new_id
+        self._last_times: tuple[int, RequestTimes] | None = None
+
+    def expand(self, entries: Sequence[InboxEntry]) -> list[NewMessage]:
+        """All rows of `entries`, in order; an entry that fails becomes one discarded row."""
+        expanded: list[NewMessage] = []
+        for entry in entries:
+            try:
+                rows = [row for part in self.slices(entry, 1_000) for row in part]
+            except Exception as exc:  # noqa: BLE001 - one entry never blocks the inbox
+                rows = [self.unsortable(entry, exc)]
+            expanded += rows
+        return expanded
+
+    def slices(self, entry: InboxEntry, size: int) -> Iterator[list[NewMessage]]:
+        """An entry's rows, `size` at a time, so that a caller may pause in between. Raises
+        if the entry cannot be sorted (a caller then keeps it whole, see `unsortable`)."""
+        rows = self._entry_rows(entry)
+        while part := list(islice(rows, size)):
+            yield part
+
+    def record(self, entries: int, messages: Sequence[NewMessage], fresh: Sequence[bool]) -> None:
+        counters = self.counters
+        counters.sorted_entries += entries
+        for row, new in zip(messages, fresh, strict=True):
+            if not new:
+                counters.duplicates += 1
+            elif row.status == "pending":
+                counters.accepted += 1
+            elif row.status == "filtered":
+                counters.filtered += 1
+            else:
+                counters.discarded += 1
+
+    # -- one entry -----------------------------------------------------------------------------
+
+    def _entry_rows(self, entry: InboxEntry) -> Iterator[NewMessage]:
+        body = orjson.loads(entry.body)
+        batch: dict[str, Any] | None = None
+        forced_type: str | None = None
+        allowed = TRACKING_TYPES
+        if entry.kind == BATCH:
+            batch = body
+            items = body["batch"]
+        elif entry.kind == WEBHOOK:
+            items = body if isinstance(body, list) else [body]
+            allowed = MESSAGE_TYPES
+        else:
+            items = [body]
+            forced_type = entry.kind
+        return self._rows(entry, items, forced_type=forced_type, batch=batch, allowed=allowed)
+
+    def _rows(
+        self,
+        entry: InboxEntry,
+        items: list[Any],
+        *,
+        forced_type: str | None,
+        batch: dict[str, Any] | None,
+        allowed: frozenset[str],
+    ) -> Iterator[NewMessage]:
+        received = entry.received_at
+        context = batch.get("context") if batch else None
+        integrations = batch.get("integrations") if batch else None
+        times = self._times(received, batch.get("sentAt") if batch else None)
+        context = context if isinstance(context, dict) else None
+        integrations = integrations if isinstance(integrations, dict) else None
+        limit = self.max_message_bytes
+        source, destination = entry.source, entry.destination
+        dumps, new_id = orjson.dumps, self.new_id
+        for item in items:
+            if item.__class__ is dict and "writeKey" in item:
+                item = {key: value for key, value in item.items() if key != "writeKey"}
+            raw = dumps(item)
+            result = normalize(
+                item,
+                received_at=times.received_at,
+                new_id=new_id,
+                forced_type=forced_type,
+                batch_context=context,
+                batch_integrations=integrations,
+                allowed_types=allowed,
+                times=times,
+            )
+            status, reason, message = result.status, result.reason, result.message
+            if len(raw) > limit:
+                status, reason = "discarded", f"message is larger than {limit} bytes"
+                message = {"messageId": result.message_id, "receivedAt": times.received}
+            yield NewMessage(
+                source=source,
+                destination=destination,
+                message_id=result.message_id,
+                type=result.type,
+                status=status,
+                reason=reason,
+                lane=result.lane,
+                received_at=received,
+                event_at=result.event_at,
+                raw=raw,
+                message=dumps(message),
+            )
+
+    def unsortable(self, entry: InboxEntry, exc: Exception) -> NewMessage:
+        """An entry that failed to expand is kept whole, discarded with the reason."""
+        log.error("inbox entry %s could not be sorted: %r", entry.seq, exc)
+        message_id = self.new_id()
+        return NewMessage(
+            source=entry.source,
+            destination=entry.destination,
+            message_id=message_id,
+            type=entry.kind,
+            status="discarded",
+            reason=f"the request could not be sorted: {type(exc).__name__}",
+            lane=None,
+            received_at=entry.received_at,
+            event_at=entry.received_at,
+            raw=entry.body,
+            message=orjson.dumps({"messageId": message_id}),
+        )
+
+    def _times(self, received: float, sent_at: Any) -> RequestTimes:
+        """A request's times; reused within one millisecond (the precision of receivedAt)."""
+        if sent_at is not None:
+            return RequestTimes.of(datetime.fromtimestamp(received, UTC), sent_at)
+        millisecond = int(received * 1000)
+        cached = self._last_times
+        if cached is not None and cached[0] == millisecond:
+            return cached[1]
+        times = RequestTimes.of(datetime.fromtimestamp(received, UTC))
+        self._last_times = (millisecond, times)
+        return times
