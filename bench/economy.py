@@ -253,7 +253,7 @@ def run_pipeline(rounds: list[list[dict[str, Any]]], workdir: Path) -> dict[str,
                     )
                     assert response.status_code == 200, response.text
                 # A 200 means "in the inbox": let the service sort the round into the queue.
-                assert app.state.committer.wait_sorted(600), "the inbox was not sorted"
+                assert app.state.sorting.wait_sorted(600), "the inbox was not sorted"
                 # Delivery runs on simulated time: the real budget (5,000 calls an hour)
                 # applies, but the benchmark does not have to wait hours for it.
                 engine = DeliveryEngine.from_settings(settings, store, now=clock)

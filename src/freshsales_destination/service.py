@@ -30,9 +30,10 @@ from freshsales_destination.config import Settings, load_settings, settings_from
 from freshsales_destination.delivery.engine import DeliveryEngine, DeliveryThread
 from freshsales_destination.errors import ConfigError, FreshsalesDestinationError, StoreError
 from freshsales_destination.housekeeping import Housekeeper
-from freshsales_destination.ingest.app import Ingest
-from freshsales_destination.ingest.committer import GroupCommitter, SortPolicy
+from freshsales_destination.ingest.app import Ingest, route_path
+from freshsales_destination.ingest.committer import GroupCommitter
 from freshsales_destination.ingest.responses import IngestError, error_response, json_response
+from freshsales_destination.ingest.sort_loop import InboxSorting, SortPolicy
 from freshsales_destination.ingest.sorting import IngestCounters, Sorter
 from freshsales_destination.ingest.sources import SourceRegistry
 from freshsales_destination.store.base import Store
@@ -78,7 +79,7 @@ class ServiceApp(Starlette):
         self.ingest = ingest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.ingest.owns(scope["path"]):
+        if scope["type"] == "http" and self.ingest.owns(route_path(scope)):
             scope["app"] = self
             await self.ingest(scope, receive, send)
             return
@@ -105,16 +106,19 @@ def build_app(
     server = settings.server
     counters = IngestCounters()
     committer = GroupCommitter(
+        store, window=server.commit_window, max_pending=server.max_pending_messages
+    )
+    sorting = InboxSorting(
         store,
-        sorter=Sorter(max_message_bytes=server.max_message_bytes, counters=counters),
+        Sorter(max_message_bytes=server.max_message_bytes, counters=counters),
         policy=SortPolicy(
             idle_after=server.sort_idle_after,
             busy_share=server.sort_busy_share,
             chunk_messages=server.sort_chunk_messages,
         ),
-        window=server.commit_window,
-        max_pending=server.max_pending_messages,
+        activity=committer.last_activity,
     )
+    committer.sorting = sorting
     ingest = Ingest(
         registry=SourceRegistry(settings),
         committer=committer,
@@ -138,6 +142,7 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await committer.start()
+        await sorting.start()
         housekeeper.start()
         delivery = DeliveryThread(engine) if engine is not None else None
         if delivery is not None:
@@ -149,6 +154,7 @@ def build_app(
                 await delivery.stop()
             await housekeeper.stop()
             await committer.stop()
+            await sorting.stop()
             if getattr(app.state, "owns_store", False):
                 store.close()
 
@@ -166,6 +172,7 @@ def build_app(
     )
     app.state.ingest = ingest
     app.state.committer = committer
+    app.state.sorting = sorting
     app.state.store = store
     app.state.settings = settings
     app.state.engine = engine

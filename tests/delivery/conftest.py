@@ -82,7 +82,7 @@ class Pipeline:
         "in the inbox"), so that delivery run right after sees its messages."""
         response = httpx2.post(f"{self.ingest_url}{path}", json=body, auth=(WRITE_KEY, ""))
         assert response.status_code == 200, response.text
-        assert self.app.state.committer.wait_sorted(30), "the inbox was not sorted"
+        assert self.app.state.sorting.wait_sorted(30), "the inbox was not sorted"
         return response
 
     def deliver(self, now: Any = None) -> DeliveryEngine:

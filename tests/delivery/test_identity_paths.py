@@ -102,7 +102,7 @@ def test_delete_of_a_person_known_only_by_user_id_forgets_them(suite: Pipeline) 
         json={"type": "delete", "userId": "erase-me", "messageId": "del-1"},
     )
     assert response.status_code == 200, response.text
-    assert suite.app.state.committer.wait_sorted(30)
+    assert suite.app.state.sorting.wait_sorted(30)
     suite.deliver()
     assert _status(suite, "del-1")[0] == "delivered"
     live = [c for c in suite.records("contacts") if not c.get("is_deleted")]

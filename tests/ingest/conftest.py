@@ -60,7 +60,7 @@ class Service:
 
 def wait_sorted(app: Any, timeout: float = 10) -> None:
     """Block until `app`'s inbox was found empty after its last commit."""
-    assert app.state.committer.wait_sorted(timeout), "the inbox was not sorted in time"
+    assert app.state.sorting.wait_sorted(timeout), "the inbox was not sorted in time"
 
 
 @pytest.fixture

@@ -161,13 +161,26 @@ def integration_enabled(integrations: Any) -> bool:
     return bool(everything) or isinstance(everything, dict)
 
 
+MAX_LANE_LENGTH: Final = 200
+
+
+def bounded_key(value: str, limit: int) -> str:
+    """`value` if it is at most `limit` characters with no NUL; else a readable prefix and a
+    digest of the whole, so two long keys sharing a prefix never collide. Keys are indexed
+    by the store (PostgreSQL refuses NUL in text and caps the size of an index entry)."""
+    if len(value) <= limit and "\x00" not in value:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{value[: limit - 33].replace(chr(0), '')}~{digest}"
+
+
 def _lane(message: Mapping[str, Any]) -> str | None:
     user = message.get("userId")
     if isinstance(user, str) and user:
-        return f"u:{user}"
+        return bounded_key(f"u:{user}", MAX_LANE_LENGTH)
     anonymous = message.get("anonymousId")
     if isinstance(anonymous, str) and anonymous:
-        return f"a:{anonymous}"
+        return bounded_key(f"a:{anonymous}", MAX_LANE_LENGTH)
     return None
 
 
@@ -280,11 +293,10 @@ def normalize(
         message_id = _stringify_id(message_id)
     if not isinstance(message_id, str) or not message_id:
         message_id = new_id()
-    elif len(message_id) > MAX_MESSAGE_ID_LENGTH:
+    else:
         # Segment's ids are at most 100 characters. A longer one keeps a readable prefix and a
         # digest of the whole, so two long ids sharing a prefix never pass for duplicates.
-        digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        message_id = f"{message_id[:MAX_MESSAGE_ID_LENGTH - 33]}~{digest}"
+        message_id = bounded_key(message_id, MAX_MESSAGE_ID_LENGTH)
     message["messageId"] = message_id
 
     if batch_context:
@@ -338,7 +350,7 @@ def normalize(
         message=message,
         reason=problem,
         message_id=message_id,
-        type=kind_text if len(kind_text) <= 40 else kind_text[:40],
+        type=kind_text[:40] if "\x00" not in kind_text else "invalid",
         lane=_lane(message),
         event_at=event_at,
     )

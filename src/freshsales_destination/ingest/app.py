@@ -250,7 +250,7 @@ class Ingest:
         objects on the hot path.
         """
         call = _Call(scope, receive, send)
-        prefix, _, rest = scope["path"][1:].partition("/")
+        prefix, _, rest = route_path(scope)[1:].partition("/")
         if not rest or "/" in rest:
             await _not_found(call)
         elif scope["method"] != "POST":
@@ -269,6 +269,16 @@ class Ingest:
 
 
 _PREFIXES = ("/v1/", "/webhook/")
+
+
+def route_path(scope: Scope) -> str:
+    """The path below the app's mount point: uvicorn's --root-path and a Starlette Mount
+    both leave their prefix in ``scope["path"]``."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root):] or "/"
+    return path
 SUCCESS_BODY = orjson.dumps({"success": True})
 _TOO_DEEP = "a message is nested too deeply"
 _JSON_HEADERS = [(b"content-type", b"application/json")]

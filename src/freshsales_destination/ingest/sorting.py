@@ -129,23 +129,30 @@ class Sorter:
         limit = self.max_message_bytes
         source, destination = entry.source, entry.destination
         dumps, new_id = orjson.dumps, self.new_id
+        # The batch's context is copied into each message; with it, a message may be at most
+        # twice the limit (a 400 KB context must not become 2,500 copies after the 200).
+        shared = len(dumps(context)) if context else 0
         for item in items:
             if item.__class__ is dict and "writeKey" in item:
                 item = {key: value for key, value in item.items() if key != "writeKey"}
             raw = dumps(item)
+            oversize = len(raw) > limit or len(raw) + shared > 2 * limit
             result = normalize(
                 item,
                 received_at=times.received_at,
                 new_id=new_id,
                 forced_type=forced_type,
-                batch_context=context,
+                batch_context=None if oversize else context,
                 batch_integrations=integrations,
                 allowed_types=allowed,
                 times=times,
             )
             status, reason, message = result.status, result.reason, result.message
-            if len(raw) > limit:
-                status, reason = "discarded", f"message is larger than {limit} bytes"
+            if oversize:
+                status, reason = "discarded", (
+                    f"message is larger than {limit} bytes" if len(raw) > limit
+                    else f"message with the batch context is larger than {2 * limit} bytes"
+                )
                 message = {"messageId": result.message_id, "receivedAt": times.received}
             yield NewMessage(
                 source=source,

@@ -53,18 +53,23 @@ class InboxEntry:
     seq: int = 0  # assigned by the store
 
 
-def oldest_entries(rows: Iterable[Sequence[Any]], max_messages: int) -> list[InboxEntry]:
-    """Entries in order while their messages fit in `max_messages` (always at least one)."""
+def oldest_entries(
+    rows: Iterable[Sequence[Any]], max_messages: int, max_bytes: int
+) -> list[InboxEntry]:
+    """Entries in order while their messages fit in `max_messages` and their bodies in
+    `max_bytes` (always at least one). Rows: seq, source, destination, kind, received_at,
+    count, body."""
     taken: list[InboxEntry] = []
-    total = 0
+    messages = size = 0
     for seq, source, destination, kind, received_at, count, body in rows:
-        if taken and total + int(count) > max_messages:
+        if taken and (messages + int(count) > max_messages or size + len(body) > max_bytes):
             break
         taken.append(InboxEntry(
             source=str(source), destination=str(destination), kind=str(kind),
             received_at=float(received_at), count=int(count), body=bytes(body), seq=int(seq),
         ))
-        total += int(count)
+        messages += int(count)
+        size += len(body)
     return taken
 
 
@@ -130,9 +135,10 @@ class Store(Protocol):
         """Commit inbox entries durably in one transaction, with increasing seqs in the
         given order (all or none)."""
 
-    def inbox_oldest(self, max_messages: int) -> list[InboxEntry]:
+    def inbox_oldest(self, max_messages: int, max_bytes: int = 8 << 20) -> list[InboxEntry]:
         """The oldest inbox entries, in seq order, while their total `count` stays within
-        `max_messages`: at most max(1, max_messages) entries, and at least one if any.
+        `max_messages` and their bodies within `max_bytes`: at most max(1, max_messages)
+        entries, and at least one if any.
 
         Seq order is the order requests were answered in, except for requests committed at
         the same moment by different processes (PostgreSQL), which had no order anyway:

@@ -23,7 +23,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -194,6 +194,18 @@ def _row_to_message(row: tuple[Any, ...]) -> StoredMessage:
     return StoredMessage(*row)
 
 
+@overload
+def _text(value: str) -> str: ...
+@overload
+def _text(value: None) -> None: ...
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL (SQLite's can): such a character becomes U+FFFD.
+    Ingest already keeps ids and lanes free of it (core/segment.py `bounded_key`)."""
+    if value is not None and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
 def split_postgres_url(url: str) -> tuple[str, str]:
     """``postgresql://user@host/db?schema=name`` -> (libpq DSN, schema); schema defaults to public."""
     parts = urlsplit(url)
@@ -342,16 +354,16 @@ class PostgresStore:
         # INSERT returns an exact map back to the inputs.
         first: dict[tuple[str, str], int] = {}
         for index, item in enumerate(messages):
-            first.setdefault((item.source, item.message_id), index)
+            first.setdefault((item.source, _text(item.message_id)), index)
         batch = [messages[i] for i in first.values()]
         params = (
             [m.source for m in batch],
-            [m.message_id for m in batch],
+            [_text(m.message_id) for m in batch],
             [m.destination for m in batch],
-            [m.type for m in batch],
+            [_text(m.type) for m in batch],
             [m.status for m in batch],
-            [m.reason for m in batch],
-            [m.lane for m in batch],
+            [_text(m.reason) for m in batch],
+            [_text(m.lane) for m in batch],
             [m.received_at for m in batch],
             [m.event_at for m in batch],
             [None if m.status == "pending" else m.received_at for m in batch],
@@ -403,25 +415,27 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreUnavailable(f"the store could not sort the inbox: {exc}") from None
 
-    def inbox_oldest(self, max_messages: int) -> list[InboxEntry]:
+    def inbox_oldest(self, max_messages: int, max_bytes: int = 8 << 20) -> list[InboxEntry]:
         with self._tx() as conn:
             # Sizes first, then only the bodies that fit (a client-side cursor would fetch
             # every body of the LIMIT).
             taken: list[int] = []
-            total = 0
-            for seq, count in conn.execute(
-                "SELECT seq, count FROM inbox ORDER BY seq LIMIT %s", (max(1, max_messages),)
+            messages = size = 0
+            for seq, count, length in conn.execute(
+                "SELECT seq, count, length(body) FROM inbox ORDER BY seq LIMIT %s",
+                (max(1, max_messages),),
             ).fetchall():
-                if taken and total + int(count) > max_messages:
+                if taken and (messages + count > max_messages or size + length > max_bytes):
                     break
                 taken.append(int(seq))
-                total += int(count)
+                messages += int(count)
+                size += int(length)
             rows = conn.execute(
                 "SELECT seq, source, destination, kind, received_at, count, body "
                 "FROM inbox WHERE seq = ANY(%s) ORDER BY seq",
                 (taken,),
             ).fetchall()
-        return oldest_entries(rows, max_messages)
+        return oldest_entries(rows, max_messages, max_bytes)
 
     def inbox_count(self) -> tuple[int, int]:
         with self._tx() as conn:

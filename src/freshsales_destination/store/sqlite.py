@@ -8,6 +8,7 @@ on SQLite's lock with a busy timeout.
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,8 @@ from freshsales_destination.store.base import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
 
@@ -156,6 +159,7 @@ class _Checkpointer:
         self._max_wal_bytes = max_wal_bytes
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self.failed = False
 
     def start(self) -> None:
         self._thread.start()
@@ -165,11 +169,16 @@ class _Checkpointer:
         self._thread.join()
 
     def _run(self) -> None:
-        conn = sqlite3.connect(
-            str(self._path), timeout=self._busy_timeout, isolation_level=None,
-            check_same_thread=False,
-        )
         wal = Path(f"{self._path}-wal")
+        try:
+            conn = sqlite3.connect(
+                str(self._path), timeout=self._busy_timeout, isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error:
+            log.exception("the WAL checkpoint thread cannot open %s", self._path)
+            self.failed = True
+            return
         try:
             conn.execute("PRAGMA synchronous=FULL")
             while not self._stopping.wait(self._interval):
@@ -177,11 +186,12 @@ class _Checkpointer:
                     size = wal.stat().st_size if wal.exists() else 0
                     mode = "TRUNCATE" if size > self._max_wal_bytes else "PASSIVE"
                     conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-                except sqlite3.Error:
-                    continue  # busy or locked: the next round tries again
+                except (sqlite3.Error, OSError) as exc:  # busy, locked: next round
+                    log.debug("WAL checkpoint skipped: %s", exc)
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error:
-            pass
+        except Exception:  # noqa: BLE001 - say so: the writer connection checkpoints again
+            log.exception("the WAL checkpoint thread stopped")
+            self.failed = True
         finally:
             conn.close()
 
@@ -304,6 +314,14 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._check_checkpointer(conn)
+
+    def _check_checkpointer(self, conn: sqlite3.Connection) -> None:
+        """If the checkpoint thread died, commits checkpoint again (SQLite's default)."""
+        checkpointer = self._checkpointer
+        if checkpointer is not None and checkpointer.failed:
+            conn.execute("PRAGMA wal_autocheckpoint=1000")
+            self._checkpointer = None
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -371,6 +389,7 @@ class SQLiteStore:
                 # (each take can wait for the event loop's switch interval).
                 with self._read() as conn:
                     conn.execute(_inbox_insert(len(values)), [v for row in values for v in row])
+                    self._check_checkpointer(conn)
                 return
             with self._write() as conn:
                 for start in range(0, len(values), _INBOX_CHUNK):
@@ -379,14 +398,15 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not commit: {exc}") from None
 
-    def inbox_oldest(self, max_messages: int) -> list[InboxEntry]:
+    def inbox_oldest(self, max_messages: int, max_bytes: int = 8 << 20) -> list[InboxEntry]:
         with self._read() as conn:
+            # The cursor is lazy: rows past the cut (and their bodies) are never read.
             cursor = conn.execute(
                 "SELECT seq, source, destination, kind, received_at, count, body "
                 "FROM inbox ORDER BY seq LIMIT ?",
                 (max(1, max_messages),),
             )
-            entries = oldest_entries(cursor, max_messages)
+            entries = oldest_entries(cursor, max_messages, max_bytes)
             cursor.close()
         return entries
 

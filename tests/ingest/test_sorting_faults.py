@@ -1,0 +1,207 @@
+"""Sorting when the store refuses something: one refused entry never blocks the inbox, and a
+store that is down loses nothing; plus what a store can refuse (PostgreSQL: NUL characters,
+oversized index keys) never reaching it, a batch context too large to copy, and the API
+served below a path prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from freshsales_destination.errors import StoreUnavailable
+from freshsales_destination.service import build_app
+from freshsales_destination.store.base import InboxEntry, NewMessage, Store
+from freshsales_destination.store.sqlite import SQLiteStore
+from tests.contract.conftest import PgSchema
+from tests.ingest.conftest import batch_body, make_settings, track, wait_sorted
+from tests.support.server import serve_in_thread
+
+UNSORTABLE = "the request could not be sorted"
+
+
+class RefusingStore(SQLiteStore):
+    """A real store that refuses any sorting transaction holding the message 'poison'."""
+
+    def inbox_sorted(
+        self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage]
+    ) -> list[bool]:
+        if any(m.message_id == "poison" for m in messages):
+            raise StoreUnavailable("value too long for an index entry")
+        return super().inbox_sorted(entries, messages)
+
+
+class DownStore(SQLiteStore):
+    """A real store whose writes of sorted messages, and pings, fail while `down`."""
+
+    down = True
+    refused = 0
+
+    def inbox_sorted(
+        self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage]
+    ) -> list[bool]:
+        if self.down:
+            self.refused += 1
+            raise StoreUnavailable("disk unavailable")
+        return super().inbox_sorted(entries, messages)
+
+    def ping(self) -> None:
+        if self.down:
+            raise StoreUnavailable("disk unavailable")
+        super().ping()
+
+
+def _post(url: str, *messages: dict[str, Any]) -> None:
+    response = httpx2.post(f"{url}/v1/batch", json=batch_body(*messages))
+    assert response.status_code == 200, response.text
+
+
+def test_an_entry_the_store_refuses_becomes_one_discarded_message(tmp_path: Path) -> None:
+    store = RefusingStore(tmp_path / "q.db")
+    store.open()
+    app = build_app(make_settings(tmp_path / "q.db", sort_idle_after=1.0), store, deliver=False)
+    try:
+        with serve_in_thread(app) as url:
+            # Three requests in the inbox before sorting starts (idle only after 1 s), so the
+            # refused one sits in the middle of one chunk.
+            _post(url, track("before-1"), track("before-2"))
+            _post(url, track("poison"), track("beside-poison"))
+            _post(url, track("after-1"))
+            wait_sorted(app)
+            assert app.state.sorting.stats.isolated == 1
+        rows = {m.message_id: m for m in store.list_messages(limit=100)}
+        assert [rows[i].status for i in ("before-1", "before-2", "after-1")] == ["pending"] * 3
+        assert "poison" not in rows and "beside-poison" not in rows
+        kept = [m for m in rows.values() if m.status == "discarded"]
+        assert len(kept) == 1 and kept[0].reason is not None
+        assert kept[0].reason.startswith(UNSORTABLE)
+        assert b'"poison"' in kept[0].raw and b'"beside-poison"' in kept[0].raw  # body kept
+        assert store.inbox_count() == (0, 0)
+    finally:
+        store.close()
+
+
+def test_a_store_that_is_down_discards_nothing_and_sorts_when_back(tmp_path: Path) -> None:
+    store = DownStore(tmp_path / "q.db")
+    store.open()
+    app = build_app(make_settings(tmp_path / "q.db"), store, deliver=False)
+    try:
+        with serve_in_thread(app) as url:
+            _post(url, track("d-1"), track("d-2"))
+            assert not app.state.sorting.wait_sorted(1.5)  # it keeps failing, and waits
+            assert store.refused >= 2  # the chunk, then the entry alone
+            assert store.inbox_count() == (1, 2)
+            store.down = False
+            wait_sorted(app)
+            assert app.state.sorting.stats.isolated == 0
+        assert [(m.message_id, m.status) for m in store.list_messages()] == [
+            ("d-1", "pending"), ("d-2", "pending")
+        ]
+    finally:
+        store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Path]]:
+    db = tmp_path / "q.db"
+    store: Store
+    if request.param == "sqlite":
+        store = SQLiteStore(db)
+    else:
+        from freshsales_destination.store.postgres import PostgresStore
+
+        pg: PgSchema = request.getfixturevalue("pg_schema")  # skips without PostgreSQL
+        store = PostgresStore(pg.dsn, schema=pg.schema, max_size=4)
+    store.open()
+    yield store, db
+    store.close()
+
+
+def test_ids_a_database_cannot_index_are_stored_and_do_not_block(
+    any_store: tuple[Store, Path],
+) -> None:
+    """A NUL in a userId or messageId (PostgreSQL text refuses NUL) and a 12,000-character
+    userId (past PostgreSQL's index entry size) are kept as bounded keys."""
+    store, db = any_store
+    app = build_app(make_settings(db), store, deliver=False)
+    long_user = "u" * 12_000
+    with serve_in_thread(app) as url:
+        _post(
+            url,
+            {"type": "identify", "userId": "nul\u0000user", "messageId": "nul-user"},
+            {"type": "identify", "userId": long_user, "messageId": "long-user"},
+            track("nul\u0000id"),
+            track("after"),
+        )
+        wait_sorted(app)
+    rows = {m.message_id: m for m in store.list_messages(limit=100)}
+    assert len(rows) == 4 and {m.status for m in rows.values()} == {"pending"}
+    nul_user, long = rows["nul-user"], rows["long-user"]
+    assert nul_user.lane is not None and "\x00" not in nul_user.lane
+    assert long.lane is not None and len(long.lane) <= 200 and long.lane.startswith("u:uuu")
+    assert long.normalized()["userId"] == long_user  # the message itself is untouched
+    nul_id = [key for key in rows if key.startswith("nulid~")]
+    assert len(nul_id) == 1  # NUL dropped from the readable part, the digest keeps it unique
+    assert rows["after"].status == "pending"
+
+
+def test_a_batch_context_too_large_to_copy_into_each_message(tmp_path: Path) -> None:
+    """Each message gets a copy of the batch context: with it, at most twice the 32 KB."""
+    db = tmp_path / "q.db"
+    store = SQLiteStore(db)
+    store.open()
+    app = build_app(make_settings(db), store, deliver=False)
+    try:
+        with serve_in_thread(app) as url:
+            big = {"note": "x" * 70_000}
+            response = httpx2.post(
+                f"{url}/v1/batch",
+                json={**batch_body(track("c-1"), track("c-2")), "context": big},
+            )
+            assert response.status_code == 200, response.text
+            small = {"locale": "en"}
+            response = httpx2.post(
+                f"{url}/v1/batch", json={**batch_body(track("c-3")), "context": small}
+            )
+            assert response.status_code == 200, response.text
+            wait_sorted(app)
+        rows = {m.message_id: m for m in store.list_messages()}
+        for message_id in ("c-1", "c-2"):
+            assert rows[message_id].status == "discarded"
+            assert rows[message_id].reason == (
+                "message with the batch context is larger than 65536 bytes"
+            )
+            assert len(rows[message_id].message) < 1_000  # no copy of the context kept
+        assert rows["c-3"].status == "pending"
+        assert rows["c-3"].normalized()["context"] == {"locale": "en"}
+    finally:
+        store.close()
+
+
+def test_the_api_answers_below_a_path_prefix(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    store = SQLiteStore(db)
+    store.open()
+    service = build_app(make_settings(db), store, deliver=False)
+    outer = Starlette(
+        routes=[Mount("/ingest", app=service)],
+        lifespan=lambda _: service.router.lifespan_context(service),  # a Mount runs none
+    )
+    try:
+        with serve_in_thread(outer) as url:
+            ok = httpx2.post(f"{url}/ingest/v1/track", json={
+                "writeKey": "wk_test_123", "userId": "p", "event": "E", "messageId": "pre-1"})
+            assert ok.status_code == 200, ok.text
+            wrong = httpx2.get(f"{url}/ingest/v1/track")
+            assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
+            missing = httpx2.post(f"{url}/ingest/v1/nope", json={"writeKey": "wk_test_123"})
+            assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+            wait_sorted(service)
+        assert [m.message_id for m in store.list_messages()] == ["pre-1"]
+    finally:
+        store.close()
