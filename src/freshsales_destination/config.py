@@ -51,6 +51,8 @@ class ServerConfig(_Strict):
     sort_idle_after: float = Field(default=0.02, ge=0)
     sort_busy_share: float = Field(default=0.05, gt=0, le=1)
     sort_chunk_messages: int = Field(default=1000, gt=0)
+    # Past this many acknowledged messages waiting to be sorted, requests get 429.
+    max_unsorted_messages: int = Field(default=5_000_000, gt=0)
 
 
 class StoreConfig(_Strict):

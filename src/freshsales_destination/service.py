@@ -115,6 +115,7 @@ def build_app(
             idle_after=server.sort_idle_after,
             busy_share=server.sort_busy_share,
             chunk_messages=server.sort_chunk_messages,
+            max_unsorted=server.max_unsorted_messages,
         ),
         activity=committer.last_activity,
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -205,3 +206,65 @@ def test_the_api_answers_below_a_path_prefix(tmp_path: Path) -> None:
         assert [m.message_id for m in store.list_messages()] == ["pre-1"]
     finally:
         store.close()
+
+
+def test_past_max_unsorted_messages_requests_get_429_until_sorting_catches_up(
+    tmp_path: Path,
+) -> None:
+    store = DownStore(tmp_path / "q.db")
+    store.open()
+    settings = make_settings(tmp_path / "q.db", max_unsorted_messages=5)
+    app = build_app(settings, store, deliver=False)
+    try:
+        with serve_in_thread(app) as url:
+            _post(url, track("b-1"), track("b-2"), track("b-3"))
+            _post(url, track("b-4"), track("b-5"), track("b-6"))  # 6 unsorted: past 5
+            refused = httpx2.post(f"{url}/v1/batch", json=batch_body(track("b-7")))
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["code"] == "store_saturated"
+            assert refused.headers["retry-after"] == "5"
+            store.down = False  # sorting catches up
+            wait_sorted(app)
+            _post(url, track("b-7"))
+            wait_sorted(app)
+        assert len(store.list_messages()) == 7
+    finally:
+        store.close()
+
+
+def test_two_processes_on_one_store_sort_one_at_a_time_and_hand_over(tmp_path: Path) -> None:
+    """Two services on one SQLite file, starting on a full inbox: only the lease holder
+    sorts (no chunk is expanded twice); the one that finds the inbox empty gives the lease
+    back, so entries the other acknowledges are sorted promptly."""
+    db = tmp_path / "q.db"
+    first, second = SQLiteStore(db), SQLiteStore(db)
+    first.open()
+    second.open()
+    first.inbox_append([
+        InboxEntry(source="web", destination="acme", kind="track", received_at=1.7e9, count=1,
+                   body=orjson.dumps({"userId": f"u{i}", "event": "E", "messageId": f"p-{i}"}))
+        for i in range(3_000)
+    ])
+    settings = make_settings(db, sort_chunk_messages=50)
+    app_a = build_app(settings, first, deliver=False)
+    app_b = build_app(settings, second, deliver=False)
+    try:
+        with serve_in_thread(app_a) as url_a, serve_in_thread(app_b) as url_b:
+            wait_sorted(app_a, timeout=60)
+            wait_sorted(app_b, timeout=60)
+            for round_ in range(3):
+                _post(url_a, track(f"a-{round_}"))
+                _post(url_b, track(f"b-{round_}"))
+                wait_sorted(app_a)
+                wait_sorted(app_b)
+            stats = [app_a.state.sorting.stats, app_b.state.sorting.stats]
+        stored = [m.message_id for m in first.list_messages(limit=10_000)]
+        assert len(stored) == len(set(stored)) == 3_006
+        assert stored[:3_000] == [f"p-{i}" for i in range(3_000)]  # inbox order kept
+        assert first.inbox_count() == (0, 0)
+        assert [s.raced for s in stats] == [0, 0]  # never both expanding the same entries
+        lease = first.kv_get("ingest", "sorting-lease")
+        assert lease is not None and b'"until":0.0' in lease  # given back when done
+    finally:
+        first.close()
+        second.close()

@@ -94,6 +94,8 @@ class GroupCommitter:
             raise StoreUnavailable("the service is shutting down")
         if self._pending + entry.count > self._max_pending and self._pending > 0:
             raise StoreSaturated(retry_after=1.0)
+        if self.sorting is not None and self.sorting.full():
+            raise StoreSaturated(retry_after=5.0)
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
         self._queue.append(_Ticket(entry, future))
@@ -150,7 +152,7 @@ class GroupCommitter:
             self._pending -= count
             self._last_activity = self._clock()
             if self.sorting is not None:
-                self.sorting.committed(len(entries), committed)
+                self.sorting.committed(len(entries), count, committed)
 
     def _take_batch(self) -> list[_Ticket]:
         taken: list[_Ticket] = []

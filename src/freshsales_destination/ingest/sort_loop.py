@@ -14,6 +14,11 @@ and even under saturation the queue behind the inbox never starves. Running the 
 thread instead costs the event loop far more than its share: the loop waits for the GIL after
 each of its many short system calls (docs/benchmarks.md).
 
+Several processes on one store sort one at a time: a lease in the store's key-value table,
+taken or renewed before each chunk and given back when the inbox is empty, says which (it
+expires `lease_seconds` after the last chunk, so a process that dies hands over). Without it they would all expand the same oldest
+entries and all but one would throw their work away (`SortRaced` keeps that correct anyway).
+
 A chunk whose transaction fails is retried entry by entry, so that one entry the store refuses
 (whatever the reason) is kept as a single discarded message instead of blocking the inbox;
 when the store itself is unavailable, sorting waits and tries again.
@@ -24,12 +29,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import orjson
 
 from freshsales_destination.ingest.sorting import Sorter
 from freshsales_destination.store.base import InboxEntry, NewMessage, SortRaced, Store
@@ -37,6 +47,9 @@ from freshsales_destination.store.base import InboxEntry, NewMessage, SortRaced,
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+LEASE_NAMESPACE = "ingest"
+LEASE_KEY = "sorting-lease"
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,10 @@ class SortPolicy:
     slice_messages: int = 50  # at most this many messages expanded at once
     slice_seconds: float = 0.001  # CPU time of expansion between two pauses
     poll_interval: float = 5.0  # look for entries another process left, when idle
-    retry_after: float = 1.0  # after the store failed
+    retry_after: float = 1.0  # after the store failed, or while another process sorts
+    lease_seconds: float = 10.0
+    max_unsorted: int = 5_000_000  # messages in the inbox past which requests get 429
+    recount_interval: float = 10.0  # while over it: recount (other processes sort too)
 
 
 @dataclass
@@ -57,6 +73,7 @@ class SortStats:
     chunks: int = 0
     failures: int = 0
     isolated: int = 0  # entries the store refused, kept as one discarded message each
+    raced: int = 0  # chunks another process sorted first (work thrown away)
 
 
 class InboxSorting:
@@ -70,8 +87,11 @@ class InboxSorting:
         policy: SortPolicy = SortPolicy(),
         activity: Callable[[], float] = lambda: 0.0,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._wall = wall
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._sorter = sorter
         self._policy = policy
         self._activity = activity
@@ -87,6 +107,8 @@ class InboxSorting:
         self._mark = (0.0, 0.0, 0.0)  # at the last slice: clock, process CPU, sorting CPU
         self._sort_cpu = 0.0
         self._sorted = threading.Condition()
+        self._backlog: int | None = None  # unsorted messages, estimated (None: not counted)
+        self._counted_at = 0.0
         self.stats = SortStats()
 
     async def start(self) -> None:
@@ -101,6 +123,8 @@ class InboxSorting:
             self._wakeup.set()
         if self._task is not None:
             await self._task
+            with contextlib.suppress(Exception):  # hand over at once; else it expires
+                await self._in_thread(self._lease, False)
         self._executor.shutdown(wait=True)
 
     # -- what the committer tells -------------------------------------------------------------
@@ -108,10 +132,17 @@ class InboxSorting:
     def submitted(self) -> None:
         self._in_flight += 1
 
-    def committed(self, entries: int, ok: bool) -> None:
-        """A commit of `entries` ended (`ok`: they are in the inbox)."""
+    def full(self) -> bool:
+        """Whether the inbox holds more than `max_unsorted` messages (so requests get 429:
+        sorting fell far behind, and the disk is not to fill up unnoticed)."""
+        return self._backlog is not None and self._backlog > self._policy.max_unsorted
+
+    def committed(self, entries: int, messages: int, ok: bool) -> None:
+        """A commit of `entries` holding `messages` ended (`ok`: they are in the inbox)."""
         self._in_flight -= entries
         if ok:
+            if self._backlog is not None:
+                self._backlog += messages
             self._commits += 1
             self._unsorted = True
             if self._wakeup is not None:
@@ -161,16 +192,31 @@ class InboxSorting:
         policy, sorter = self._policy, self._sorter
         commits = self._commits
         try:
-            entries, cpu = await self._in_thread(
+            if self._backlog is None or (
+                self.full() and self._clock() >= self._counted_at + policy.recount_interval
+            ):
+                self._counted_at = self._clock()
+                (_, self._backlog), _ = await self._in_thread(self._store.inbox_count)
+            held, cpu = await self._in_thread(self._lease, True)
+            if not held:  # another process sorts: look again later
+                self._retry_at = self._clock() + policy.retry_after
+                return
+            entries, read_cpu = await self._in_thread(
                 self._store.inbox_oldest, policy.chunk_messages, policy.chunk_bytes
             )
+            cpu += read_cpu
         except Exception:  # noqa: BLE001 - the store is unavailable: wait
             self._store_failed("reading the inbox")
             return
         if not entries:
+            # Done for now: hand the lease over, so another process's entries wait at most
+            # `retry_after` for its own sorter rather than for this one's next poll.
+            with contextlib.suppress(Exception):
+                await self._in_thread(self._lease, False)
             with self._sorted:
                 if self._commits == commits:  # nothing committed since the read
                     self._unsorted = False
+                    self._backlog = 0
                 self._sorted.notify_all()
             return
         expanded: list[list[NewMessage]] = []
@@ -192,12 +238,14 @@ class InboxSorting:
         try:
             fresh, write_cpu = await self._in_thread(self._store.inbox_sorted, entries, messages)
         except SortRaced:
+            self.stats.raced += 1
             return  # another process sorted some of them: read again
         except Exception:  # noqa: BLE001 - find out whether one entry is the cause
             await self._one_by_one(entries, expanded)
             return
         self.stats.chunks += 1
         sorter.record(len(entries), messages, fresh)
+        self._sorted_out(entries)
         await self._pause(cpu + write_cpu)
 
     async def _one_by_one(
@@ -229,6 +277,24 @@ class InboxSorting:
                 self.stats.isolated += 1
             self.stats.chunks += 1
             self._sorter.record(1, rows, fresh)
+            self._sorted_out([entry])
+
+    def _sorted_out(self, entries: Sequence[InboxEntry]) -> None:
+        if self._backlog is not None:
+            self._backlog = max(0, self._backlog - sum(entry.count for entry in entries))
+
+    def _lease(self, take: bool) -> bool:
+        """Take or renew the sorting lease (`take`), or give it back; True if held now."""
+        now = self._wall()
+
+        def update(current: bytes | None) -> tuple[bool, bytes]:
+            holder = orjson.loads(current) if current else None
+            if holder and holder.get("owner") != self._owner and holder.get("until", 0) > now:
+                return False, current or b""
+            until = now + self._policy.lease_seconds if take else 0.0
+            return take, orjson.dumps({"owner": self._owner, "until": until})
+
+        return self._store.kv_update(LEASE_NAMESPACE, LEASE_KEY, update, now=now)
 
     def _store_failed(self, doing: str) -> None:
         self.stats.failures += 1
