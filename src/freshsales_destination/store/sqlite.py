@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -432,10 +432,18 @@ class SQLiteStore:
             raise StoreUnavailable(f"the store could not sort the inbox: {exc}") from None
 
     def inbox_count(self) -> tuple[int, int]:
-        with self._read() as conn:
-            entries, messages = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(count), 0) FROM inbox"
-            ).fetchone()
+        query = "SELECT COUNT(*), COALESCE(SUM(count), 0) FROM inbox"
+        if self.path is None:
+            with self._read() as conn:
+                entries, messages = conn.execute(query).fetchone()
+            return int(entries), int(messages)
+        # A scan of the whole inbox (millions of rows after a long burst): on a connection
+        # of its own, WAL lets it read while the writer connection goes on committing.
+        try:
+            with closing(sqlite3.connect(str(self.path), timeout=self._busy_timeout)) as conn:
+                entries, messages = conn.execute(query).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the store cannot count the inbox: {exc}") from None
         return int(entries), int(messages)
 
     @staticmethod
