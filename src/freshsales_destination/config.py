@@ -45,9 +45,10 @@ class ServerConfig(_Strict):
     commit_window: float = Field(default=0.0, ge=0)
     # Above this many messages waiting for a commit, requests get 429 with Retry-After.
     max_pending_messages: int = Field(default=50_000, gt=0)
-    # Sorting acknowledged requests into queued messages (ingest/sorting.py): continuously
+    # Sorting acknowledged requests into queued messages (ingest/sort_loop.py): at full speed
     # once no request has arrived for `sort_idle_after` seconds; while requests keep coming,
-    # with at most `sort_busy_share` of a core, in chunks of `sort_chunk_messages` messages.
+    # with what they leave of a core and at least `sort_busy_share` of one; in chunks of
+    # `sort_chunk_messages` messages.
     sort_idle_after: float = Field(default=0.02, ge=0)
     sort_busy_share: float = Field(default=0.05, gt=0, le=1)
     sort_chunk_messages: int = Field(default=1000, gt=0)

@@ -29,6 +29,11 @@ class StoreUnavailable(StoreError):
     """The store cannot commit right now."""
 
 
+class StoreRefused(StoreError):
+    """The store refused the data itself (a value it cannot hold, a constraint): trying the
+    same write again fails again. Unlike StoreUnavailable, which passes."""
+
+
 class StoreSaturated(StoreError):
     """Too many messages are waiting to be committed; try again later."""
 

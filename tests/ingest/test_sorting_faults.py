@@ -15,7 +15,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from freshsales_destination.errors import StoreUnavailable
+from freshsales_destination.errors import StoreRefused, StoreUnavailable
+from freshsales_destination.ingest.sort_loop import InboxSorting, SortPolicy
+from freshsales_destination.ingest.sorting import Sorter
 from freshsales_destination.service import build_app
 from freshsales_destination.store.base import InboxEntry, NewMessage, Store
 from freshsales_destination.store.sqlite import SQLiteStore
@@ -33,12 +35,13 @@ class RefusingStore(SQLiteStore):
         self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage]
     ) -> list[bool]:
         if any(m.message_id == "poison" for m in messages):
-            raise StoreUnavailable("value too long for an index entry")
+            raise StoreRefused("value too long for an index entry")
         return super().inbox_sorted(entries, messages)
 
 
 class DownStore(SQLiteStore):
-    """A real store whose writes of sorted messages, and pings, fail while `down`."""
+    """A real store whose writes of sorted messages fail while `down` (the store is
+    unavailable: nothing may be discarded for it)."""
 
     down = True
     refused = 0
@@ -94,8 +97,8 @@ def test_a_store_that_is_down_discards_nothing_and_sorts_when_back(tmp_path: Pat
     try:
         with serve_in_thread(app) as url:
             _post(url, track("d-1"), track("d-2"))
-            assert not app.state.sorting.wait_sorted(1.5)  # it keeps failing, and waits
-            assert store.refused >= 2  # the chunk, then the entry alone
+            assert not app.state.sorting.wait_sorted(2.5)  # it keeps failing, and waits
+            assert store.refused >= 3  # the chunk, the entry alone, again a second later
             assert store.inbox_count() == (1, 2)
             store.down = False
             wait_sorted(app)
@@ -264,7 +267,35 @@ def test_two_processes_on_one_store_sort_one_at_a_time_and_hand_over(tmp_path: P
         assert first.inbox_count() == (0, 0)
         assert [s.raced for s in stats] == [0, 0]  # never both expanding the same entries
         lease = first.kv_get("ingest", "sorting-lease")
-        assert lease is not None and b'"until":0.0' in lease  # given back when done
+        assert lease is not None and b'"active":false' in lease  # given back when done
     finally:
         first.close()
         second.close()
+
+
+def test_a_lease_left_by_a_dead_process_passes_on_after_lease_seconds(tmp_path: Path) -> None:
+    """Expiry is judged on the waiting process's own clock (a renewal it has not seen move
+    for `lease_seconds`), never by comparing wall clocks of two machines."""
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    try:
+        policy = SortPolicy(lease_seconds=10.0)
+        clock_a, clock_b = [1_000.0], [5.0]  # unrelated clocks, as on two machines
+        a = InboxSorting(store, Sorter(max_message_bytes=32_768), policy=policy,
+                         clock=lambda: clock_a[0], wall=lambda: 9e9)  # a's wall clock: far off
+        b = InboxSorting(store, Sorter(max_message_bytes=32_768), policy=policy,
+                         clock=lambda: clock_b[0], wall=lambda: 0.0)
+        assert a._lease(True)
+        assert not b._lease(True)  # first sight of a's lease: wait a full lease from now
+        clock_b[0] += 9.0
+        assert not b._lease(True)
+        assert a._lease(True)  # a renews: b starts counting again
+        clock_b[0] += 9.0
+        assert not b._lease(True)
+        clock_b[0] += 10.0  # a died: no renewal for a whole lease on b's clock
+        assert b._lease(True)
+        assert not a._lease(True)  # and a, if it comes back, waits for b
+        assert b._lease(False) is False  # b gives it back...
+        assert a._lease(True)  # ...so a takes it at once
+    finally:
+        store.close()

@@ -14,9 +14,10 @@ and even under saturation the queue behind the inbox never starves. Running the 
 thread instead costs the event loop far more than its share: the loop waits for the GIL after
 each of its many short system calls (docs/benchmarks.md).
 
-Several processes on one store sort one at a time: a lease in the store's key-value table,
-taken or renewed before each chunk and given back when the inbox is empty, says which (it
-expires `lease_seconds` after the last chunk, so a process that dies hands over). Without it they would all expand the same oldest
+Several processes on one store sort one at a time: a lease in the store's key-value table
+says which. The holder renews it before each chunk and during long ones and gives it back when
+the inbox is empty; the others count it expired once it has not been renewed for
+`lease_seconds` by their own clocks, so a process that dies hands over. Without it they would all expand the same oldest
 entries and all but one would throw their work away (`SortRaced` keeps that correct anyway).
 
 A chunk whose transaction fails is retried entry by entry, so that one entry the store refuses
@@ -41,6 +42,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from freshsales_destination.errors import StoreRefused
 from freshsales_destination.ingest.sorting import Sorter
 from freshsales_destination.store.base import InboxEntry, NewMessage, SortRaced, Store
 
@@ -65,7 +67,6 @@ class SortPolicy:
     retry_after: float = 1.0  # after the store failed, or while another process sorts
     lease_seconds: float = 10.0
     max_unsorted: int = 5_000_000  # messages in the inbox past which requests get 429
-    recount_interval: float = 10.0  # while over it: recount (other processes sort too)
 
 
 @dataclass
@@ -107,8 +108,10 @@ class InboxSorting:
         self._mark = (0.0, 0.0, 0.0)  # at the last slice: clock, process CPU, sorting CPU
         self._sort_cpu = 0.0
         self._sorted = threading.Condition()
-        self._backlog: int | None = None  # unsorted messages, estimated (None: not counted)
-        self._counted_at = 0.0
+        self._backlog: int | None = None  # unsorted messages (the store's count, kept
+        # up to date between two reads with this process's own commits and sorts)
+        self._lease_renewed = 0.0  # when this process last took or renewed it (0: not held)
+        self._seen: tuple[tuple[str, int], float] | None = None  # another holder, seen when
         self.stats = SortStats()
 
     async def start(self) -> None:
@@ -134,7 +137,9 @@ class InboxSorting:
 
     def full(self) -> bool:
         """Whether the inbox holds more than `max_unsorted` messages (so requests get 429:
-        sorting fell far behind, and the disk is not to fill up unnoticed)."""
+        sorting fell far behind, and the disk is not to fill up unnoticed). The figure is the
+        store's exact count as of this process's last look (at most `retry_after` old while
+        anything waits), plus its own commits since."""
         return self._backlog is not None and self._backlog > self._policy.max_unsorted
 
     def committed(self, entries: int, messages: int, ok: bool) -> None:
@@ -149,8 +154,8 @@ class InboxSorting:
                 self._wakeup.set()
 
     def wait_sorted(self, timeout: float) -> bool:
-        """Block (a thread, not the event loop) until every committed request was sorted and
-        none is in flight; for tests and benchmarks."""
+        """Block (a thread, not the event loop) until this process has seen the inbox empty
+        after its last commit, with no request in flight; for tests and benchmarks."""
         deadline = time.monotonic() + timeout
         with self._sorted:
             while self._unsorted or self._in_flight:
@@ -192,32 +197,25 @@ class InboxSorting:
         policy, sorter = self._policy, self._sorter
         commits = self._commits
         try:
-            if self._backlog is None or (
-                self.full() and self._clock() >= self._counted_at + policy.recount_interval
-            ):
-                self._counted_at = self._clock()
-                (_, self._backlog), _ = await self._in_thread(self._store.inbox_count)
-            held, cpu = await self._in_thread(self._lease, True)
+            # The inbox's size is kept by the store (exact, O(1)), so every process knows the
+            # backlog, and an empty inbox is seen without touching the lease.
+            (waiting, self._backlog), cpu = await self._in_thread(self._store.inbox_count)
+            if waiting == 0:
+                await self._empty(commits)
+                return
+            held, lease_cpu = await self._in_thread(self._lease, True)
             if not held:  # another process sorts: look again later
                 self._retry_at = self._clock() + policy.retry_after
                 return
             entries, read_cpu = await self._in_thread(
                 self._store.inbox_oldest, policy.chunk_messages, policy.chunk_bytes
             )
-            cpu += read_cpu
+            cpu += lease_cpu + read_cpu
         except Exception:  # noqa: BLE001 - the store is unavailable: wait
             self._store_failed("reading the inbox")
             return
         if not entries:
-            # Done for now: hand the lease over, so another process's entries wait at most
-            # `retry_after` for its own sorter rather than for this one's next poll.
-            with contextlib.suppress(Exception):
-                await self._in_thread(self._lease, False)
-            with self._sorted:
-                if self._commits == commits:  # nothing committed since the read
-                    self._unsorted = False
-                    self._backlog = 0
-                self._sorted.notify_all()
+            await self._empty(commits)
             return
         expanded: list[list[NewMessage]] = []
         started = time.thread_time()
@@ -251,21 +249,21 @@ class InboxSorting:
     async def _one_by_one(
         self, entries: Sequence[InboxEntry], expanded: Sequence[list[NewMessage]]
     ) -> None:
-        """After a failed chunk: each entry alone; one the store refuses while it accepts
-        others is kept as a single discarded message holding its body."""
+        """After a failed chunk: each entry alone. One the store refuses (`StoreRefused`: the
+        data, not the store, is the cause) is kept as a single discarded message holding its
+        body; any other failure means the store is unavailable: wait, discard nothing."""
+        stopping = self._stopping
         for entry, rows in zip(entries, expanded, strict=True):
+            if stopping is not None and stopping.is_set():
+                return
+            await self._renew_lease_if_due()
             try:
                 fresh, _ = await self._in_thread(self._store.inbox_sorted, [entry], rows)
             except SortRaced:
                 continue
-            except Exception as exc:  # noqa: BLE001
-                try:
-                    await self._in_thread(self._store.ping)
-                except Exception:  # noqa: BLE001 - the store, not the entry, is failing
-                    self._store_failed("writing sorted messages")
-                    return
+            except StoreRefused as exc:
                 log.error("inbox entry %s was refused by the store (%s); kept as one "
-                          "discarded message", entry.seq, type(exc).__name__)
+                          "discarded message", entry.seq, exc.message)
                 rows = [self._sorter.unsortable(entry, exc)]
                 try:
                     fresh, _ = await self._in_thread(self._store.inbox_sorted, [entry], rows)
@@ -275,26 +273,74 @@ class InboxSorting:
                     self._store_failed("writing a discarded entry")
                     return
                 self.stats.isolated += 1
+            except Exception:  # noqa: BLE001 - the store, not the entry, is failing
+                self._store_failed("writing sorted messages")
+                return
             self.stats.chunks += 1
             self._sorter.record(1, rows, fresh)
             self._sorted_out([entry])
+
+    async def _empty(self, commits: int) -> None:
+        """The inbox was found empty: give the lease back if held (another process's entries
+        then wait at most `retry_after` for its own sorter), and say so to wait_sorted."""
+        if self._lease_renewed:
+            with contextlib.suppress(Exception):
+                await self._in_thread(self._lease, False)
+        with self._sorted:
+            if self._commits == commits:  # nothing committed since the read
+                self._unsorted = False
+                self._backlog = 0
+            self._sorted.notify_all()
 
     def _sorted_out(self, entries: Sequence[InboxEntry]) -> None:
         if self._backlog is not None:
             self._backlog = max(0, self._backlog - sum(entry.count for entry in entries))
 
     def _lease(self, take: bool) -> bool:
-        """Take or renew the sorting lease (`take`), or give it back; True if held now."""
-        now = self._wall()
+        """Take or renew the sorting lease (`take`), or give it back; True if held now.
+
+        Runs in the sorting thread. The lease holds its owner and a generation that every
+        take or renewal raises; another process counts it expired once the generation has
+        not moved for `lease_seconds` on *its own* monotonic clock, so clocks that disagree
+        between machines do not matter. Reading first keeps a waiting process from writing.
+        """
+        now = self._clock()
+        if take and not self._lease_free(self._store.kv_get(LEASE_NAMESPACE, LEASE_KEY), now):
+            return False
 
         def update(current: bytes | None) -> tuple[bool, bytes]:
-            holder = orjson.loads(current) if current else None
-            if holder and holder.get("owner") != self._owner and holder.get("until", 0) > now:
+            holder = orjson.loads(current) if current else {}
+            if take and not self._lease_free(current, now):
                 return False, current or b""
-            until = now + self._policy.lease_seconds if take else 0.0
-            return take, orjson.dumps({"owner": self._owner, "until": until})
+            if not take and holder.get("owner") not in (None, self._owner):
+                return False, current or b""  # not ours to give back
+            generation = int(holder.get("generation", 0)) + 1
+            value = {"owner": self._owner, "generation": generation, "active": take}
+            return take, orjson.dumps(value)
 
-        return self._store.kv_update(LEASE_NAMESPACE, LEASE_KEY, update, now=now)
+        held = self._store.kv_update(LEASE_NAMESPACE, LEASE_KEY, update, now=self._wall())
+        self._lease_renewed = now if held else 0.0
+        return held
+
+    def _lease_free(self, current: bytes | None, now: float) -> bool:
+        if not current:
+            return True
+        holder = orjson.loads(current)
+        if holder.get("owner") == self._owner or not holder.get("active"):
+            return True
+        seen = (str(holder.get("owner")), int(holder.get("generation", 0)))
+        if self._seen is None or self._seen[0] != seen:
+            self._seen = (seen, now)  # a new holder or a renewal: wait a full lease from now
+            return False
+        return now - self._seen[1] >= self._policy.lease_seconds
+
+    async def _renew_lease_if_due(self) -> None:
+        """During a long chunk, renew the lease well before others may count it expired."""
+        if self._lease_renewed and self._clock() - self._lease_renewed > (
+            self._policy.lease_seconds / 3
+        ):
+            with contextlib.suppress(Exception):
+                await self._in_thread(self._lease, True)
 
     def _store_failed(self, doing: str) -> None:
         self.stats.failures += 1
@@ -314,6 +360,7 @@ class InboxSorting:
     async def _pause(self, cpu: float) -> None:
         """After sorting used `cpu` seconds: no pause when idle, else long enough to stay
         within its share of a core (cut short by stop())."""
+        await self._renew_lease_if_due()
         share = self._share(cpu)
         idle = self._clock() >= self._activity() + self._policy.idle_after
         if idle or share >= 1:

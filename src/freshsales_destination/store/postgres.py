@@ -28,9 +28,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.errors import ProgramLimitExceeded
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from freshsales_destination.errors import ConfigError, StoreUnavailable
+from freshsales_destination.errors import ConfigError, StoreRefused, StoreUnavailable
 from freshsales_destination.store.base import (
     InboxEntry,
     LaneClaim,
@@ -100,6 +101,34 @@ MIGRATIONS: dict[int, str] = {
         count       integer          NOT NULL,
         body        bytea            NOT NULL
     );
+    """,
+    # The inbox's size, kept exact by statement triggers in the transactions that change the
+    # inbox (concurrent appends take turns on its row until they commit).
+    3: """
+    CREATE TABLE inbox_size (
+        id       integer PRIMARY KEY CHECK (id = 1),
+        entries  bigint  NOT NULL,
+        messages bigint  NOT NULL
+    );
+    INSERT INTO inbox_size SELECT 1, COUNT(*), COALESCE(SUM(count), 0) FROM inbox;
+    CREATE FUNCTION inbox_size_add() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE inbox_size SET entries = entries + (SELECT COUNT(*) FROM added),
+               messages = messages + (SELECT COALESCE(SUM(count), 0) FROM added)
+        WHERE id = 1;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION inbox_size_remove() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE inbox_size SET entries = entries - (SELECT COUNT(*) FROM removed),
+               messages = messages - (SELECT COALESCE(SUM(count), 0) FROM removed)
+        WHERE id = 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER inbox_size_add AFTER INSERT ON inbox REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION inbox_size_add();
+    CREATE TRIGGER inbox_size_remove AFTER DELETE ON inbox REFERENCING OLD TABLE AS removed
+        FOR EACH STATEMENT EXECUTE FUNCTION inbox_size_remove();
     """,
 }
 
@@ -331,6 +360,8 @@ class PostgresStore:
         try:
             with pool.connection() as conn:
                 yield conn
+        except ProgramLimitExceeded:
+            raise  # an OperationalError, but about the data: the caller decides
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(f"the PostgreSQL store failed: {exc}") from None
 
@@ -412,6 +443,9 @@ class PostgresStore:
                 if deleted != len(seqs):
                     raise SortRaced()  # rolls the transaction back
                 return self._append_rows(conn, messages)
+        except (psycopg.DataError, psycopg.IntegrityError, ProgramLimitExceeded) as exc:
+            # SQLSTATE classes 22, 23 and 54: the data, not the server, is the cause.
+            raise StoreRefused(f"the store refused sorted messages: {exc}") from None
         except psycopg.Error as exc:
             raise StoreUnavailable(f"the store could not sort the inbox: {exc}") from None
 
@@ -439,7 +473,7 @@ class PostgresStore:
 
     def inbox_count(self) -> tuple[int, int]:
         with self._tx() as conn:
-            row = conn.execute("SELECT COUNT(*), COALESCE(SUM(count), 0) FROM inbox").fetchone()
+            row = conn.execute("SELECT entries, messages FROM inbox_size WHERE id = 1").fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from freshsales_destination.errors import ConfigError, StoreUnavailable
+from freshsales_destination.errors import ConfigError, StoreRefused, StoreUnavailable
 from freshsales_destination.store.base import (
     InboxEntry,
     LaneClaim,
@@ -31,7 +32,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -95,6 +96,18 @@ MIGRATIONS: dict[int, str] = {
         count       INTEGER NOT NULL,
         body        BLOB    NOT NULL
     );
+    """,
+    # The inbox's size, kept exact by triggers in the transactions that change the inbox
+    # (every process sees the same figure; counting millions of rows is never needed).
+    5: """
+    CREATE TABLE inbox_size (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        entries  INTEGER NOT NULL,
+        messages INTEGER NOT NULL
+    );
+    INSERT INTO inbox_size SELECT 1, COUNT(*), COALESCE(SUM(count), 0) FROM inbox;
+    CREATE TRIGGER inbox_size_add AFTER INSERT ON inbox BEGIN UPDATE inbox_size SET entries = entries + 1, messages = messages + NEW.count WHERE id = 1; END;
+    CREATE TRIGGER inbox_size_remove AFTER DELETE ON inbox BEGIN UPDATE inbox_size SET entries = entries - 1, messages = messages - OLD.count WHERE id = 1; END;
     """,
 }
 
@@ -278,7 +291,8 @@ class SQLiteStore:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             for target in sorted(MIGRATIONS):
                 if target > version:
-                    for statement in MIGRATIONS[target].split(";"):
+                    # Statements end a line with ";" (a trigger's inner ";" is mid-line).
+                    for statement in re.split(r";[ \t]*\n", MIGRATIONS[target]):
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {int(target)}")
@@ -428,22 +442,16 @@ class SQLiteStore:
                 if deleted != len(set(seqs)):
                     raise SortRaced()
                 return self._append_rows(conn, messages)
+        except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
+            raise StoreRefused(f"the store refused sorted messages: {exc}") from None
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store could not sort the inbox: {exc}") from None
 
     def inbox_count(self) -> tuple[int, int]:
-        query = "SELECT COUNT(*), COALESCE(SUM(count), 0) FROM inbox"
-        if self.path is None:
-            with self._read() as conn:
-                entries, messages = conn.execute(query).fetchone()
-            return int(entries), int(messages)
-        # A scan of the whole inbox (millions of rows after a long burst): on a connection
-        # of its own, WAL lets it read while the writer connection goes on committing.
-        try:
-            with closing(sqlite3.connect(str(self.path), timeout=self._busy_timeout)) as conn:
-                entries, messages = conn.execute(query).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the store cannot count the inbox: {exc}") from None
+        with self._read() as conn:
+            entries, messages = conn.execute(
+                "SELECT entries, messages FROM inbox_size WHERE id = 1"
+            ).fetchone()
         return int(entries), int(messages)
 
     @staticmethod
