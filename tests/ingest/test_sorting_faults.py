@@ -5,7 +5,10 @@ served below a path prefix."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -297,5 +300,57 @@ def test_a_lease_left_by_a_dead_process_passes_on_after_lease_seconds(tmp_path: 
         assert not a._lease(True)  # and a, if it comes back, waits for b
         assert b._lease(False) is False  # b gives it back...
         assert a._lease(True)  # ...so a takes it at once
+    finally:
+        store.close()
+
+
+def test_the_sort_loop_outlives_a_defect_in_one_round(tmp_path: Path) -> None:
+    """An unexpected exception in a round (here: recording its outcome) is logged; the loop
+    goes on and sorts what comes next."""
+    db = tmp_path / "q.db"
+    store = SQLiteStore(db)
+    store.open()
+    app = build_app(make_settings(db), store, deliver=False)
+    sorter = app.state.sorting._sorter
+    original, calls = sorter.record, []
+
+    def record_once_broken(*args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("a defect")
+        original(*args)
+
+    sorter.record = record_once_broken
+    try:
+        with serve_in_thread(app) as url:
+            _post(url, track("o-1"))
+            deadline = time.monotonic() + 10
+            while app.state.sorting.stats.failures == 0:
+                assert time.monotonic() < deadline, "the defect never happened"
+                time.sleep(0.01)
+            _post(url, track("o-2"))
+            wait_sorted(app)
+        assert [m.message_id for m in store.list_messages()] == ["o-1", "o-2"]
+        assert len(calls) >= 2
+    finally:
+        store.close()
+
+
+def test_when_the_checkpoint_thread_dies_commits_checkpoint_again(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    try:
+        with closing(sqlite3.connect(tmp_path / "q.db")) as probe:
+            assert probe.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        checkpointer.failed = True  # as after a failure inside its thread
+        store.inbox_append([InboxEntry(source="web", destination="acme", kind="track",
+                                       received_at=1.7e9, count=1, body=b"{}")])
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert store._checkpointer is None
     finally:
         store.close()
