@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -53,24 +54,31 @@ class InboxEntry:
     seq: int = 0  # assigned by the store
 
 
-def oldest_entries(
-    rows: Iterable[Sequence[Any]], max_messages: int, max_bytes: int
-) -> list[InboxEntry]:
-    """Entries in order while their messages fit in `max_messages` and their bodies in
-    `max_bytes` (always at least one). Rows: seq, source, destination, kind, received_at,
-    count, body."""
-    taken: list[InboxEntry] = []
-    messages = size = 0
-    for seq, source, destination, kind, received_at, count, body in rows:
-        if taken and (messages + int(count) > max_messages or size + len(body) > max_bytes):
+def within_limits(
+    rows: Iterable[R], size: Callable[[R], tuple[int, int]], max_messages: int, max_bytes: int
+) -> list[R]:
+    """The leading `rows` while their (messages, body bytes), by `size`, fit in `max_messages`
+    and `max_bytes`: always at least one. Stops reading `rows` at the first that does not fit
+    (a lazy cursor then never reads the rest)."""
+    taken: list[R] = []
+    messages = total = 0
+    for row in rows:
+        count, length = size(row)
+        if taken and (messages + count > max_messages or total + length > max_bytes):
             break
-        taken.append(InboxEntry(
-            source=str(source), destination=str(destination), kind=str(kind),
-            received_at=float(received_at), count=int(count), body=bytes(body), seq=int(seq),
-        ))
-        messages += int(count)
-        size += len(body)
+        taken.append(row)
+        messages += count
+        total += length
     return taken
+
+
+def inbox_entry(row: Sequence[Any]) -> InboxEntry:
+    """An entry from a row: seq, source, destination, kind, received_at, count, body."""
+    seq, source, destination, kind, received_at, count, body = row
+    return InboxEntry(
+        source=str(source), destination=str(destination), kind=str(kind),
+        received_at=float(received_at), count=int(count), body=bytes(body), seq=int(seq),
+    )
 
 
 class SortRaced(Exception):

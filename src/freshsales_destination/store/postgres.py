@@ -38,7 +38,8 @@ from freshsales_destination.store.base import (
     NewMessage,
     SortRaced,
     StoredMessage,
-    oldest_entries,
+    inbox_entry,
+    within_limits,
 )
 
 T = TypeVar("T")
@@ -453,23 +454,19 @@ class PostgresStore:
         with self._tx() as conn:
             # Sizes first, then only the bodies that fit (a client-side cursor would fetch
             # every body of the LIMIT).
-            taken: list[int] = []
-            messages = size = 0
-            for seq, count, length in conn.execute(
+            sizes = conn.execute(
                 "SELECT seq, count, length(body) FROM inbox ORDER BY seq LIMIT %s",
                 (max(1, max_messages),),
-            ).fetchall():
-                if taken and (messages + count > max_messages or size + length > max_bytes):
-                    break
-                taken.append(int(seq))
-                messages += int(count)
-                size += int(length)
+            ).fetchall()
+            taken = within_limits(
+                sizes, lambda row: (int(row[1]), int(row[2])), max_messages, max_bytes
+            )
             rows = conn.execute(
                 "SELECT seq, source, destination, kind, received_at, count, body "
                 "FROM inbox WHERE seq = ANY(%s) ORDER BY seq",
-                (taken,),
+                ([int(row[0]) for row in taken],),
             ).fetchall()
-        return oldest_entries(rows, max_messages, max_bytes)
+        return [inbox_entry(row) for row in rows]
 
     def inbox_count(self) -> tuple[int, int]:
         with self._tx() as conn:

@@ -25,7 +25,8 @@ from freshsales_destination.store.base import (
     NewMessage,
     SortRaced,
     StoredMessage,
-    oldest_entries,
+    inbox_entry,
+    within_limits,
 )
 
 T = TypeVar("T")
@@ -420,9 +421,11 @@ class SQLiteStore:
                 "FROM inbox ORDER BY seq LIMIT ?",
                 (max(1, max_messages),),
             )
-            entries = oldest_entries(cursor, max_messages, max_bytes)
+            rows = within_limits(
+                cursor, lambda row: (int(row[5]), len(row[6])), max_messages, max_bytes
+            )
             cursor.close()
-        return entries
+        return [inbox_entry(row) for row in rows]
 
     def inbox_sorted(
         self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage]
