@@ -79,10 +79,12 @@ class ServiceApp(Starlette):
         self.ingest = ingest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.ingest.owns(route_path(scope)):
-            scope["app"] = self
-            await self.ingest(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            path = route_path(scope)
+            if self.ingest.owns(path):
+                scope["app"] = self
+                await self.ingest.handle(path, scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 

@@ -249,8 +249,12 @@ class Ingest:
         every error themselves as JSON ``{code, message}``, and a request costs no framework
         objects on the hot path.
         """
+        await self.handle(route_path(scope), scope, receive, send)
+
+    async def handle(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """`__call__` for a caller that already has the route path (see `route_path`)."""
         call = _Call(scope, receive, send)
-        prefix, _, rest = route_path(scope)[1:].partition("/")
+        prefix, _, rest = path[1:].partition("/")
         if not rest or "/" in rest:
             await _not_found(call)
         elif scope["method"] != "POST":

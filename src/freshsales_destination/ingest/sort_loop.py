@@ -241,9 +241,7 @@ class InboxSorting:
         except Exception:  # noqa: BLE001 - find out whether one entry is the cause
             await self._one_by_one(entries, expanded)
             return
-        self.stats.chunks += 1
-        sorter.record(len(entries), messages, fresh)
-        self._sorted_out(entries)
+        self._sorted_out(entries, messages, fresh)
         await self._pause(cpu + write_cpu)
 
     async def _one_by_one(
@@ -276,9 +274,7 @@ class InboxSorting:
             except Exception:  # noqa: BLE001 - the store, not the entry, is failing
                 self._store_failed("writing sorted messages")
                 return
-            self.stats.chunks += 1
-            self._sorter.record(1, rows, fresh)
-            self._sorted_out([entry])
+            self._sorted_out([entry], rows, fresh)
 
     async def _empty(self, commits: int) -> None:
         """The inbox was found empty: give the lease back if held (another process's entries
@@ -292,7 +288,12 @@ class InboxSorting:
                 self._backlog = 0
             self._sorted.notify_all()
 
-    def _sorted_out(self, entries: Sequence[InboxEntry]) -> None:
+    def _sorted_out(
+        self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage], fresh: list[bool]
+    ) -> None:
+        """A committed sorting transaction: count it, its messages and the smaller backlog."""
+        self.stats.chunks += 1
+        self._sorter.record(len(entries), messages, fresh)
         if self._backlog is not None:
             self._backlog = max(0, self._backlog - sum(entry.count for entry in entries))
 
