@@ -65,6 +65,7 @@ def build_runtime(
         now=now,
         records_first=delivery.records_first,
         sleep=sleep or asyncio.sleep,
+        destination=name,
     )
     memory = DeliveryMemory(store, name)
     executor = Executor(

@@ -32,10 +32,12 @@ RECORD_KINDS = frozenset(
 
 
 class Budget(Protocol):
-    async def acquire(self, priority: str) -> None:
-        """Wait for (or refuse, raising BudgetExhausted) one call's worth of budget."""
+    async def acquire(self, priority: str) -> int:
+        """Wait for (or refuse, raising BudgetExhausted) one call's worth of budget; the
+        call's ticket, which goes back to `observe` with its answer."""
+        ...
 
-    def observe(self, reply_or_error: Any) -> None: ...
+    def observe(self, reply_or_error: Any, ticket: int | None = None) -> None: ...
 
     def wait_hint(self) -> float:
         """Seconds until the budget has room again (0 when it has room now)."""
@@ -87,14 +89,14 @@ class Executor:
 
     async def _call(self, op: Operation, action: Callable[[], Awaitable[Reply]]) -> Reply:
         priority = "record" if op.kind in RECORD_KINDS else "event"
-        await self.budget.acquire(priority)
+        ticket = await self.budget.acquire(priority)
         self.counter.count(op.kind)
         try:
             reply = await action()
         except Exception as exc:
-            self.budget.observe(exc)
+            self.budget.observe(exc, ticket)
             raise
-        self.budget.observe(reply)
+        self.budget.observe(reply, ticket)
         return reply
 
     # -- reference resolution -----------------------------------------------------------------
