@@ -27,8 +27,9 @@ the body says. Freshsales sends its transient "Something went wrong. Please try 
 in the ``{"errors": {"message": [...]}}`` shape it also uses for validation failures, and one
 Classic source shows validation failures with status 500 (reference §13.2), so a 5xx is never
 proof that retrying cannot help. A 5xx that really is a validation failure is retried until
-the retry window ends and then goes dead with Freshsales' message; a validation failure
-mistaken for a permanent one would lose the event for good. Only 4xx answers are permanent.
+the retry window ends and then goes dead with Freshsales' message: a validation failure
+mistaken for a temporary one costs retries; the other mistake loses the event for good.
+Other error statuses (4xx validation answers above all) are permanent.
 
 No text in these errors may contain the API key or the app token: the client redacts every
 string it passes in (see ``redact``), and no error keeps the request or its headers.
