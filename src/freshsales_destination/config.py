@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from freshsales_destination.errors import ConfigError
 
@@ -88,6 +96,17 @@ class DestinationConfig(_Strict):
     # Mapping settings (see docs/mapping.md); validated by the planner's own model.
     mapping: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("domain", "base_url")
+    @classmethod
+    def _no_blank_or_control(cls, value: str | None) -> str | None:
+        # A stray space, tab or newline (a pasted value, an env var) would make a URL the HTTP
+        # library refuses or, worse, reads differently; refuse it here, naming the key only.
+        if value is not None:
+            bad = unusable_url_character(value)
+            if bad is not None:
+                raise ValueError(f"must not contain whitespace or control characters (found {bad})")
+        return value
+
     @model_validator(mode="after")
     def _check_url(self) -> DestinationConfig:
         if self.base_url is None and not self.domain:
@@ -116,6 +135,18 @@ class DestinationConfig(_Strict):
         if host.endswith(".freshsales.io"):
             return f"https://{host}"
         return f"https://{host}/crm/sales"
+
+
+def unusable_url_character(text: str) -> str | None:
+    """Describe the first whitespace or control character of ``text`` (not the text), else None.
+
+    Whitespace, control and format characters (zero-width spaces, direction marks) and
+    unassigned code points have no place in a host name or a URL.
+    """
+    for position, char in enumerate(text):
+        if char.isspace() or not char.isprintable():
+            return f"U+{ord(char):04X} at position {position}"
+    return None
 
 
 def is_freshworks_https_url(url: str) -> bool:

@@ -16,6 +16,8 @@ Example (TOML)::
     [destinations.acme.mapping.track_events."Demo Requested"]
     action = "sales_activity"
     activity_type = "Meeting"
+    start_date_property = "properties.startDate"   # default: the event's time
+    end_date_property = "properties.endDate"       # default: the activity's start
 
     [destinations.acme.mapping.track_events."Signed Up"]
     action = "lifecycle_stage"
@@ -89,16 +91,36 @@ class NoteRule(_Rule):
         return _check_template(value)
 
 
+def property_path(value: str) -> str:
+    """The path inside ``properties`` a setting names: ``properties.startDate`` (or the bare
+    ``startDate``) -> ``startDate``; ``properties.meeting.start`` -> ``meeting.start``."""
+    path = value.strip()
+    if path.startswith("properties."):
+        path = path[len("properties.") :]
+    if not path or path == "properties" or any(not part for part in path.split(".")):
+        raise ValueError(f"{value!r} is not a property path: use properties.KEY")
+    return f"properties.{path}"
+
+
 class SalesActivityRule(_Rule):
     action: Literal["sales_activity"]
     activity_type: str = Field(min_length=1)
     title: str | None = None
     owner_email: str | None = None
+    # Where the activity's start and end come from (``properties.startDate``); by default, and
+    # whenever the property is absent or not a date, the event's time (see the planner).
+    start_date_property: str | None = None
+    end_date_property: str | None = None
 
     @field_validator("title")
     @classmethod
     def _template(cls, value: str | None) -> str | None:
         return _check_template(value)
+
+    @field_validator("start_date_property", "end_date_property")
+    @classmethod
+    def _property(cls, value: str | None) -> str | None:
+        return None if value is None else property_path(value)
 
 
 class LifecycleStageRule(_Rule):
@@ -219,5 +241,6 @@ __all__ = [
     "TrackApiRule",
     "find_rule",
     "normalise_event_name",
+    "property_path",
     "template_placeholders",
 ]

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from freshsales_destination.core.explanation import ExplanationEntry, Outcome, Status
@@ -30,6 +31,7 @@ from freshsales_destination.core.mapping_settings import (
 )
 from freshsales_destination.core.operations import Operation, ref
 from freshsales_destination.core.schema import FieldDef, FieldSchema, MappingConfigError
+from freshsales_destination.core.segment import format_time, parse_time
 from freshsales_destination.core.traits import (
     ACCOUNT_ALIASES,
     DEAL_ALIASES,
@@ -670,15 +672,14 @@ class _Builder:
             return
         if isinstance(rule, SalesActivityRule):
             type_id = self.schema.require("sales_activity_types", rule.activity_type, f"{where}.activity_type")
-            if self.timestamp is None:
-                raise _Stop("discarded", "missing_timestamp", "a sales activity needs the event's timestamp")
+            start_date, end_date = self._activity_dates(rule, props)
             title = (self._render(rule.title, label, name, props) if rule.title else None) or label
             self.ensure_person(person, "a sales activity needs the person's id")
             fields: dict[str, Any] = {
                 "title": title,
                 "sales_activity_type_id": type_id,
-                "start_date": self.timestamp,
-                "end_date": self.timestamp,
+                "start_date": start_date,
+                "end_date": end_date,
                 "notes": _describe(title, props, None),
                 "targetable_type": _targetable(person.record_type),
                 "targetable_id": ref("person"),
@@ -712,6 +713,53 @@ class _Builder:
             self._deal_rule(rule, where, label, name, props, person)
             return
         raise AssertionError(f"unhandled rule {rule!r}")  # pragma: no cover
+
+    def _activity_dates(self, rule: SalesActivityRule, props: Mapping[str, Any]) -> tuple[str, str]:
+        """A sales activity's start and end: from the properties the rule names when they hold
+        dates, else the event's time for the start and the start for the end (an end before the
+        start is not sent either). Every choice is explained."""
+        start_at: datetime | None
+        start = self._property_date(rule.start_date_property, props, "start", "the activity starts at the event's time")
+        if start is not None:
+            start_text, start_at = start
+            self.note(str(rule.start_date_property), "mapped", "the activity's start", "sales_activity.start_date")
+        elif self.timestamp is None:
+            raise _Stop("discarded", "missing_timestamp", "a sales activity needs the event's timestamp")
+        else:
+            start_text, start_at = self.timestamp, parse_time(self.timestamp)
+        end = self._property_date(rule.end_date_property, props, "end", "the activity ends at its start")
+        if end is None:
+            return start_text, start_text
+        end_text, end_at = end
+        setting = str(rule.end_date_property)
+        if start_at is not None and end_at < start_at:
+            began = "from " + str(rule.start_date_property) if start is not None else "the event's time"
+            self.note(setting, "dropped", f"{end_text} is before the activity's start {start_text} "
+                      f"({began}): the activity ends at its start", "sales_activity.end_date")
+            return start_text, start_text
+        self.note(setting, "mapped", "the activity's end", "sales_activity.end_date")
+        return start_text, end_text
+
+    def _property_date(
+        self, setting: str | None, props: Mapping[str, Any], what: str, fallback: str
+    ) -> tuple[str, datetime] | None:
+        """The date in the property ``setting`` names (``properties.KEY``); None, explained,
+        when there is no such setting, no such property or no date in it."""
+        if setting is None:
+            return None
+        target = f"sales_activity.{what}_date"
+        found, value = _property_value(props, setting[len("properties.") :])
+        if not found or value is None or value == "":
+            self.note(setting, "info", f"not in the event: {fallback}", target)
+            return None
+        when = parse_time(value)
+        if when is None:
+            shown = json.dumps(value, ensure_ascii=False, default=str)
+            shown = shown if len(shown) <= 60 else shown[:59] + "…"
+            self.note(setting, "dropped", f"{shown} is not a date (ISO 8601 expected, such as "
+                      f"2024-05-01T10:00:00Z): {fallback}", target)
+            return None
+        return format_time(when), when
 
     def _deal_rule(self, rule: DealRule, where: str, label: str, name: str | None, props: Mapping[str, Any], person: _Person) -> None:
         deal_name = self._render(rule.name, label, name, props)
@@ -867,6 +915,18 @@ def _describe(title: str, props: Mapping[str, Any], timestamp: str | None) -> st
         lines.append(f"{k}: {text}")
     out = "\n".join(lines)
     return out if len(out) <= NOTE_LIMIT else out[: NOTE_LIMIT - 1] + "…"
+
+
+def _property_value(props: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    """``props[path]``, else the nested value along ``path``'s dots; (found, value)."""
+    if path in props:
+        return True, props[path]
+    node: Any = props
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
 
 
 def _message_id(event: Mapping[str, Any]) -> str:

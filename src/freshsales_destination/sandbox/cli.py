@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
 from freshsales_destination.sandbox.errors import SandboxError
-from freshsales_destination.sandbox.options import SandboxOptions
+from freshsales_destination.sandbox.options import ErrorBody, SandboxOptions
 
 
 def sandbox_command(
@@ -33,6 +33,11 @@ def sandbox_command(
     slow_seconds: Annotated[float, typer.Option(help="Delay of a slow answer.")] = 30.0,
     drop_rate: Annotated[float, typer.Option(help="Probability of a dropped connection.")] = 0.0,
     fault_seed: Annotated[int | None, typer.Option(help="Seed for the fault dice.")] = None,
+    error_status: Annotated[list[int] | None, typer.Option(
+        help="Status of an injected 5xx (repeat for several; default 500, 502, 503).")] = None,
+    error_body: Annotated[str, typer.Option(
+        help="Body of an injected 5xx: errors.message (Freshsales' transient 'Something went wrong' "
+             "in its validation-error shape), error_code, or mixed (either, at random).")] = "mixed",
 ) -> None:
     """Serve a local emulator of the Freshsales API (in memory unless --data is given)."""
     import uvicorn
@@ -45,6 +50,10 @@ def sandbox_command(
     for name, value in (("--error-rate", error_rate), ("--slow-rate", slow_rate), ("--drop-rate", drop_rate)):
         if not 0 <= value <= 1:
             raise typer.BadParameter("must be between 0 and 1", param_hint=name)
+    if error_body not in get_args(ErrorBody):
+        raise typer.BadParameter(f"must be one of {', '.join(get_args(ErrorBody))}", param_hint="--error-body")
+    if error_status is not None and not all(500 <= code <= 599 for code in error_status):
+        raise typer.BadParameter("must be a 5xx status", param_hint="--error-status")
     options = SandboxOptions(
         host=host, port=port, api_key=api_key, app_token=app_token,
         product="classic" if product == "classic" else "suite", data_path=data, retry_after=retry_after,
@@ -52,6 +61,9 @@ def sandbox_command(
         seed_path=seed, error_rate=error_rate, slow_rate=slow_rate, slow_seconds=slow_seconds,
         drop_rate=drop_rate, fault_seed=fault_seed,
     )
+    options = options.with_changes(error_body=error_body)
+    if error_status:
+        options = options.with_changes(error_statuses=tuple(error_status))
     try:
         app = build_app(options)
     except SandboxError as exc:

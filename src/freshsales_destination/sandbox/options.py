@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 Product = Literal["suite", "classic"]
 ResetFormat = Literal["epoch", "delta", "dmyHis"]
+# The body of an injected 5xx (``error_rate``): see sandbox/faults.py.
+ErrorBody = Literal["mixed", "errors.message", "error_code"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class SandboxOptions:
     drop_rate: float = 0.0
     slow_seconds: float = 30.0
     fault_seed: int | None = None
+    # Injected 5xx (``error_rate``): their statuses, and their body's shape ("errors.message":
+    # Freshsales' transient "Something went wrong" in its validation-error shape).
+    error_statuses: tuple[int, ...] = (500, 502, 503)
+    error_body: ErrorBody = "mixed"
 
     # Choices where the public record is silent.
     email_case_sensitive: bool = False
@@ -61,4 +67,5 @@ class SandboxOptions:
             value = getattr(self, name)
             out[name] = str(value) if isinstance(value, Path) else value
         out["sdks"] = list(self.sdks)
+        out["error_statuses"] = list(self.error_statuses)
         return out
