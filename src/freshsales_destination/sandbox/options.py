@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 Product = Literal["suite", "classic"]
 ResetFormat = Literal["epoch", "delta", "dmyHis"]
+TrackingApi = Literal["present", "absent", "html"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class SandboxOptions:
     max_body_bytes: int = 1_048_576
     max_per_page: int = 100
     sdks: tuple[str, ...] = ("ruby", "php", "python", "javascript", "freshsales-destination")
+    # The tracking API (/track/*, reference §13.3): "absent" answers 404 as for an unknown
+    # route, "html" answers 200 with an HTML page (a web app serving the path).
+    tracking_api: TrackingApi = "present"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> SandboxOptions:
