@@ -96,6 +96,11 @@ class EventsRoute:
         tracking: TrackingApi = "unknown" if state == "recheck" else state
         return events_way(self.events_via, self.has_app_token, tracking)
 
+    def evidence(self) -> str:
+        """What the learned tracking fact rests on, in a few words."""
+        fact = self._fact()
+        return "nothing learned yet" if fact is None else f"learned {fact.value}: {fact.evidence}"
+
     def describe(self, now: float) -> str:
         text = self.way(now).describe()
         fact = self._fact()

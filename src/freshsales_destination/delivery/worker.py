@@ -167,10 +167,10 @@ class DestinationWorker:
         result = plan_event(event, settings, schema, self.memory.identity(user))
         if tracking == "absent" and result.status == "planned" and has_tracking(result.operations):
             raise MappingConfigError(
-                "the tracking API is absent on this account (learned from its answers; "
-                f"{self.events.describe(self.now())}), and events_via = \"tracking\" or a "
-                "track_api rule insists on it: the events wait; set events_via = \"auto\" or "
-                "\"note\" to deliver them as notes",
+                f"the tracking API is absent on this account ({self.events.evidence()}; "
+                "re-checked daily), and events_via = \"tracking\" (or a track_api rule) "
+                "insists on it: the events wait; set events_via = \"auto\" or \"note\" to "
+                "deliver them as notes",
                 kind="events_via",
             )
         if result.status != "planned":
@@ -309,7 +309,7 @@ class DestinationWorker:
             await self._store(self.events.learn_absent, exc.evidence, self.now())
             log.warning(
                 "destination %s: %s; events now go by %s", self.name, exc.message,
-                self.events.describe(self.now()),
+                self.events.way(self.now()).describe(),
             )
             return "replan"
         except (UnresolvedReference, FreshsalesError) as exc:
