@@ -6,7 +6,8 @@ delivery engine cached in the configured store (read only, never fetched); when 
 none and the destination points at a sandbox (a custom ``base_url``, never a Freshworks host),
 from that sandbox's field settings; and otherwise from the built-in default schema. The output
 says which one was used (``schema_source``: ``file``, ``store cache``, ``sandbox`` or
-``built-in default``).
+``built-in default``). What delivery learned about the destination's tracking API is read from
+the same store, so the plan shows the way its events go now (``events_via`` in the output).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ Example (TOML)::
     [destinations.acme.mapping.page_default]
     action = "note"
 
-Actions: ``auto`` (tracking API when the destination has an app token; otherwise a note for track
+Actions: ``auto`` (the way the destination's ``events_via`` says, ``core/events_via.py``: the
+tracking API where the account has it, else a note; without an app token a note for track
 events and a drop for pages), ``track_api``, ``note``, ``sales_activity``, ``lifecycle_stage``,
 ``deal`` and ``drop``. Templates (``title``, ``name``) accept ``{event}``, ``{name}``,
 ``{userId}``, ``{messageId}`` and ``{properties.KEY}``, with ``|`` between fallbacks.
