@@ -246,3 +246,23 @@ def test_events_via_tracking_on_an_absent_api_waits_with_a_clear_reason(tmp_path
         suite.deliver(clock)
         assert _status(suite, "t-1").status == "delivered" and _status(suite, "t-2").status == "delivered"
         assert len(suite.records("notes")) == 2 and len(_track_calls(suite)) == 1
+
+
+def test_a_track_api_rule_on_an_absent_api_waits_without_a_call_per_event(tmp_path: Path) -> None:
+    clock = FakeClock()
+    for suite in make_pipeline(tmp_path, "suite", clock=clock, sandbox_options={"tracking_api": "absent"},
+                               mapping={"track_events": {"Order Completed": "track_api"}},
+                               destination={"events_via": "note"}):
+        suite.send("/v1/identify", IDENTIFY)
+        suite.send("/v1/identify", IDENTIFY_2)
+        suite.send("/v1/track", _track("t-1"))
+        suite.send("/v1/track", _track("t-2"))
+        suite.send("/v1/track", _track("t-3", user="u-2", event="Other"))
+        for _ in range(3):
+            suite.deliver(clock)
+            clock.advance(600)
+        assert len(_track_calls(suite)) == 1
+        held = _status(suite, "t-1")
+        assert held.status == "pending" and "tracking API is absent" in (held.last_error or "")
+        assert _status(suite, "t-3").status == "delivered"
+        assert [n["description"].split("\n")[0] for n in suite.records("notes")] == ["Other"]

@@ -89,12 +89,15 @@ class EventsRoute:
     def _fact(self) -> Fact | None:
         return self.facts.get(TRACKING_API)
 
-    def way(self, now: float) -> EventsWay:
-        """Which way events go now (for ``status`` and ``explain``)."""
+    def state(self, now: float) -> TrackingApi:
+        """What is known now (a due re-check counts as unknown); reads, never claims."""
         fact = self._fact()
         state = tracking_state(fact.value if fact else None, fact.recheck_at if fact else None, now)
-        tracking: TrackingApi = "unknown" if state == "recheck" else state
-        return events_way(self.events_via, self.has_app_token, tracking)
+        return "unknown" if state == "recheck" else state
+
+    def way(self, now: float) -> EventsWay:
+        """Which way events go now (for ``status`` and ``explain``)."""
+        return events_way(self.events_via, self.has_app_token, self.state(now))
 
     def evidence(self) -> str:
         """What the learned tracking fact rests on, in a few words."""

@@ -165,6 +165,9 @@ class DestinationWorker:
                 raise _Hold("waiting for the tracking API's first answer (another worker asked it)", 5.0)
             settings = replace(settings, tracking_api=tracking)
         result = plan_event(event, settings, schema, self.memory.identity(user))
+        if tracking is None and result.status == "planned" and has_tracking(result.operations):
+            # A track_api rule while events_via keeps auto events off the tracking API.
+            tracking = await self._store(self.events.state, self.now())
         if tracking == "absent" and result.status == "planned" and has_tracking(result.operations):
             raise MappingConfigError(
                 f"the tracking API is absent on this account ({self.events.evidence()}; "
@@ -264,8 +267,13 @@ class DestinationWorker:
                     break
             if unit is None:
                 continue
-            if outcome == "replan":
-                return True  # learned twice in a row (another process disagrees): later
+            if outcome == "replan" and unit is not None:
+                # Absent twice in a row (a track_api rule, or another process disagrees).
+                await self._park(claim, unit.messages[0], MappingConfigError(
+                    "the tracking API is absent on this account, and this event's rule needs it",
+                    kind="events_via",
+                ))
+                return True
             if outcome == "fell back" and unit.parts:
                 for part in unit.parts:
                     outcome = await self._run_unit(claim, part)
