@@ -40,36 +40,39 @@ def _route(store: SQLiteStore, via: str = "auto", token: bool = True, name: str 
 
 def test_first_events_probe_one_at_a_time_then_follow_the_fact(store: SQLiteStore) -> None:
     route, other = _route(store), _route(store)  # two workers (or processes) on one store
-    assert route.for_planning(T0) == "unknown"  # this event probes
-    assert other.for_planning(T0 + 1) == "wait"  # the others wait for its answer
-    assert other.for_planning(T0 + PROBE_LEASE_SECONDS + 1) == "unknown"  # a lost probe expires
+    assert route.state(T0) == "unknown"
+    assert route.claim_probe(T0) == "probe"  # this event asks the tracking API
+    assert other.claim_probe(T0 + 1) == "wait"  # the others wait for its answer
+    assert other.claim_probe(T0 + PROBE_LEASE_SECONDS + 1) == "probe"  # a lost probe expires
     route.learn_absent("HTTP 404 on /track/events", T0 + 2)
-    assert other.for_planning(T0 + 3) == "absent"
+    assert other.state(T0 + 3) == "absent" and other.claim_probe(T0 + 3) == "absent"
     fact = LearnedFacts(store, "crm").get(TRACKING_API)
     assert fact is not None and (fact.value, fact.recheck_at) == ("absent", T0 + 2 + RECHECK_SECONDS)
     assert route.way(T0 + 3).way == "note" and route.way(T0 + 3).basis == "learned"
     assert "learned absent: HTTP 404 on /track/events" in route.describe(T0 + 3)
-    # A day later one event re-checks; the others keep going as notes meanwhile.
+    # A day later one event re-checks; the others keep going the other way meanwhile.
     due = T0 + 2 + RECHECK_SECONDS
-    assert route.for_planning(due - 1) == "absent"
-    assert route.for_planning(due) == "unknown"
-    assert other.for_planning(due + 1) == "absent"
+    assert route.state(due - 1) == "absent"
+    assert route.state(due) == "unknown" and route.way(due).basis == "probe"
+    assert route.claim_probe(due) == "probe"
+    assert other.claim_probe(due + 1) == "absent"
     route.learn_absent("HTTP 404 on /track/events", due + 2)
-    assert other.for_planning(due + 3) == "absent"
-    assert other.for_planning(due + 2 + RECHECK_SECONDS) == "unknown"
-    route.learn_present("a 2xx answer", due + 2 + RECHECK_SECONDS)
-    assert other.for_planning(due + 10 * RECHECK_SECONDS) == "present"
-    assert route.way(due + 10 * RECHECK_SECONDS).way == "tracking"
+    assert other.state(due + 3) == "absent"
+    later = due + 2 + RECHECK_SECONDS
+    assert other.claim_probe(later) == "probe"
+    route.learn_present("a 2xx answer", later)
+    assert other.state(later + 10 * RECHECK_SECONDS) == "present"
+    assert other.claim_probe(later + 1) == "present"
+    assert route.way(later + 10 * RECHECK_SECONDS).way == "tracking"
 
 
-def test_facts_are_per_destination_and_settings_that_skip_tracking_read_nothing(store: SQLiteStore) -> None:
+def test_facts_are_per_destination(store: SQLiteStore) -> None:
     _route(store, name="a").learn_absent("HTTP 405 on /track/events", T0)
-    assert _route(store, name="b").for_planning(T0) == "unknown"
-    assert _route(store, name="a").for_planning(T0) == "absent"
+    assert _route(store, name="b").state(T0) == "unknown"
+    assert _route(store, name="a").state(T0) == "absent"
     for via, token in (("note", True), ("sales_activity", True), ("auto", False)):
-        route = _route(store, via, token, name="c")
-        assert not route.uses_tracking and route.for_planning(T0) == "unknown"
-    assert store.kv_get("tracking_probe", "c") is None
+        route = _route(store, via, token, name="a")
+        assert not route.uses_tracking and "learned" not in route.describe(T0)
     assert _route(store, "tracking", name="a").way(T0).way == "tracking"
 
 

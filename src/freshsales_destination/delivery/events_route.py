@@ -44,7 +44,7 @@ PROBE_LEASE_SECONDS = 60.0
 TRACKING_KINDS = frozenset({"track_event", "track_page_view"})
 EVENT_TYPES = frozenset({"track", "page", "screen"})
 
-Planning = TrackingApi | Literal["wait"]
+Probe = Literal["probe", "wait", "absent", "present"]
 
 
 class TrackingApiAbsent(FreshsalesDestinationError):
@@ -114,20 +114,19 @@ class EventsRoute:
             text += "]"
         return text
 
-    def for_planning(self, now: float) -> Planning:
-        """What to tell the planner about the tracking API for one event planned now.
-
-        ``unknown`` makes this event a probe (its lease is taken here); ``wait`` means another
-        worker is probing right now and nothing is known yet.
-        """
-        if not self.uses_tracking:
-            return "unknown"
+    def claim_probe(self, now: float) -> Probe:
+        """For an event about to call the tracking API while its state is unknown or due for
+        a re-check: ``probe`` (this event asks; the lease is taken), ``wait`` (another worker
+        is asking and nothing is known yet) or ``absent`` (another worker re-checks; go the
+        other way meanwhile)."""
         fact = self._fact()
         state = tracking_state(fact.value if fact else None, fact.recheck_at if fact else None, now)
-        if state in ("present", "absent"):
-            return state
+        if state == "present":
+            return "present"
+        if state == "absent":
+            return "absent"
         if self._claim_probe(now):
-            return "unknown"
+            return "probe"
         return "absent" if state == "recheck" else "wait"
 
     def _claim_probe(self, now: float) -> bool:

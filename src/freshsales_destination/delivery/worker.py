@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from freshsales_destination.core.events_via import TrackingApi
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.operations import (
     PERSON_UPSERT_KINDS,
@@ -158,16 +159,24 @@ class DestinationWorker:
         """Plan one message with the identity as it is now; None when it was finished here."""
         event = message.normalized()
         user = event.get("userId") if isinstance(event.get("userId"), str) else None
-        settings, tracking = self.settings, None
-        if message.type in EVENT_TYPES and self.events.uses_tracking:
-            tracking = await self._store(self.events.for_planning, self.now())
-            if tracking == "wait":
-                raise _Hold("waiting for the tracking API's first answer (another worker asked it)", 5.0)
-            settings = replace(settings, tracking_api=tracking)
-        result = plan_event(event, settings, schema, self.memory.identity(user))
-        if tracking is None and result.status == "planned" and has_tracking(result.operations):
-            # A track_api rule while events_via keeps auto events off the tracking API.
+        identity = self.memory.identity(user)
+        tracking: TrackingApi | None = None
+        probe = False
+        if message.type in EVENT_TYPES and self.settings.has_app_token:
+            # Plan with what is known; only a plan that calls the tracking API while nothing
+            # is known (or a re-check is due) takes the probe: one such event at a time.
             tracking = await self._store(self.events.state, self.now())
+            result = plan_event(event, replace(self.settings, tracking_api=tracking), schema, identity)
+            if tracking == "unknown" and result.status == "planned" and has_tracking(result.operations):
+                claim = await self._store(self.events.claim_probe, self.now())
+                if claim == "wait":
+                    raise _Hold("waiting for the tracking API's first answer (another worker asked it)", 5.0)
+                probe = claim == "probe"
+                if claim == "absent":
+                    tracking = "absent"
+                    result = plan_event(event, replace(self.settings, tracking_api=tracking), schema, identity)
+        else:
+            result = plan_event(event, self.settings, schema, identity)
         if tracking == "absent" and result.status == "planned" and has_tracking(result.operations):
             raise MappingConfigError(
                 f"the tracking API is absent on this account ({self.events.evidence()}; "
@@ -188,7 +197,6 @@ class DestinationWorker:
             for entry in result.explanation
             if entry.outcome == "dropped"
         ]
-        probe = tracking == "unknown" and has_tracking(result.operations)
         return Unit([message], stable_keys(message, result.operations), dropped, user, probe=probe)
 
     async def _record_unit(
