@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from freshsales_destination.cli import _register
 from freshsales_destination.cli import app as cli_app
 from freshsales_destination.core.events_via import RECHECK_SECONDS
+from freshsales_destination.delivery.events_route import PROBE_LEASE_SECONDS, EventsRoute
 from freshsales_destination.delivery.learned import TRACKING_API, LearnedFacts
 from freshsales_destination.explain import explain
 from tests.delivery.conftest import API_KEY, APP_TOKEN, FakeClock, Pipeline, make_pipeline
@@ -266,3 +267,24 @@ def test_a_track_api_rule_on_an_absent_api_waits_without_a_call_per_event(tmp_pa
         assert held.status == "pending" and "tracking API is absent" in (held.last_error or "")
         assert _status(suite, "t-3").status == "delivered"
         assert [n["description"].split("\n")[0] for n in suite.records("notes")] == ["Other"]
+
+
+def test_while_another_worker_probes_events_wait_without_spending_their_window(tmp_path: Path) -> None:
+    clock = FakeClock()
+    for suite in _pipeline(tmp_path, "suite", "absent", clock=clock):
+        suite.send("/v1/identify", IDENTIFY)
+        suite.send("/v1/track", _track("t-1"))
+        # Another worker (here: its lease in the store) is asking the tracking API right now.
+        other = EventsRoute(suite.store, "crm", events_via="auto", has_app_token=True)
+        assert other.claim_probe(clock()) == "probe"
+        suite.deliver(clock)
+        waiting = _status(suite, "t-1")
+        assert waiting.status == "pending" and waiting.attempts == 0 and waiting.first_failure_at is None
+        assert "tracking API's first answer" in (waiting.last_error or "")
+        assert _status(suite, "id-1").status == "delivered"  # records are not held
+        assert _track_calls(suite) == []
+        # That probe never answered (its worker died): its lease runs out and this event asks.
+        clock.advance(PROBE_LEASE_SECONDS + 1)
+        suite.deliver(clock)
+        assert _status(suite, "t-1").status == "delivered" and len(_track_calls(suite)) == 1
+        assert [n["description"].split("\n")[0] for n in suite.records("notes")] == ["Order Completed"]
