@@ -256,32 +256,22 @@ class DestinationWorker:
             if not renewed:
                 log.warning("destination %s: lost the lease on a lane; stopping", self.name)
                 return True
-            for _replan in range(2):
-                try:
-                    if step is None:
-                        unit = await self._record_unit(identifies, schema)
-                    else:
-                        unit = await self._plan_one(step, schema)
-                except MappingConfigError as exc:
-                    await self._park(claim, step or identifies[0], exc)
-                    return True
-                except _Hold as hold:
-                    await self._hold(claim, step or identifies[0], hold)
-                    return True
-                if unit is None:
-                    break
-                outcome = await self._run_unit(claim, unit)
-                if outcome != "replan":
-                    break
+            try:
+                if step is None:
+                    unit = await self._record_unit(identifies, schema)
+                else:
+                    unit = await self._plan_one(step, schema)
+            except MappingConfigError as exc:
+                await self._park(claim, step or identifies[0], exc)
+                return True
+            except _Hold as hold:
+                await self._hold(claim, step or identifies[0], hold)
+                return True
             if unit is None:
                 continue
-            if outcome == "replan" and unit is not None:
-                # Absent twice in a row (a track_api rule, or another process disagrees).
-                await self._park(claim, unit.messages[0], MappingConfigError(
-                    "the tracking API is absent on this account, and this event's rule needs it",
-                    kind="events_via",
-                ))
-                return True
+            outcome = await self._run_unit(claim, unit)
+            if outcome == "replan" and step is not None:
+                outcome = await self._replan(claim, step, schema)
             if outcome == "fell back" and unit.parts:
                 for part in unit.parts:
                     outcome = await self._run_unit(claim, part)
@@ -303,6 +293,29 @@ class DestinationWorker:
             first_failure_at=head.first_failure_at or self.now(),
             last_error=f"configuration error: {exc.message}",
         )
+
+    async def _replan(self, claim: LaneClaim, message: StoredMessage, schema: FieldSchema) -> str:
+        """The tracking API turned out absent: plan the message again (the other way) and run
+        it in the same lane, so it is neither lost nor retried."""
+        try:
+            unit = await self._plan_one(message, schema)
+        except MappingConfigError as exc:
+            await self._park(claim, message, exc)
+            return "stop"
+        except _Hold as hold:
+            await self._hold(claim, message, hold)
+            return "stop"
+        if unit is None:
+            return "done"
+        outcome = await self._run_unit(claim, unit)
+        if outcome == "replan":
+            # Absent twice in a row (another process disagrees): hold it, with the reason.
+            await self._park(claim, message, MappingConfigError(
+                "the tracking API is absent on this account, and this event's plan needs it",
+                kind="events_via",
+            ))
+            return "stop"
+        return outcome
 
     async def _hold(self, claim: LaneClaim, head: StoredMessage, hold: _Hold) -> None:
         await self._store(
