@@ -95,6 +95,19 @@ class DestinationConfig(_Strict):
     timeout: float = Field(default=20.0, gt=0)
     # Mapping settings (see docs/mapping.md); validated by the planner's own model.
     mapping: dict[str, Any] = Field(default_factory=dict)
+    # Where track and page events go (docs/mapping.md): "auto" = the tracking API where this
+    # account has it (learned from its answers), else a note on the person.
+    events_via: Literal["auto", "tracking", "sales_activity", "note"] = "auto"
+    # The sales activity type (name or id) for events_via = "sales_activity".
+    events_activity_type: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check_events_via(self) -> DestinationConfig:
+        if self.events_via == "sales_activity" and self.events_activity_type is None:
+            raise ValueError('events_via = "sales_activity" needs events_activity_type')
+        if self.events_via == "tracking" and self.app_token is None:
+            raise ValueError('events_via = "tracking" needs app_token')
+        return self
 
     @field_validator("domain", "base_url")
     @classmethod

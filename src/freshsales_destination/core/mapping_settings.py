@@ -29,7 +29,8 @@ Example (TOML)::
     [destinations.acme.mapping.page_default]
     action = "note"
 
-Actions: ``auto`` (tracking API when the destination has an app token; otherwise a note for track
+Actions: ``auto`` (the way the destination's ``events_via`` says, ``core/events_via.py``: the
+tracking API where the account has it, else a note; without an app token a note for track
 events and a drop for pages), ``track_api``, ``note``, ``sales_activity``, ``lifecycle_stage``,
 ``deal`` and ``drop``. Templates (``title``, ``name``) accept ``{event}``, ``{name}``,
 ``{userId}``, ``{messageId}`` and ``{properties.KEY}``, with ``|`` between fallbacks.
@@ -44,6 +45,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from freshsales_destination.core.events_via import EVENTS_VIA, EventsVia, TrackingApi
 from freshsales_destination.core.schema import MappingConfigError
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -209,14 +211,35 @@ class DestinationSettings:
     product: Literal["suite", "classic"] = "suite"
     has_app_token: bool = False
     mapping: MappingSettings = MappingSettings()
+    # Where track and page events of rule `auto` go (core/events_via.py), the activity type
+    # for `events_via = "sales_activity"`, and what delivery learned about the tracking API
+    # (data passed in: the planner stays pure).
+    events_via: EventsVia = "auto"
+    events_activity_type: str | None = None
+    tracking_api: TrackingApi = "unknown"
 
     @classmethod
     def build(
-        cls, product: str, has_app_token: bool, mapping: Mapping[str, Any] | None
+        cls, product: str, has_app_token: bool, mapping: Mapping[str, Any] | None,
+        *, events_via: str = "auto", events_activity_type: str | None = None,
     ) -> DestinationSettings:
         """Validate a raw ``mapping`` table; errors become :class:`MappingConfigError`."""
         if product not in ("suite", "classic"):
             raise MappingConfigError(f"product must be 'suite' or 'classic', not {product!r}")
+        if events_via not in EVENTS_VIA:
+            raise MappingConfigError(
+                f"events_via must be one of {', '.join(EVENTS_VIA)}, not {events_via!r}",
+                kind="events_via",
+            )
+        if events_via == "sales_activity" and not events_activity_type:
+            raise MappingConfigError(
+                'events_via = "sales_activity" needs events_activity_type (a sales activity type '
+                "name or id)", kind="events_via",
+            )
+        if events_via == "tracking" and not has_app_token:
+            raise MappingConfigError(
+                'events_via = "tracking" needs an app_token', kind="app_token"
+            )
         try:
             parsed = MappingSettings.model_validate(dict(mapping or {}))
         except ValidationError as exc:
@@ -225,7 +248,13 @@ class DestinationSettings:
                 for e in exc.errors(include_input=False, include_url=False)
             )
             raise MappingConfigError(f"invalid mapping settings: {problems}", kind="mapping") from None
-        return cls(product=product, has_app_token=has_app_token, mapping=parsed)  # type: ignore[arg-type]
+        return cls(
+            product=product,  # type: ignore[arg-type]
+            has_app_token=has_app_token,
+            mapping=parsed,
+            events_via=events_via,
+            events_activity_type=events_activity_type,
+        )
 
 
 __all__ = [

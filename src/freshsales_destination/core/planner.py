@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from freshsales_destination.core.events_via import EventsWay, events_way
 from freshsales_destination.core.explanation import ExplanationEntry, Outcome, Status
 from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.core.mapping_settings import (
@@ -528,13 +529,23 @@ class _Builder:
         if ctx_traits:
             self._context_traits(ctx_traits, person)
         if isinstance(rule, AutoRule):
-            if self.settings.has_app_token:
-                rule = TrackApiRule(action="track_api")
-                self.note("event", "info", "the destination has an app_token: sent to the tracking API")
-            else:
-                rule = NoteRule(action="note")
-                self.note("event", "info", "no app_token: recorded as a note on the person")
+            key, rule = "events_via", self._events_rule("event", self._events_way())
         self._act(rule, key, name, f"{name}", props, person, page=None)
+
+    def _events_way(self) -> EventsWay:
+        s = self.settings
+        return events_way(s.events_via, s.has_app_token, s.tracking_api)
+
+    def _events_rule(self, source: str, way: EventsWay) -> Any:
+        """The rule standing for ``auto``: the way this destination's events go (events_via)."""
+        self.note(source, "info", f"events go by {way.describe()}")
+        if way.way == "tracking":
+            return TrackApiRule(action="track_api")
+        if way.way == "sales_activity":
+            return SalesActivityRule(
+                action="sales_activity", activity_type=self.settings.events_activity_type or ""
+            )
+        return NoteRule(action="note")
 
     def page(self, kind: str) -> None:
         props = self.obj("properties")
@@ -554,9 +565,9 @@ class _Builder:
         rules = self.settings.mapping.page_rules
         key, rule = self._pick(rules, self.settings.mapping.page_default, name or "", "page_rules", "page_default")
         if isinstance(rule, AutoRule):
-            if self.settings.has_app_token:
-                rule = TrackApiRule(action="track_api")
-                self.note(kind, "info", "the destination has an app_token: sent to the tracking API")
+            way = self._events_way()
+            if way.basis != "no app_token":
+                key, rule = "events_via", self._events_rule(kind, way)
             else:
                 raise _Stop(
                     "filtered",
@@ -654,6 +665,9 @@ class _Builder:
                 self.add("track_page_view", "page_view", fields={"identifier": identifier, "page_view": view})
             self.note("identifier", "used", f"the tracking API identifies the person by {'email' if person.email else 'userId'}")
             return
+        if page is not None:
+            # A page view written as a note or activity keeps its url and title.
+            props = _page_props(page, props)
         if isinstance(rule, NoteRule):
             title = self._render(rule.title, label, name, props) if rule.title else label
             self.ensure_person(person, "a note needs the person's id")
@@ -671,7 +685,8 @@ class _Builder:
                 self.note("properties", "mapped", "listed in the note", "note.description")
             return
         if isinstance(rule, SalesActivityRule):
-            type_id = self.schema.require("sales_activity_types", rule.activity_type, f"{where}.activity_type")
+            setting = "events_activity_type" if where == "events_via" else f"{where}.activity_type"
+            type_id = self.schema.require("sales_activity_types", rule.activity_type, setting)
             start_date, end_date = self._activity_dates(rule, props)
             title = (self._render(rule.title, label, name, props) if rule.title else None) or label
             self.ensure_person(person, "a sales activity needs the person's id")
@@ -905,6 +920,14 @@ class _Builder:
         self.note("userId", "used", "the person is forgotten (GDPR erase) in Freshsales")
 
 
+def _page_props(page: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(props)
+    for key in ("url", "title"):
+        if page.get(key) is not None:
+            out[key] = page[key]
+    return out
+
+
 def _describe(title: str, props: Mapping[str, Any], timestamp: str | None) -> str:
     lines = [title]
     if timestamp:
@@ -1025,6 +1048,8 @@ def check_settings(settings: DestinationSettings, schema: FieldSchema) -> list[s
         setting = mapping.group_id_field
         if schema.entity("sales_accounts").find((setting, camel_to_snake(setting)), setting) is None:
             warnings.append(f"mapping.group_id_field: no field named {setting} on sales_accounts; groupId is not stored")
+    if settings.events_via == "sales_activity":
+        schema.require("sales_activity_types", settings.events_activity_type or "", "events_activity_type")
     rules: list[tuple[str, Any]] = [(f"mapping.track_events[{k!r}]", r) for k, r in sorted(mapping.track_events.items())]
     rules.append(("mapping.track_default", mapping.track_default))
     rules += [(f"mapping.page_rules[{k!r}]", r) for k, r in sorted(mapping.page_rules.items())]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from freshsales_destination.config import load_settings
+from freshsales_destination.delivery.events_route import EventsRoute
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.factory import open_store
@@ -88,11 +89,19 @@ def drop_dead(
 
 def status_command(config: ConfigOption) -> None:
     """Print how many messages are in each state, as JSON; "unsorted": acknowledged messages
-    still in the inbox, waiting to be sorted into the queue."""
+    still in the inbox, waiting to be sorted into the queue; "events_via": per destination,
+    which way its track and page events go and whether that is configured or learned."""
     store = _store(config)
     try:
-        counts = store.count_by_status()
+        counts: dict[str, Any] = dict(store.count_by_status())
         counts["unsorted"] = store.inbox_count()[1]
+        destinations = load_settings(config).destinations
+        counts["events_via"] = {
+            name: EventsRoute(
+                store, name, events_via=dest.events_via, has_app_token=dest.app_token is not None
+            ).describe(time.time())
+            for name, dest in sorted(destinations.items())
+        }
         typer.echo(json.dumps(counts, sort_keys=True))
     finally:
         store.close()

@@ -76,7 +76,8 @@ def build_runtime(
         now=now,
     )
     mapping = DestinationSettings.build(
-        config.product, config.app_token is not None, config.mapping
+        config.product, config.app_token is not None, config.mapping,
+        events_via=config.events_via, events_activity_type=config.events_activity_type,
     )
     policy = RetryPolicy(
         base_seconds=delivery.backoff_base_seconds,

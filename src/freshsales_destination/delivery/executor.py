@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from freshsales_destination.core.operations import Operation, is_ref
+from freshsales_destination.delivery.events_route import TrackingApiAbsent, absent_evidence
 from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
-from freshsales_destination.freshsales.errors import NotFound
+from freshsales_destination.freshsales.errors import FreshsalesError, NotFound
 
 RECORD_KINDS = frozenset(
     {"upsert_contact", "upsert_lead", "upsert_sales_account", "link_sales_account",
@@ -361,19 +362,27 @@ class Executor:
 
     # -- events --------------------------------------------------------------------------------
 
+    async def _track(self, op: Operation, action: Callable[[], Awaitable[Reply]]) -> Any:
+        try:
+            reply = await self._call(op, action)
+        except FreshsalesError as exc:
+            evidence = absent_evidence(exc)
+            if evidence is not None:
+                raise TrackingApiAbsent(evidence) from None
+            raise
+        return reply.id
+
     async def _op_track_event(self, op: Operation, ctx: UnitContext) -> Any:
         identifier = str(self._resolve(op.fields.get("identifier"), ctx))
         event = dict(op.fields.get("event") or {})
         name = str(event.pop("name", "") or "event")
-        reply = await self._call(op, lambda: self.client.track_event(identifier, name, event))
-        return reply.id
+        return await self._track(op, lambda: self.client.track_event(identifier, name, event))
 
     async def _op_track_page_view(self, op: Operation, ctx: UnitContext) -> Any:
         identifier = str(self._resolve(op.fields.get("identifier"), ctx))
         page = dict(op.fields.get("page_view") or {})
         url = str(page.pop("url", "") or "")
-        reply = await self._call(op, lambda: self.client.track_page_view(identifier, url, page))
-        return reply.id
+        return await self._track(op, lambda: self.client.track_page_view(identifier, url, page))
 
     async def _op_create_note(self, op: Operation, ctx: UnitContext) -> Any:
         fields = self._resolve(op.fields, ctx)

@@ -38,6 +38,8 @@ def sandbox_command(
     error_body: Annotated[str, typer.Option(
         help="Body of an injected 5xx: errors.message (Freshsales' transient 'Something went wrong' "
              "in its validation-error shape), error_code, or mixed (either, at random).")] = "mixed",
+    tracking_api: Annotated[str, typer.Option(
+        help="present, absent (404 on /track/*) or html (an HTML page on /track/*).")] = "present",
 ) -> None:
     """Serve a local emulator of the Freshsales API (in memory unless --data is given)."""
     import uvicorn
@@ -47,6 +49,8 @@ def sandbox_command(
 
     if product not in ("suite", "classic"):
         raise typer.BadParameter("product must be suite or classic", param_hint="--product")
+    if tracking_api not in ("present", "absent", "html"):
+        raise typer.BadParameter("must be present, absent or html", param_hint="--tracking-api")
     for name, value in (("--error-rate", error_rate), ("--slow-rate", slow_rate), ("--drop-rate", drop_rate)):
         if not 0 <= value <= 1:
             raise typer.BadParameter("must be between 0 and 1", param_hint=name)
@@ -60,6 +64,7 @@ def sandbox_command(
         rate_limit_per_hour=rate_limit_per_hour, rate_limit_per_minute=rate_limit_per_minute, strict=strict,
         seed_path=seed, error_rate=error_rate, slow_rate=slow_rate, slow_seconds=slow_seconds,
         drop_rate=drop_rate, fault_seed=fault_seed,
+        tracking_api="absent" if tracking_api == "absent" else "html" if tracking_api == "html" else "present",
     )
     options = options.with_changes(error_body=error_body)
     if error_status:

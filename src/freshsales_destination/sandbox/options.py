@@ -10,6 +10,7 @@ Product = Literal["suite", "classic"]
 ResetFormat = Literal["epoch", "delta", "dmyHis"]
 # The body of an injected 5xx (``error_rate``): see sandbox/faults.py.
 ErrorBody = Literal["mixed", "errors.message", "error_code"]
+TrackingApi = Literal["present", "absent", "html"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class SandboxOptions:
     max_body_bytes: int = 1_048_576
     max_per_page: int = 100
     sdks: tuple[str, ...] = ("ruby", "php", "python", "javascript", "freshsales-destination")
+    # The tracking API (/track/*, reference §13.3): "absent" answers 404 as for an unknown
+    # route, "html" answers 200 with an HTML page (a web app serving the path).
+    tracking_api: TrackingApi = "present"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> SandboxOptions:
