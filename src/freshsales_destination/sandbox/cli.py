@@ -33,6 +33,10 @@ def sandbox_command(
     slow_seconds: Annotated[float, typer.Option(help="Delay of a slow answer.")] = 30.0,
     drop_rate: Annotated[float, typer.Option(help="Probability of a dropped connection.")] = 0.0,
     fault_seed: Annotated[int | None, typer.Option(help="Seed for the fault dice.")] = None,
+    custom_fields: Annotated[str, typer.Option(
+        help="merge or replace: a partial custom_field write keeps or wipes the unsent keys.")] = "merge",
+    account_links: Annotated[str, typer.Option(
+        help="replace or merge: sales_accounts on a contact write replaces or adds to its links.")] = "replace",
 ) -> None:
     """Serve a local emulator of the Freshsales API (in memory unless --data is given)."""
     import uvicorn
@@ -45,12 +49,17 @@ def sandbox_command(
     for name, value in (("--error-rate", error_rate), ("--slow-rate", slow_rate), ("--drop-rate", drop_rate)):
         if not 0 <= value <= 1:
             raise typer.BadParameter("must be between 0 and 1", param_hint=name)
+    for name, reading in (("--custom-fields", custom_fields), ("--account-links", account_links)):
+        if reading not in ("merge", "replace"):
+            raise typer.BadParameter("must be merge or replace", param_hint=name)
     options = SandboxOptions(
         host=host, port=port, api_key=api_key, app_token=app_token,
         product="classic" if product == "classic" else "suite", data_path=data, retry_after=retry_after,
         rate_limit_per_hour=rate_limit_per_hour, rate_limit_per_minute=rate_limit_per_minute, strict=strict,
         seed_path=seed, error_rate=error_rate, slow_rate=slow_rate, slow_seconds=slow_seconds,
         drop_rate=drop_rate, fault_seed=fault_seed,
+        custom_fields="replace" if custom_fields == "replace" else "merge",
+        account_links="merge" if account_links == "merge" else "replace",
     )
     try:
         app = build_app(options)
