@@ -77,6 +77,7 @@ def build_runtime(
     mapping = DestinationSettings.build(
         config.product, config.app_token is not None, config.mapping
     )
+    executor.keeper.company_becomes_primary = mapping.mapping.company_becomes_primary
     policy = RetryPolicy(
         base_seconds=delivery.backoff_base_seconds,
         cap_seconds=delivery.backoff_cap_seconds,
