@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from freshsales_destination.delivery.learned import CUSTOM_FIELDS, LearnedFacts
+from freshsales_destination.delivery.learned import CUSTOM_FIELDS, Fact, LearnedFacts
 from tests.delivery.conftest import Pipeline, make_pipeline
 
 SEED = """
@@ -269,3 +269,25 @@ def test_company_becomes_primary_moves_the_primary_and_keeps_the_links(tmp_path:
         )
         identify(pipeline, "m2", {"company": {"name": "Initech"}})
         assert links(the_contact(pipeline), pipeline) == [("Globex", False), ("Initech", True)]
+
+
+def test_a_wrongly_learned_merge_is_corrected_when_a_read_shows_wiped_fields(
+    tmp_path: Path,
+) -> None:
+    """The store says "merge" but the account replaces: the next read (a new link) gives the
+    answer something to be checked against; the wiped fields are written back and the
+    destination goes back to sending complete custom objects."""
+    for pipeline in _pipeline(tmp_path, "replace"):
+        identify(pipeline, "m1", {"cfPlan": "Pro"})
+        contact = the_contact(pipeline)
+        pipeline.sandbox.salesperson_edit("contacts", contact["id"], custom_field={"cf_sales_note": "VIP"})
+        LearnedFacts(pipeline.store, "crm").learn(
+            CUSTOM_FIELDS, Fact("merge", "planted by the test", 1.0)
+        )
+        identify(pipeline, "m2", {"cfPlan": "Enterprise", "company": {"name": "Acme"}})
+        assert the_contact(pipeline)["custom_field"] == {
+            "cf_plan": "Enterprise", "cf_sales_note": "VIP",
+        }
+        assert learned(pipeline) == "replace"
+        identify(pipeline, "m3", {"cfPlan": "Team"})
+        assert the_contact(pipeline)["custom_field"] == {"cf_plan": "Team", "cf_sales_note": "VIP"}
