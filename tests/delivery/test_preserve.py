@@ -291,3 +291,17 @@ def test_a_wrongly_learned_merge_is_corrected_when_a_read_shows_wiped_fields(
         assert learned(pipeline) == "replace"
         identify(pipeline, "m3", {"cfPlan": "Team"})
         assert the_contact(pipeline)["custom_field"] == {"cf_plan": "Team", "cf_sales_note": "VIP"}
+
+
+def test_a_value_a_salesperson_changed_stays_while_ours_for_it_does_not_change(
+    suite_cf: Pipeline, reading: str
+) -> None:
+    """Custom fields are compared one by one with what was last written: an identify that
+    changes another field does not send ours again over the salesperson's."""
+    identify(suite_cf, "m1", {"cfPlan": "Pro", "cfSeats": 5})
+    contact = the_contact(suite_cf)
+    suite_cf.sandbox.salesperson_edit("contacts", contact["id"], custom_field={"cf_plan": "Pro (custom deal)"})
+    identify(suite_cf, "m2", {"cfPlan": "Pro", "cfSeats": 8})
+    assert the_contact(suite_cf)["custom_field"] == {"cf_plan": "Pro (custom deal)", "cf_seats": 8}
+    identify(suite_cf, "m3", {"cfPlan": "Enterprise", "cfSeats": 8})
+    assert the_contact(suite_cf)["custom_field"] == {"cf_plan": "Enterprise", "cf_seats": 8}

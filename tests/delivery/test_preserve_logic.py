@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.delivery.preserve import (
     can_probe,
     complete_custom,
@@ -10,6 +13,7 @@ from freshsales_destination.delivery.preserve import (
     links_of,
     union_links,
 )
+from freshsales_destination.store.sqlite import SQLiteStore
 
 
 def test_complete_custom_keeps_current_values_and_applies_changes() -> None:
@@ -70,3 +74,18 @@ def test_union_moves_the_primary_only_when_asked() -> None:
         {"id": 1, "is_primary": False}, {"id": 3, "is_primary": True},
     ]
     assert union_links(current, [1], new_primary=True) == current
+
+
+def test_written_custom_fields_are_remembered_one_by_one(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "m.db")
+    store.open()
+    try:
+        memory = DeliveryMemory(store, "crm")
+        memory.remember_written("contact:u", {"first_name": "A", "custom_field": {"cf_a": 1, "cf_b": 2}}, 1.0)
+        assert memory.changed_fields("contact:u", {"first_name": "A", "custom_field": {"cf_a": 1, "cf_b": 3}}) == {
+            "custom_field": {"cf_b": 3}
+        }
+        assert memory.changed_fields("contact:u", {"custom_field": {"cf_a": 1}}) == {}
+        assert memory.changed_fields("contact:u", {"first_name": "B", "custom_field": {}}) == {"first_name": "B"}
+    finally:
+        store.close()
