@@ -44,6 +44,14 @@ type = "text"
 [[sales_accounts]]
 name = "cf_sales_note"
 type = "text"
+
+[[deals]]
+name = "cf_source"
+type = "text"
+
+[[deals]]
+name = "cf_sales_note"
+type = "text"
 """
 
 READINGS = ["merge", "replace"]
@@ -205,6 +213,17 @@ def test_an_accounts_custom_field_set_by_a_salesperson_survives(
     identify(suite_cf, "m2", {"company": {"name": "Acme", "cfRegion": "US"}})
     (account,) = suite_cf.records("sales_accounts")
     assert account["custom_field"] == {"cf_region": "US", "cf_sales_note": "key account"}
+
+
+def test_a_deals_custom_field_set_by_a_salesperson_survives(
+    suite_cf: Pipeline, reading: str
+) -> None:
+    identify(suite_cf, "m1", {"deal": {"name": "Big deal", "amount": 100, "cfSource": "web"}})
+    (deal,) = suite_cf.records("deals")
+    suite_cf.sandbox.salesperson_edit("deals", deal["id"], custom_field={"cf_sales_note": "call Monday"})
+    identify(suite_cf, "m2", {"deal": {"name": "Big deal", "amount": 100, "cfSource": "partner"}})
+    (deal,) = suite_cf.records("deals")
+    assert deal["custom_field"] == {"cf_source": "partner", "cf_sales_note": "call Monday"}
 
 
 @pytest.mark.parametrize("reading", READINGS)
