@@ -58,13 +58,16 @@ READINGS = ["merge", "replace"]
 
 
 def _pipeline(
-    tmp_path: Path, reading: str, product: str = "suite", **kwargs: Any
+    tmp_path: Path, reading: str, product: str = "suite", sandbox_links: str = "replace",
+    **kwargs: Any,
 ) -> Iterator[Pipeline]:
+    """``reading``: the sandbox's ``custom_fields``; ``sandbox_links``: its ``account_links``."""
     seed = tmp_path / "seed.toml"
     seed.write_text(SEED)
     yield from make_pipeline(
         tmp_path, product,
-        sandbox_options={"seed_path": seed, "custom_fields": reading}, **kwargs,
+        sandbox_options={"seed_path": seed, "custom_fields": reading, "account_links": sandbox_links},
+        **kwargs,
     )
 
 
@@ -242,9 +245,15 @@ def test_a_classic_leads_custom_field_set_by_a_salesperson_survives(
 # -- account links ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("link_reading", ["replace", "merge"])
 def test_a_salespersons_link_and_primary_survive_a_new_company(
-    suite_cf: Pipeline, reading: str
+    tmp_path: Path, reading: str, link_reading: str
 ) -> None:
+    for pipeline in _pipeline(tmp_path, reading, sandbox_links=link_reading):
+        _salespersons_link_survives(pipeline)
+
+
+def _salespersons_link_survives(suite_cf: Pipeline) -> None:
     identify(suite_cf, "m1", {"company": {"name": "Acme"}})
     contact = the_contact(suite_cf)
     assert links(contact, suite_cf) == [("Acme", True)]
