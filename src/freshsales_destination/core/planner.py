@@ -413,7 +413,8 @@ class _Builder:
         self._link(ref(f"account:{name}"), name)
 
     def _link(self, account: Any, name: str) -> None:
-        primary = not (self.identity is not None and self.identity.sales_account_ids)
+        steal = self.settings.mapping.company_becomes_primary
+        primary = steal or not (self.identity is not None and self.identity.sales_account_ids)
         self.add(
             "link_sales_account",
             "contact",
@@ -423,8 +424,12 @@ class _Builder:
         self.note(
             "sales_account",
             "info",
-            f"{name!r} is linked to the contact"
-            + (" as its primary account (its first)" if primary else " (the contact already has accounts)"),
+            f"{name!r} is added to the contact's accounts in Freshsales, which stay linked"
+            + (
+                ", as its primary account (mapping.company_becomes_primary)"
+                if steal
+                else "; it becomes primary only if the contact has none"
+            ),
         )
 
     def _deal(

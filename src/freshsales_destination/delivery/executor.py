@@ -8,6 +8,10 @@ Economy, in the order it is applied to each operation:
    with nothing left to send makes no call;
 4. links ride on the person write when the account is known by then.
 
+What a person entered in the CRM survives every write: custom fields are sent complete until the
+destination is known to merge partial writes, and a new account link is added to the contact's
+current links (``delivery/preserve.py``).
+
 Each call first takes a token from the shared rate budget (`Budget.acquire`).
 """
 
@@ -21,7 +25,9 @@ from typing import Any, Protocol
 
 from freshsales_destination.core.operations import Operation, is_ref
 from freshsales_destination.delivery.events_route import TrackingApiAbsent, absent_evidence
+from freshsales_destination.delivery.learned import LearnedFacts
 from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.delivery.preserve import RecordKeeper
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
 from freshsales_destination.freshsales.errors import FreshsalesError, NotFound
@@ -80,6 +86,8 @@ class Executor:
         budget: Budget,
         product: str,
         now: Callable[[], float] = time.time,
+        facts: LearnedFacts | None = None,
+        company_becomes_primary: bool = False,
     ) -> None:
         self.client = client
         self.memory = memory
@@ -87,6 +95,13 @@ class Executor:
         self.product = product
         self.now = now
         self.counter = CallCounter()
+        self.keeper = RecordKeeper(
+            client=client,
+            facts=facts or LearnedFacts(memory.store, memory.destination),
+            call=self._call,
+            company_becomes_primary=company_becomes_primary,
+            now=now,
+        )
 
     async def _call(self, op: Operation, action: Callable[[], Awaitable[Reply]]) -> Reply:
         priority = "record" if op.kind in RECORD_KINDS else "event"
@@ -195,44 +210,35 @@ class Executor:
             else None
         )
         record = f"{record_type}:{user}"
-        if links and isinstance(links, list):
+        # Accounts not yet known to be linked: added to the contact's current links (read first).
+        fresh: list[Any] = []
+        if links and isinstance(links, list) and record_type == "contact":
             linked = list(identity.sales_account_ids) if identity is not None else []
             fresh = [
-                link for link in links
+                link.get("id") for link in links
                 if isinstance(link, dict) and link.get("id") not in linked
             ]
-            if fresh and linked:
-                # Keep the links the person has (the first stays primary), add the new ones.
-                fields["sales_accounts"] = [
-                    *({"id": a, "is_primary": i == 0} for i, a in enumerate(linked)),
-                    *({"id": link.get("id"), "is_primary": False} for link in fresh),
-                ]
-            elif fresh:
-                fields["sales_accounts"] = fresh
-            links = fresh
+        linked_now: list[Any] | None = None
         result: Any = None
         if known_id is not None:
             changed = self.memory.changed_fields(record, fields)
-            if not changed:
+            if not changed and not fresh:
                 self.counter.skipped += 1
                 result = known_id
             else:
                 record_id = known_id
                 try:
-                    if record_type == "contact":
-                        reply = await self._call(
-                            op, lambda: self.client.update_contact(record_id, changed)
-                        )
-                    else:
-                        reply = await self._call(
-                            op, lambda: self.client.update_lead(record_id, changed)
-                        )
-                    result = reply.id or record_id
+                    reply, linked_now = await self.keeper.update(
+                        op, record_type, record_id, changed, new_links=fresh
+                    )
+                    result = (reply.id if reply is not None else None) or record_id
                 except NotFound:
                     # Deleted in Freshsales since we wrote it: forget it and write it anew.
                     self.memory.forget(user or "", self.now())
                     self.memory.forget_written(record)
                     known_id = None
+                    if record_type == "contact" and isinstance(links, list):
+                        fresh = [link.get("id") for link in links if isinstance(link, dict)]
         if known_id is None and record_type == "contact":
             # Match an existing person by email first (a salesperson may have entered them,
             # without our external_id); the external_id rides along as a field.
@@ -240,17 +246,25 @@ class Executor:
             body = dict(fields)
             if external:
                 body.setdefault("external_id", external)
-            reply = await self._call(op, lambda: self.client.upsert_contact(identifier, body))
+            # The contact may exist with custom values and links we never saw: unless the
+            # destination merges, its custom fields wait for the answer, which shows them.
+            body, held = self.keeper.hold_back(body)
+            include = "sales_accounts" if fresh else None
+            reply = await self._call(
+                op, lambda: self.client.upsert_contact(identifier, body, include=include)
+            )
             result = reply.id
+            if held is not None or fresh:
+                reply, linked_now = await self.keeper.after_upsert(
+                    op, "contact", reply, held, new_links=fresh
+                )
         elif known_id is None:
             result = await self._create_or_update_lead(op, fields, email, external)
         ctx.person_type = record_type
         ctx.person_email = email
         if result is not None:
             self.memory.remember_written(record, fields, now)
-            accounts = [
-                link.get("id") for link in (links or []) if isinstance(link, dict)
-            ] or [None]
+            accounts = linked_now or fresh or [None]
             for account in accounts:
                 self.memory.remember_person(
                     user or "", record_type=record_type, record_id=result, email=email,
@@ -268,8 +282,8 @@ class Executor:
             reply = await self._call(op, lambda: self.client.lookup(email, "email", "lead"))
             found = _first_id(reply.data, "leads")
         if found is not None:
-            reply = await self._call(op, lambda: self.client.update_lead(found, fields))
-            return reply.id or found
+            written, _ = await self.keeper.update(op, "lead", found, fields)
+            return (written.id if written is not None else None) or found
         body = dict(fields)
         if external:
             body.setdefault("external_id", external)
@@ -323,8 +337,20 @@ class Executor:
         if known is not None and not changed:
             self.counter.skipped += 1
             return known
-        reply = await self._call(op, lambda: call(name, changed if known is not None else fields))
-        result = reply.id or known
+        reply: Reply | None = None
+        if known is not None and self.keeper.needs_read(changed):
+            try:  # custom fields are sent complete: read the record's current ones first
+                reply, _ = await self.keeper.update(op, entity, known, changed)
+            except NotFound:
+                known = None  # deleted in Freshsales since: upsert it anew by name
+        elif known is not None:
+            reply = await self._call(op, lambda: call(name, changed))
+        if known is None:
+            body, held = self.keeper.hold_back(fields)
+            reply = await self._call(op, lambda: call(name, body))
+            if held is not None:
+                reply, _ = await self.keeper.after_upsert(op, entity, reply, held)
+        result = (reply.id if reply is not None else None) or known
         now = self.now()
         if result is not None:
             self.memory.remember_record(entity, name, result, now)
@@ -345,19 +371,18 @@ class Executor:
         if account in linked:
             self.counter.skipped += 1
             return account
-        entries = [{"id": a, "is_primary": i == 0} for i, a in enumerate([*linked, account])]
         if ctx.person_type == "lead":
             self.counter.skipped += 1  # Classic leads carry their company on the lead itself
             return account
-        await self._call(
-            op, lambda: self.client.update_contact(person, {"sales_accounts": entries})
-        )
+        # Added to the contact's current links (a salesperson's included), primary kept.
+        _, linked_now = await self.keeper.update(op, "contact", person, {}, new_links=[account])
         if identity is not None and ctx.user_id:
-            self.memory.remember_person(
-                ctx.user_id, record_type=identity.record_type or "contact",
-                record_id=identity.record_id, email=identity.email, now=self.now(),
-                account_id=account,
-            )
+            for linked_id in linked_now or [account]:
+                self.memory.remember_person(
+                    ctx.user_id, record_type=identity.record_type or "contact",
+                    record_id=identity.record_id, email=identity.email, now=self.now(),
+                    account_id=linked_id,
+                )
         return account
 
     # -- events --------------------------------------------------------------------------------

@@ -24,6 +24,29 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
 
 
+_CUSTOM = "custom_field"
+
+
+def _flat(fields: dict[str, Any]) -> dict[str, Any]:
+    """``custom_field: {cf_a: 1}`` as ``custom_field.cf_a: 1``, so each is remembered alone."""
+    custom = fields.get(_CUSTOM)
+    if not isinstance(custom, dict):
+        return fields
+    flat = {name: value for name, value in fields.items() if name != _CUSTOM}
+    flat.update((f"{_CUSTOM}.{name}", value) for name, value in custom.items())
+    return flat
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        if name.startswith(_CUSTOM + "."):
+            out.setdefault(_CUSTOM, {})[name[len(_CUSTOM) + 1:]] = value
+        else:
+            out[name] = value
+    return out
+
+
 @dataclass
 class DeliveryMemory:
     store: Store
@@ -115,20 +138,25 @@ class DeliveryMemory:
         self._put("record", f"{entity}:{key}", record_id, now)
 
     def changed_fields(self, record: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """The fields whose value differs from what we last wrote to `record`."""
+        """The fields whose value differs from what we last wrote to `record`.
+
+        Custom fields are compared one by one: ``custom_field`` holds only the changed ones,
+        so a value a salesperson changed in the CRM is not written over while our value for it
+        stays the same (whoever sends custom fields to a destination that replaces them sends
+        the record's whole object, ``delivery/preserve.py``)."""
         written = self._get("written", record) or {}
-        return {
+        return _nest({
             name: value
-            for name, value in fields.items()
+            for name, value in _flat(fields).items()
             if written.get(name) != _digest(value)
-        }
+        })
 
     def forget_written(self, record: str) -> None:
         self._put("written", record, {}, 0.0)
 
     def remember_written(self, record: str, fields: dict[str, Any], now: float) -> None:
         written = self._get("written", record) or {}
-        written.update({name: _digest(value) for name, value in fields.items()})
+        written.update({name: _digest(value) for name, value in _flat(fields).items()})
         self._put("written", record, written, now)
 
     # -- ledger --------------------------------------------------------------------------------

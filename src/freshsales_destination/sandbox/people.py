@@ -201,6 +201,13 @@ def _apply_account_links(state: SandboxState, record: dict[str, Any], attrs: dic
     if links is None:
         record.setdefault("_sales_accounts", [])
         return
+    if "sales_accounts" in attrs and state.options.account_links == "merge":
+        sent = {link["id"] for link in links}
+        kept = [dict(link) for link in record.get("_sales_accounts", []) if link["id"] not in sent]
+        if any(link["is_primary"] for link in links):
+            for link in kept:
+                link["is_primary"] = False
+        links = [*kept, *links]
     primaries = [link for link in links if link["is_primary"]]
     for link in links:
         link["is_primary"] = False

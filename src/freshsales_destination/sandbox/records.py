@@ -135,6 +135,10 @@ def apply_custom(state: SandboxState, entity: str, record: dict[str, Any], attrs
     if "custom_field" not in attrs:
         return
     values = validate_custom_fields(state.fields, entity, attrs["custom_field"], strict=state.options.strict)
+    if state.options.custom_fields == "replace":
+        # The pessimistic reading of reference §13.2: the keys not sent are wiped.
+        record["custom_field"] = dict(values)
+        return
     merged = dict(record.get("custom_field") or {})
     merged.update(values)
     record["custom_field"] = merged
