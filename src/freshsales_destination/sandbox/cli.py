@@ -33,6 +33,10 @@ def sandbox_command(
     slow_seconds: Annotated[float, typer.Option(help="Delay of a slow answer.")] = 30.0,
     drop_rate: Annotated[float, typer.Option(help="Probability of a dropped connection.")] = 0.0,
     fault_seed: Annotated[int | None, typer.Option(help="Seed for the fault dice.")] = None,
+    lookup_delay: Annotated[float, typer.Option(
+        help="Seconds a new record stays invisible to lookup and search.")] = 0.0,
+    lookup_delay_upserts: Annotated[bool, typer.Option(
+        "--lookup-delay-upserts", help="Upserts match by the same delayed view (a duplicate answers 400).")] = False,
 ) -> None:
     """Serve a local emulator of the Freshsales API (in memory unless --data is given)."""
     import uvicorn
@@ -45,12 +49,15 @@ def sandbox_command(
     for name, value in (("--error-rate", error_rate), ("--slow-rate", slow_rate), ("--drop-rate", drop_rate)):
         if not 0 <= value <= 1:
             raise typer.BadParameter("must be between 0 and 1", param_hint=name)
+    if lookup_delay < 0:
+        raise typer.BadParameter("must be 0 or more", param_hint="--lookup-delay")
     options = SandboxOptions(
         host=host, port=port, api_key=api_key, app_token=app_token,
         product="classic" if product == "classic" else "suite", data_path=data, retry_after=retry_after,
         rate_limit_per_hour=rate_limit_per_hour, rate_limit_per_minute=rate_limit_per_minute, strict=strict,
         seed_path=seed, error_rate=error_rate, slow_rate=slow_rate, slow_seconds=slow_seconds,
         drop_rate=drop_rate, fault_seed=fault_seed,
+        lookup_delay=lookup_delay, lookup_delay_upserts=lookup_delay_upserts,
     )
     try:
         app = build_app(options)

@@ -46,6 +46,11 @@ class SandboxOptions:
     utc_offset_minutes: int = 0
     max_body_bytes: int = 1_048_576
     max_per_page: int = 100
+    # Eventually consistent lookups (reference 13.2): a record created is invisible to lookup,
+    # filtered search and search for this many seconds; with lookup_delay_upserts, to the
+    # match of an upsert too (its uniqueness check still sees it: a duplicate answers 400).
+    lookup_delay: float = 0.0
+    lookup_delay_upserts: bool = False
     sdks: tuple[str, ...] = ("ruby", "php", "python", "javascript", "freshsales-destination")
     extra: dict[str, Any] = field(default_factory=dict)
 
