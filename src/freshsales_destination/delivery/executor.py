@@ -9,12 +9,24 @@ Economy, in the order it is applied to each operation:
 4. links ride on the person write when the account is known by then.
 
 Each call first takes a token from the shared rate budget (`Budget.acquire`).
+
+Creates that cannot race. Freshsales' lookups lag behind writes (up to ~20 s, reference 13.2),
+so "look up, then create" in two lanes at once makes two records. A person is created only
+under a claim on their normalised email in the store (`DeliveryMemory.claim_create`): one lane
+of all processes creates; another lane naming the same email, finding the claim, leaves its
+unit pending for a moment (`CreateInProgress`, which costs no retry attempt) and then updates
+the record by the id the first lane remembered for that email, with no lookup. A create whose
+outcome is unknown (a timeout, a 5xx, an "email already taken" that lookups cannot show yet)
+keeps the claim for `LOOKUP_SETTLE_SECONDS`, until a record it may have made is visible.
+Lookups are made by email only (`f=external_id` is unattested).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,7 +35,11 @@ from freshsales_destination.core.operations import Operation, is_ref
 from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
-from freshsales_destination.freshsales.errors import NotFound
+from freshsales_destination.freshsales.errors import (
+    InvalidRequest,
+    NotFound,
+    RetryableError,
+)
 
 RECORD_KINDS = frozenset(
     {"upsert_contact", "upsert_lead", "upsert_sales_account", "link_sales_account",
@@ -42,8 +58,30 @@ class Budget(Protocol):
         ...
 
 
+# How long a lane may hold the claim to create one email's record (a lane's lease is as long).
+CREATE_CLAIM_SECONDS = 120.0
+# After a create with an unknown outcome: how long until its record would show in lookups.
+LOOKUP_SETTLE_SECONDS = 30.0
+# How soon a lane that found another lane creating its person looks again.
+CREATE_POLL_SECONDS = 1.0
+
+
 class UnresolvedReference(FreshsalesDestinationError):
     """An operation needs a record that does not exist in Freshsales."""
+
+
+class CreateInProgress(FreshsalesDestinationError):
+    """Another lane is creating (or just tried to create) this person's record: try again in
+    `retry_in` seconds. Not a failure: the unit stays pending without spending an attempt."""
+
+    def __init__(self, message: str, *, retry_in: float) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
+
+
+class DuplicateNotVisible(RetryableError):
+    """Freshsales refused a create because the email is taken, yet our lookup (or the upsert's
+    match) did not show that record: it is too new to be found. Retried within the window."""
 
 
 @dataclass
@@ -66,6 +104,7 @@ class UnitContext:
     person_type: str | None = None
     person_email: str | None = None
     missing_person: bool = False
+    missing_why: str | None = None  # why the person could not be found, when it is not plain
 
 
 class Executor:
@@ -191,6 +230,9 @@ class Executor:
             if identity is not None and identity.record_type == record_type
             else None
         )
+        claims: list[str] = []  # our claim on the email (one), while we may create its record
+        if known_id is None and email:
+            known_id = self._known_or_claim(record_type, email, claims)
         record = f"{record_type}:{user}"
         if links and isinstance(links, list):
             linked = list(identity.sales_account_ids) if identity is not None else []
@@ -207,6 +249,83 @@ class Executor:
             elif fresh:
                 fields["sales_accounts"] = fresh
             links = fresh
+        try:
+            result = await self._write_known_or_new(
+                op, record_type, record, fields, known_id, email, external, user, claims
+            )
+        except BaseException as exc:
+            if claims and email:
+                # A create whose outcome is unknown may have made the record: nobody creates
+                # again until lookups would show it. A refused or unsent one made nothing.
+                unknown = isinstance(exc, RetryableError | asyncio.CancelledError)
+                self.memory.end_claim(
+                    email, claims[0], now=self.now(),
+                    settle=LOOKUP_SETTLE_SECONDS if unknown else 0.0,
+                )
+            raise
+        if claims and email:
+            if result is not None:
+                self.memory.remember_email(record_type, email, result, self.now())
+            self.memory.end_claim(email, claims[0], now=self.now())
+        ctx.person_type = record_type
+        ctx.person_email = email
+        if result is not None:
+            self.memory.remember_written(record, fields, now)
+            accounts = [
+                link.get("id") for link in (links or []) if isinstance(link, dict)
+            ] or [None]
+            for account in accounts:
+                self.memory.remember_person(
+                    user or "", record_type=record_type, record_id=result, email=email,
+                    now=now, account_id=account,
+                )
+        if op.idempotency_key:
+            self.memory.mark_done(op.idempotency_key, result, now)
+        return result
+
+    def _known_or_claim(self, record_type: str, email: str, claims: list[str]) -> Any:
+        """The id remembered for this email; else None, with our claim to create its record
+        appended to `claims`. Raises `CreateInProgress` while another lane holds the claim."""
+        known = self.memory.person_by_email(record_type, email)
+        if known is not None:
+            return known
+        owner = f"create-{uuid.uuid4().hex}"
+        claim = self.memory.claim_create(email, owner, now=self.now(), hold=CREATE_CLAIM_SECONDS)
+        if not claim.granted:
+            raise self._in_progress(claim.until, claim.settling)
+        # The holder may have finished between our look and our claim: look again.
+        known = self.memory.person_by_email(record_type, email)
+        if known is not None:
+            self.memory.end_claim(email, owner, now=self.now())
+            return known
+        claims.append(owner)
+        return None
+
+    def _in_progress(self, until: float, settling: bool) -> CreateInProgress:
+        wait = max(until - self.now(), 0.0)
+        if settling:
+            return CreateInProgress(
+                "a create for this email had an unknown outcome; waiting until lookups can "
+                "show its record", retry_in=min(wait, LOOKUP_SETTLE_SECONDS) or CREATE_POLL_SECONDS,
+            )
+        return CreateInProgress(
+            "another lane is creating the record for this email; using its id once it has one",
+            retry_in=min(wait, CREATE_POLL_SECONDS) or CREATE_POLL_SECONDS,
+        )
+
+    async def _write_known_or_new(
+        self,
+        op: Operation,
+        record_type: str,
+        record: str,
+        fields: dict[str, Any],
+        known_id: Any,
+        email: str | None,
+        external: str | None,
+        user: str | None,
+        claims: list[str],
+    ) -> Any:
+        """Update the known record (by id), or create it (under a claim when there is an email)."""
         result: Any = None
         if known_id is not None:
             changed = self.memory.changed_fields(record, fields)
@@ -230,6 +349,11 @@ class Executor:
                     self.memory.forget(user or "", self.now())
                     self.memory.forget_written(record)
                     known_id = None
+                    if email:
+                        self.memory.forget_email(record_type, email, self.now())
+                        if not claims and self._known_or_claim(record_type, email, claims):
+                            # Another lane made its record meanwhile: use it, shortly.
+                            raise self._in_progress(self.now(), settling=False) from None
         if known_id is None and record_type == "contact":
             # Match an existing person by email first (a salesperson may have entered them,
             # without our external_id); the external_id rides along as a field.
@@ -237,24 +361,16 @@ class Executor:
             body = dict(fields)
             if external:
                 body.setdefault("external_id", external)
-            reply = await self._call(op, lambda: self.client.upsert_contact(identifier, body))
+            try:
+                reply = await self._call(op, lambda: self.client.upsert_contact(identifier, body))
+            except InvalidRequest as exc:
+                duplicate = _not_visible(exc)
+                if duplicate is None:
+                    raise
+                raise duplicate from exc
             result = reply.id
         elif known_id is None:
             result = await self._create_or_update_lead(op, fields, email, external)
-        ctx.person_type = record_type
-        ctx.person_email = email
-        if result is not None:
-            self.memory.remember_written(record, fields, now)
-            accounts = [
-                link.get("id") for link in (links or []) if isinstance(link, dict)
-            ] or [None]
-            for account in accounts:
-                self.memory.remember_person(
-                    user or "", record_type=record_type, record_id=result, email=email,
-                    now=now, account_id=account,
-                )
-        if op.idempotency_key:
-            self.memory.mark_done(op.idempotency_key, result, now)
         return result
 
     async def _create_or_update_lead(
@@ -272,7 +388,13 @@ class Executor:
             body.setdefault("external_id", external)
         if email:
             body.setdefault("email", email)
-        reply = await self._call(op, lambda: self.client.create_lead(body))
+        try:
+            reply = await self._call(op, lambda: self.client.create_lead(body))
+        except InvalidRequest as exc:
+            duplicate = _not_visible(exc)
+            if duplicate is None:
+                raise
+            raise duplicate from exc
         return reply.id
 
     async def _op_lookup_person(self, op: Operation, ctx: UnitContext) -> Any:
@@ -281,23 +403,41 @@ class Executor:
             ctx.person_type = identity.record_type
             return identity.record_id
         external, email = self._person_key(op)
-        entities = "lead,contact" if self.product == "classic" else "contact"
-        searches = [(email, "email")] if email else []
-        if external:
-            searches.append((external, "external_id"))
-        for value, field_name in searches:
-            reply = await self._call(
-                op, functools.partial(self.client.lookup, value, field_name, entities)
+        if not email:
+            # Lookups by external_id are unattested (reference 13.2): without an email the
+            # person can only be one delivery already knows.
+            ctx.missing_person = True
+            ctx.missing_why = (
+                "the person is unknown to delivery and has no email; Freshsales is not searched "
+                "by external_id (that lookup is unattested), so nothing needing them was sent"
             )
-            for plural, kind in (("contacts", "contact"), ("leads", "lead")):
-                found = _first_id(reply.data, plural)
-                if found is not None:
-                    ctx.person_type = kind
-                    self.memory.remember_person(
-                        op.user_id or ctx.user_id or value, record_type=kind, record_id=found,
-                        email=email, now=self.now(),
-                    )
-                    return found
+            return None
+        kinds = ("contact", "lead") if self.product == "classic" else ("contact",)
+        owner = op.user_id or ctx.user_id or external or email
+        for kind in kinds:
+            known = self.memory.person_by_email(kind, email)
+            if known is not None:
+                ctx.person_type = kind
+                self.memory.remember_person(
+                    owner, record_type=kind, record_id=known, email=email, now=self.now()
+                )
+                return known
+        holder = self.memory.claim_holder(email, now=self.now())
+        if not holder.granted:
+            raise self._in_progress(holder.until, holder.settling)
+        entities = "lead,contact" if self.product == "classic" else "contact"
+        reply = await self._call(
+            op, functools.partial(self.client.lookup, email, "email", entities)
+        )
+        for plural, kind in (("contacts", "contact"), ("leads", "lead")):
+            found = _first_id(reply.data, plural)
+            if found is not None:
+                ctx.person_type = kind
+                self.memory.remember_person(
+                    owner, record_type=kind, record_id=found, email=email, now=self.now(),
+                )
+                self.memory.remember_email(kind, email, found, self.now())
+                return found
         ctx.missing_person = True
         return None
 
@@ -415,8 +555,24 @@ class Executor:
         except NotFound:
             pass  # already gone: the goal is reached
         if ctx.user_id:
+            identity = self.memory.identity(ctx.user_id)
+            if identity is not None and identity.email:
+                self.memory.forget_email(identity.record_type or "contact", identity.email, self.now())
             self.memory.forget(ctx.user_id, self.now())
         return None
+
+
+def _not_visible(exc: InvalidRequest) -> DuplicateNotVisible | None:
+    """A create refused because the email is taken, when our look found no such record: the
+    record is newer than lookups show (or the upsert's match lags), so it is retried."""
+    text = (exc.freshsales_message or exc.message or "").lower()
+    if "already been taken" not in text and "already exists" not in text:
+        return None
+    return DuplicateNotVisible(
+        "Freshsales has a record with this email that lookups do not show yet",
+        status=exc.status, messages=exc.messages, error_code=exc.error_code,
+        method=exc.method, path=exc.path,
+    )
 
 
 def _first_id(data: Any, plural: str) -> Any:
