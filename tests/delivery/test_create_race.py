@@ -150,6 +150,44 @@ def test_a_record_made_elsewhere_that_lookups_cannot_show_yet_is_updated_not_dup
         pipelines.close()
 
 
+@pytest.mark.parametrize("product", ["suite", "classic"])
+def test_an_anonymous_event_waits_for_the_create_of_its_email_then_lands_on_it(
+    tmp_path: Path, product: str
+) -> None:
+    """An anonymousId's track names the email a userId's identify is creating (another lane).
+    While that create's outcome is unknown (a 503), the note neither gives the person up nor
+    spends an attempt; it lands on the one record once the identify made it."""
+    clock = ConftestClock()
+    pipelines = make_pipeline(tmp_path, product, clock=clock, sandbox_options=LAGGING, app_token=False)
+    pipeline = next(pipelines)
+    try:
+        path = "/api/contacts/upsert" if product == "suite" else "/api/leads"
+        scripted = httpx2.post(
+            f"{pipeline.sandbox.root_url}/_sandbox/script", headers=pipeline.sandbox.auth_headers,
+            json={"method": "POST", "path": path,
+                  "responses": [{"status": 503, "body": {"error_code": 503}}]},
+        )
+        assert scripted.status_code == 200, scripted.text
+        pipeline.send("/v1/identify", _identify("id-1", "user-known", EMAIL, lastName="Day"))
+        pipeline.send("/v1/track", {"anonymousId": "anon-7", "messageId": "anon-1",
+                                    "event": "Viewed Pricing", "context": {"traits": {"email": EMAIL}}})
+        pipeline.deliver(now=clock)
+        waiting = pipeline.store.get_message("web", "anon-1")
+        assert waiting is not None and waiting.status == "pending" and waiting.attempts == 0, waiting
+        for _ in range(30):
+            clock.advance(5.0)
+            pipeline.deliver(now=clock)
+            if not pipeline.store.pending_count("crm"):
+                break
+        assert pipeline.store.count_by_status() == {"delivered": 2}
+        (person,) = _people(pipeline, product)
+        assert [n["targetable_id"] for n in pipeline.records("notes")] == [person["id"]]
+        assert not [e for e in pipeline.sandbox.request_log() if e["path"].endswith("/lookup")
+                    and product == "suite"]
+    finally:
+        pipelines.close()
+
+
 def test_an_event_for_a_person_never_created_is_skipped_with_the_reason(tmp_path: Path) -> None:
     """No claim is held and no record exists: one lookup by email, then the note is skipped."""
     pipelines = make_pipeline(tmp_path, "suite", app_token=False)
