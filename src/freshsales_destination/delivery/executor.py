@@ -105,6 +105,7 @@ class UnitContext:
     person_email: str | None = None
     missing_person: bool = False
     missing_why: str | None = None  # why the person could not be found, when it is not plain
+    create_claim: tuple[str, str] | None = None  # (email, owner) while we may create its record
 
 
 class Executor:
@@ -192,7 +193,13 @@ class Executor:
         handler = getattr(self, f"_op_{op.kind}", None)
         if handler is None:
             raise FreshsalesDestinationError(f"no executor for operation {op.kind!r}")
-        result = await handler(op, ctx)
+        try:
+            result = await handler(op, ctx)
+        except BaseException as exc:
+            replacement = self._create_failed(ctx, exc)
+            if replacement is exc:
+                raise
+            raise replacement from exc
         if op.provides and result is not None:
             ctx.refs[op.provides] = result
         if op.idempotency_key and op.kind not in ("upsert_contact", "upsert_lead"):
@@ -230,9 +237,8 @@ class Executor:
             if identity is not None and identity.record_type == record_type
             else None
         )
-        claims: list[str] = []  # our claim on the email (one), while we may create its record
         if known_id is None and email:
-            known_id = self._known_or_claim(record_type, email, claims)
+            known_id = self._known_or_claim(record_type, email, ctx)
         record = f"{record_type}:{user}"
         if links and isinstance(links, list):
             linked = list(identity.sales_account_ids) if identity is not None else []
@@ -249,83 +255,6 @@ class Executor:
             elif fresh:
                 fields["sales_accounts"] = fresh
             links = fresh
-        try:
-            result = await self._write_known_or_new(
-                op, record_type, record, fields, known_id, email, external, user, claims
-            )
-        except BaseException as exc:
-            if claims and email:
-                # A create whose outcome is unknown may have made the record: nobody creates
-                # again until lookups would show it. A refused or unsent one made nothing.
-                unknown = isinstance(exc, RetryableError | asyncio.CancelledError)
-                self.memory.end_claim(
-                    email, claims[0], now=self.now(),
-                    settle=LOOKUP_SETTLE_SECONDS if unknown else 0.0,
-                )
-            raise
-        if claims and email:
-            if result is not None:
-                self.memory.remember_email(record_type, email, result, self.now())
-            self.memory.end_claim(email, claims[0], now=self.now())
-        ctx.person_type = record_type
-        ctx.person_email = email
-        if result is not None:
-            self.memory.remember_written(record, fields, now)
-            accounts = [
-                link.get("id") for link in (links or []) if isinstance(link, dict)
-            ] or [None]
-            for account in accounts:
-                self.memory.remember_person(
-                    user or "", record_type=record_type, record_id=result, email=email,
-                    now=now, account_id=account,
-                )
-        if op.idempotency_key:
-            self.memory.mark_done(op.idempotency_key, result, now)
-        return result
-
-    def _known_or_claim(self, record_type: str, email: str, claims: list[str]) -> Any:
-        """The id remembered for this email; else None, with our claim to create its record
-        appended to `claims`. Raises `CreateInProgress` while another lane holds the claim."""
-        known = self.memory.person_by_email(record_type, email)
-        if known is not None:
-            return known
-        owner = f"create-{uuid.uuid4().hex}"
-        claim = self.memory.claim_create(email, owner, now=self.now(), hold=CREATE_CLAIM_SECONDS)
-        if not claim.granted:
-            raise self._in_progress(claim.until, claim.settling)
-        # The holder may have finished between our look and our claim: look again.
-        known = self.memory.person_by_email(record_type, email)
-        if known is not None:
-            self.memory.end_claim(email, owner, now=self.now())
-            return known
-        claims.append(owner)
-        return None
-
-    def _in_progress(self, until: float, settling: bool) -> CreateInProgress:
-        wait = max(until - self.now(), 0.0)
-        if settling:
-            return CreateInProgress(
-                "a create for this email had an unknown outcome; waiting until lookups can "
-                "show its record", retry_in=min(wait, LOOKUP_SETTLE_SECONDS) or CREATE_POLL_SECONDS,
-            )
-        return CreateInProgress(
-            "another lane is creating the record for this email; using its id once it has one",
-            retry_in=min(wait, CREATE_POLL_SECONDS) or CREATE_POLL_SECONDS,
-        )
-
-    async def _write_known_or_new(
-        self,
-        op: Operation,
-        record_type: str,
-        record: str,
-        fields: dict[str, Any],
-        known_id: Any,
-        email: str | None,
-        external: str | None,
-        user: str | None,
-        claims: list[str],
-    ) -> Any:
-        """Update the known record (by id), or create it (under a claim when there is an email)."""
         result: Any = None
         if known_id is not None:
             changed = self.memory.changed_fields(record, fields)
@@ -351,7 +280,7 @@ class Executor:
                     known_id = None
                     if email:
                         self.memory.forget_email(record_type, email, self.now())
-                        if not claims and self._known_or_claim(record_type, email, claims):
+                        if ctx.create_claim is None and self._known_or_claim(record_type, email, ctx):
                             # Another lane made its record meanwhile: use it, shortly.
                             raise self._in_progress(self.now(), settling=False) from None
         if known_id is None and record_type == "contact":
@@ -361,17 +290,84 @@ class Executor:
             body = dict(fields)
             if external:
                 body.setdefault("external_id", external)
-            try:
-                reply = await self._call(op, lambda: self.client.upsert_contact(identifier, body))
-            except InvalidRequest as exc:
-                duplicate = _not_visible(exc)
-                if duplicate is None:
-                    raise
-                raise duplicate from exc
+            reply = await self._call(op, lambda: self.client.upsert_contact(identifier, body))
             result = reply.id
         elif known_id is None:
             result = await self._create_or_update_lead(op, fields, email, external)
+        self._created(ctx, record_type, result)
+        ctx.person_type = record_type
+        ctx.person_email = email
+        if result is not None:
+            self.memory.remember_written(record, fields, now)
+            accounts = [
+                link.get("id") for link in (links or []) if isinstance(link, dict)
+            ] or [None]
+            for account in accounts:
+                self.memory.remember_person(
+                    user or "", record_type=record_type, record_id=result, email=email,
+                    now=now, account_id=account,
+                )
+        if op.idempotency_key:
+            self.memory.mark_done(op.idempotency_key, result, now)
         return result
+
+    def _known_or_claim(self, record_type: str, email: str, ctx: UnitContext) -> Any:
+        """The id remembered for this email; else None, with our claim to create its record in
+        `ctx.create_claim`. Raises `CreateInProgress` while another lane holds the claim."""
+        known = self.memory.person_by_email(record_type, email)
+        if known is not None:
+            return known
+        owner = f"create-{uuid.uuid4().hex}"
+        claim = self.memory.claim_create(email, owner, now=self.now(), hold=CREATE_CLAIM_SECONDS)
+        if not claim.granted:
+            raise self._in_progress(claim.until, claim.settling)
+        # The holder may have finished between our look and our claim: look again.
+        known = self.memory.person_by_email(record_type, email)
+        if known is not None:
+            self.memory.end_claim(email, owner, now=self.now())
+            return known
+        ctx.create_claim = (email, owner)
+        return None
+
+    def _in_progress(self, until: float, settling: bool) -> CreateInProgress:
+        wait = max(until - self.now(), 0.0)
+        if settling:
+            return CreateInProgress(
+                "a create for this email had an unknown outcome; waiting until lookups can "
+                "show its record", retry_in=min(wait, LOOKUP_SETTLE_SECONDS) or CREATE_POLL_SECONDS,
+            )
+        return CreateInProgress(
+            "another lane is creating the record for this email; using its id once it has one",
+            retry_in=min(wait, CREATE_POLL_SECONDS) or CREATE_POLL_SECONDS,
+        )
+
+    def _created(self, ctx: UnitContext, record_type: str, result: Any) -> None:
+        """The create under our claim is done: remember the id by email, give the claim back."""
+        if ctx.create_claim is None:
+            return
+        email, owner = ctx.create_claim
+        ctx.create_claim = None
+        if result is not None:
+            self.memory.remember_email(record_type, email, result, self.now())
+        self.memory.end_claim(email, owner, now=self.now())
+
+    def _create_failed(self, ctx: UnitContext, exc: BaseException) -> BaseException:
+        """A create under our claim failed: end the claim; the error to raise instead, if any.
+
+        A create whose outcome is unknown (timeout, 5xx, cancelled) may have made the record, so
+        nobody creates again until lookups would show it; a refused or unsent one made nothing.
+        "Email already taken" means a record exists that our look could not see yet: retried.
+        """
+        if ctx.create_claim is None:
+            return exc
+        email, owner = ctx.create_claim
+        ctx.create_claim = None
+        duplicate = _not_visible(exc) if isinstance(exc, InvalidRequest) else None
+        unknown = duplicate is not None or isinstance(exc, RetryableError | asyncio.CancelledError)
+        self.memory.end_claim(
+            email, owner, now=self.now(), settle=LOOKUP_SETTLE_SECONDS if unknown else 0.0
+        )
+        return duplicate or exc
 
     async def _create_or_update_lead(
         self, op: Operation, fields: dict[str, Any], email: str | None, external: str | None
@@ -388,13 +384,7 @@ class Executor:
             body.setdefault("external_id", external)
         if email:
             body.setdefault("email", email)
-        try:
-            reply = await self._call(op, lambda: self.client.create_lead(body))
-        except InvalidRequest as exc:
-            duplicate = _not_visible(exc)
-            if duplicate is None:
-                raise
-            raise duplicate from exc
+        reply = await self._call(op, lambda: self.client.create_lead(body))
         return reply.id
 
     async def _op_lookup_person(self, op: Operation, ctx: UnitContext) -> Any:
