@@ -227,11 +227,15 @@ class _Builder:
             if person.email is not None:
                 key["email"] = person.email
         self.add("lookup_person", entity, key=key, provides="person")
-        ids = " and ".join(sorted(key))
+        if person.email is not None:
+            how = "so it is looked up by email"
+        else:
+            how = ("and it has no email to look it up by (a lookup by external_id is unattested, "
+                   "so none is made)")
         self.note(
             "identity",
             "info",
-            f"{why}: the person is not in the identity map yet, so it is looked up by {ids}; "
+            f"{why}: the person is not in the identity map yet, {how}; "
             "the rest of the plan is skipped when Freshsales has no such person",
         )
 

@@ -13,12 +13,24 @@ destination is known to merge partial writes, and a new account link is added to
 current links (``delivery/preserve.py``).
 
 Each call first takes a token from the shared rate budget (`Budget.acquire`).
+
+Creates that cannot race. Freshsales' lookups lag behind writes (up to ~20 s, reference 13.2),
+so "look up, then create" in two lanes at once makes two records. A person is created only
+under a claim on their normalised email in the store (`DeliveryMemory.claim_create`): one lane
+of all processes creates; another lane naming the same email, finding the claim, leaves its
+unit pending for a moment (`CreateInProgress`, which costs no retry attempt) and then updates
+the record by the id the first lane remembered for that email, with no lookup. A create whose
+outcome is unknown (a timeout, a 5xx, an "email already taken" that lookups cannot show yet)
+keeps the claim for `LOOKUP_SETTLE_SECONDS`, until a record it may have made is visible.
+Lookups are made by email only (`f=external_id` is unattested).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,7 +42,12 @@ from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.delivery.preserve import RecordKeeper
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
-from freshsales_destination.freshsales.errors import FreshsalesError, NotFound
+from freshsales_destination.freshsales.errors import (
+    FreshsalesError,
+    InvalidRequest,
+    NotFound,
+    RetryableError,
+)
 
 RECORD_KINDS = frozenset(
     {"upsert_contact", "upsert_lead", "upsert_sales_account", "link_sales_account",
@@ -51,8 +68,30 @@ class Budget(Protocol):
         ...
 
 
+# How long a lane may hold the claim to create one email's record (a lane's lease is as long).
+CREATE_CLAIM_SECONDS = 120.0
+# After a create with an unknown outcome: how long until its record would show in lookups.
+LOOKUP_SETTLE_SECONDS = 30.0
+# How soon a lane that found another lane creating its person looks again.
+CREATE_POLL_SECONDS = 1.0
+
+
 class UnresolvedReference(FreshsalesDestinationError):
     """An operation needs a record that does not exist in Freshsales."""
+
+
+class CreateInProgress(FreshsalesDestinationError):
+    """Another lane is creating (or just tried to create) this person's record: try again in
+    `retry_in` seconds. Not a failure: the unit stays pending without spending an attempt."""
+
+    def __init__(self, message: str, *, retry_in: float) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
+
+
+class DuplicateNotVisible(RetryableError):
+    """Freshsales refused a create because the email is taken, yet our lookup (or the upsert's
+    match) did not show that record: it is too new to be found. Retried within the window."""
 
 
 @dataclass
@@ -75,6 +114,8 @@ class UnitContext:
     person_type: str | None = None
     person_email: str | None = None
     missing_person: bool = False
+    missing_why: str | None = None  # why the person could not be found, when it is not plain
+    create_claim: tuple[str, str] | None = None  # (email, owner) while we may create its record
 
 
 class Executor:
@@ -171,7 +212,13 @@ class Executor:
         handler = getattr(self, f"_op_{op.kind}", None)
         if handler is None:
             raise FreshsalesDestinationError(f"no executor for operation {op.kind!r}")
-        result = await handler(op, ctx)
+        try:
+            result = await handler(op, ctx)
+        except BaseException as exc:
+            replacement = self._create_failed(ctx, exc)
+            if replacement is exc:
+                raise
+            raise replacement from exc
         if op.provides and result is not None:
             ctx.refs[op.provides] = result
         if op.idempotency_key and op.kind not in ("upsert_contact", "upsert_lead"):
@@ -209,6 +256,8 @@ class Executor:
             if identity is not None and identity.record_type == record_type
             else None
         )
+        if known_id is None and email:
+            known_id = self._known_or_claim(record_type, email, ctx)
         record = f"{record_type}:{user}"
         # Accounts not yet known to be linked: added to the contact's current links (read first).
         fresh: list[Any] = []
@@ -239,6 +288,11 @@ class Executor:
                     known_id = None
                     if record_type == "contact" and isinstance(links, list):
                         fresh = [link.get("id") for link in links if isinstance(link, dict)]
+                    if email:
+                        self.memory.forget_email(record_type, email, self.now())
+                        if ctx.create_claim is None and self._known_or_claim(record_type, email, ctx):
+                            # Another lane made its record meanwhile: use it, shortly.
+                            raise self._in_progress(self.now(), settling=False) from None
         if known_id is None and record_type == "contact":
             # Match an existing person by email first (a salesperson may have entered them,
             # without our external_id); the external_id rides along as a field.
@@ -260,6 +314,7 @@ class Executor:
                 )
         elif known_id is None:
             result = await self._create_or_update_lead(op, fields, email, external)
+        self._created(ctx, record_type, result)
         ctx.person_type = record_type
         ctx.person_email = email
         if result is not None:
@@ -273,6 +328,64 @@ class Executor:
         if op.idempotency_key:
             self.memory.mark_done(op.idempotency_key, result, now)
         return result
+
+    def _known_or_claim(self, record_type: str, email: str, ctx: UnitContext) -> Any:
+        """The id remembered for this email; else None, with our claim to create its record in
+        `ctx.create_claim`. Raises `CreateInProgress` while another lane holds the claim."""
+        known = self.memory.person_by_email(record_type, email)
+        if known is not None:
+            return known
+        owner = f"create-{uuid.uuid4().hex}"
+        claim = self.memory.claim_create(email, owner, now=self.now(), hold=CREATE_CLAIM_SECONDS)
+        if not claim.granted:
+            raise self._in_progress(claim.until, claim.settling)
+        # The holder may have finished between our look and our claim: look again.
+        known = self.memory.person_by_email(record_type, email)
+        if known is not None:
+            self.memory.end_claim(email, owner, now=self.now())
+            return known
+        ctx.create_claim = (email, owner)
+        return None
+
+    def _in_progress(self, until: float, settling: bool) -> CreateInProgress:
+        wait = max(until - self.now(), 0.0)
+        if settling:
+            return CreateInProgress(
+                "a create for this email had an unknown outcome; waiting until lookups can "
+                "show its record", retry_in=min(wait, LOOKUP_SETTLE_SECONDS) or CREATE_POLL_SECONDS,
+            )
+        return CreateInProgress(
+            "another lane is creating the record for this email; using its id once it has one",
+            retry_in=min(wait, CREATE_POLL_SECONDS) or CREATE_POLL_SECONDS,
+        )
+
+    def _created(self, ctx: UnitContext, record_type: str, result: Any) -> None:
+        """The create under our claim is done: remember the id by email, give the claim back."""
+        if ctx.create_claim is None:
+            return
+        email, owner = ctx.create_claim
+        ctx.create_claim = None
+        if result is not None:
+            self.memory.remember_email(record_type, email, result, self.now())
+        self.memory.end_claim(email, owner, now=self.now())
+
+    def _create_failed(self, ctx: UnitContext, exc: BaseException) -> BaseException:
+        """A create under our claim failed: end the claim; the error to raise instead, if any.
+
+        A create whose outcome is unknown (timeout, 5xx, cancelled) may have made the record, so
+        nobody creates again until lookups would show it; a refused or unsent one made nothing.
+        "Email already taken" means a record exists that our look could not see yet: retried.
+        """
+        if ctx.create_claim is None:
+            return exc
+        email, owner = ctx.create_claim
+        ctx.create_claim = None
+        duplicate = _not_visible(exc) if isinstance(exc, InvalidRequest) else None
+        unknown = duplicate is not None or isinstance(exc, RetryableError | asyncio.CancelledError)
+        self.memory.end_claim(
+            email, owner, now=self.now(), settle=LOOKUP_SETTLE_SECONDS if unknown else 0.0
+        )
+        return duplicate or exc
 
     async def _create_or_update_lead(
         self, op: Operation, fields: dict[str, Any], email: str | None, external: str | None
@@ -298,23 +411,41 @@ class Executor:
             ctx.person_type = identity.record_type
             return identity.record_id
         external, email = self._person_key(op)
-        entities = "lead,contact" if self.product == "classic" else "contact"
-        searches = [(email, "email")] if email else []
-        if external:
-            searches.append((external, "external_id"))
-        for value, field_name in searches:
-            reply = await self._call(
-                op, functools.partial(self.client.lookup, value, field_name, entities)
+        if not email:
+            # Lookups by external_id are unattested (reference 13.2): without an email the
+            # person can only be one delivery already knows.
+            ctx.missing_person = True
+            ctx.missing_why = (
+                "the person is unknown to delivery and has no email; Freshsales is not searched "
+                "by external_id (that lookup is unattested), so nothing needing them was sent"
             )
-            for plural, kind in (("contacts", "contact"), ("leads", "lead")):
-                found = _first_id(reply.data, plural)
-                if found is not None:
-                    ctx.person_type = kind
-                    self.memory.remember_person(
-                        op.user_id or ctx.user_id or value, record_type=kind, record_id=found,
-                        email=email, now=self.now(),
-                    )
-                    return found
+            return None
+        kinds = ("contact", "lead") if self.product == "classic" else ("contact",)
+        owner = op.user_id or ctx.user_id or external or email
+        for kind in kinds:
+            known = self.memory.person_by_email(kind, email)
+            if known is not None:
+                ctx.person_type = kind
+                self.memory.remember_person(
+                    owner, record_type=kind, record_id=known, email=email, now=self.now()
+                )
+                return known
+        holder = self.memory.claim_holder(email, now=self.now())
+        if not holder.granted:
+            raise self._in_progress(holder.until, holder.settling)
+        entities = "lead,contact" if self.product == "classic" else "contact"
+        reply = await self._call(
+            op, functools.partial(self.client.lookup, email, "email", entities)
+        )
+        for plural, kind in (("contacts", "contact"), ("leads", "lead")):
+            found = _first_id(reply.data, plural)
+            if found is not None:
+                ctx.person_type = kind
+                self.memory.remember_person(
+                    owner, record_type=kind, record_id=found, email=email, now=self.now(),
+                )
+                self.memory.remember_email(kind, email, found, self.now())
+                return found
         ctx.missing_person = True
         return None
 
@@ -451,8 +582,24 @@ class Executor:
         except NotFound:
             pass  # already gone: the goal is reached
         if ctx.user_id:
+            identity = self.memory.identity(ctx.user_id)
+            if identity is not None and identity.email:
+                self.memory.forget_email(identity.record_type or "contact", identity.email, self.now())
             self.memory.forget(ctx.user_id, self.now())
         return None
+
+
+def _not_visible(exc: InvalidRequest) -> DuplicateNotVisible | None:
+    """A create refused because the email is taken, when our look found no such record: the
+    record is newer than lookups show (or the upsert's match lags), so it is retried."""
+    text = (exc.freshsales_message or exc.message or "").lower()
+    if "already been taken" not in text and "already exists" not in text:
+        return None
+    return DuplicateNotVisible(
+        "Freshsales has a record with this email that lookups do not show yet",
+        status=exc.status, messages=exc.messages, error_code=exc.error_code,
+        method=exc.method, path=exc.path,
+    )
 
 
 def _first_id(data: Any, plural: str) -> Any:

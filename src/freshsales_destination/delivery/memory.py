@@ -3,7 +3,9 @@
 * the identity map: userId (and aliases) -> Freshsales record type and id, linked accounts;
 * the digest of the fields last written to each record, so unchanged writes make no call;
 * ids of accounts and deals by name, so links need no lookup;
-* the ledger of completed operations, so a retry or replay never repeats a side effect.
+* the ledger of completed operations, so a retry or replay never repeats a side effect;
+* people by email (the record delivery created or found for an address), and short-lived
+  create claims, so that two lanes naming one new email make one record (see `claim_create`).
 
 All of it lives in the store's key/value table under a namespace per destination.
 """
@@ -18,6 +20,38 @@ import orjson
 
 from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.store.base import Store
+
+CLAIM_NAMESPACE = "create-claim"
+
+
+def email_key(email: str) -> str:
+    """The form an email is remembered and claimed under: trimmed, lower case.
+
+    Freshsales' matching of email case is not documented (reference section 6); folding case
+    here can only make two spellings of one address share a record, never split one.
+    """
+    return email.strip().lower()
+
+
+@dataclass(frozen=True)
+class CreateClaim:
+    """The answer to `DeliveryMemory.claim_create`."""
+
+    granted: bool
+    until: float = 0.0  # when another holder's claim lapses (when not granted)
+    settling: bool = False  # the holder's create ended without a known outcome
+
+
+def _claim_value(raw: bytes | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("until"), int | float):
+        return None
+    return value
 
 
 def _digest(value: Any) -> str:
@@ -158,6 +192,63 @@ class DeliveryMemory:
         written = self._get("written", record) or {}
         written.update({name: _digest(value) for name, value in _flat(fields).items()})
         self._put("written", record, written, now)
+
+    # -- people by email and create claims ------------------------------------------------------
+
+    def person_by_email(self, record_type: str, email: str | None) -> Any:
+        """The id of the `record_type` record delivery created or found for this email."""
+        if not email:
+            return None
+        return self._get("email", f"{record_type}:{email_key(email)}")
+
+    def remember_email(self, record_type: str, email: str, record_id: Any, now: float) -> None:
+        self._put("email", f"{record_type}:{email_key(email)}", record_id, now)
+
+    def forget_email(self, record_type: str, email: str, now: float) -> None:
+        self._put("email", f"{record_type}:{email_key(email)}", None, now)
+
+    def claim_create(self, email: str, owner: str, *, now: float, hold: float) -> CreateClaim:
+        """Take the right to create the record for `email` for `hold` seconds, atomically.
+
+        Refused while another owner holds an unexpired claim (by this process's clock; `hold`
+        is long enough that clocks of different machines agreeing to a few seconds suffice).
+        The store's `kv_update` makes this one transaction on SQLite and on PostgreSQL, so
+        exactly one lane of all processes on the store gets it.
+        """
+
+        def update(raw: bytes | None) -> tuple[CreateClaim, bytes]:
+            held = _claim_value(raw)
+            if held is not None and held.get("owner") != owner and float(held["until"]) > now:
+                refused = CreateClaim(False, float(held["until"]), held.get("state") == "settling")
+                return refused, raw or b""
+            mine = {"owner": owner, "until": now + hold, "state": "creating"}
+            return CreateClaim(True, now + hold), orjson.dumps(mine)
+
+        return self.store.kv_update(
+            self._ns(CLAIM_NAMESPACE), email_key(email), update, now=now
+        )
+
+    def claim_holder(self, email: str, *, now: float) -> CreateClaim:
+        """Who may be creating `email`'s record now (`granted` means: nobody)."""
+        held = _claim_value(self.store.kv_get(self._ns(CLAIM_NAMESPACE), email_key(email)))
+        if held is None or float(held["until"]) <= now:
+            return CreateClaim(True)
+        return CreateClaim(False, float(held["until"]), held.get("state") == "settling")
+
+    def end_claim(self, email: str, owner: str, *, now: float, settle: float = 0.0) -> None:
+        """Give the claim back; with `settle`, keep it that long first (nobody, not even its
+        owner's next attempt, may create until a record the failed call may have made shows
+        in lookups)."""
+
+        def update(raw: bytes | None) -> tuple[None, bytes]:
+            held = _claim_value(raw)
+            if held is None or held.get("owner") != owner:
+                return None, raw or b""
+            if settle <= 0:
+                return None, b""
+            return None, orjson.dumps({"owner": "", "until": now + settle, "state": "settling"})
+
+        self.store.kv_update(self._ns(CLAIM_NAMESPACE), email_key(email), update, now=now)
 
     # -- ledger --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from freshsales_destination.sandbox.records import (
     unwrap,
     update_record,
     upsert_first,
+    visible,
 )
 from freshsales_destination.sandbox.state import SandboxState
 
@@ -300,6 +301,8 @@ def upsert_contact(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str,
     key, value = unique_identifier(body, CONTACT_IDENTIFIERS)
     attrs = dict(unwrap(body, "contact"))
     matches = sorted(match_contacts(state, key, value), key=lambda r: r["id"])
+    if state.options.lookup_delay_upserts:
+        matches = [r for r in matches if visible(state, r)]
     if key == "emails":
         ident = str(value).strip()
         wanted = requested_emails(attrs)
@@ -369,6 +372,8 @@ def upsert_lead(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, An
         matches = [r for r in state.table("leads").values() if str(r.get(key)) == str(value)]
         attrs[key] = value
     matches.sort(key=lambda r: r["id"])
+    if state.options.lookup_delay_upserts:
+        matches = [r for r in matches if visible(state, r)]
     return upsert_first(state, "leads", matches, attrs, _new_lead, _apply_lead)
 
 
