@@ -115,6 +115,7 @@ class _Builder:
     message_id: str = ""
     timestamp: str | None = None
     user_id: str | None = None
+    traits_prefix: str = "traits"  # where an identify's traits came from (identify_traits)
     ops: list[Operation] = field(default_factory=list)
     entries: list[ExplanationEntry] = field(default_factory=list)
 
@@ -481,21 +482,46 @@ class _Builder:
 
     # -- message types --------------------------------------------------------------------------
 
-    def identify(self) -> None:
+    def identify_traits(self) -> tuple[dict[str, Any], str]:
+        """An identify's traits and where they came from: the top-level ``traits``, or, when
+        the message has none (absent, null or empty), its ``context.traits``, where
+        RudderStack's SDKs put them (and where RudderStack's own transformers read them)."""
         traits = self.obj("traits")
+        context = self.event.get("context")
+        ctx_traits = context.get("traits") if isinstance(context, Mapping) else None
+        if not isinstance(ctx_traits, dict) or not ctx_traits:
+            return traits, "traits"
+        if traits:
+            self.note(
+                "context.traits",
+                "info",
+                "not used: the identify has top-level traits, and those are its traits",
+            )
+            return traits, "traits"
+        self.note(
+            "context.traits",
+            "used",
+            "the identify has no top-level traits: its context.traits are its traits "
+            "(as RudderStack's SDKs send them)",
+        )
+        return ctx_traits, "context.traits"
+
+    def identify(self) -> None:
+        traits, prefix = self.identify_traits()
+        self.traits_prefix = prefix
         uid = self.user_id
         if uid is None:
-            self._discard_traits(traits, "traits", "missing_user_id", "identify needs a userId: it identifies the lead or contact in Freshsales")
-        email = self._email(traits, "traits", uid)
+            self._discard_traits(traits, prefix, "missing_user_id", "identify needs a userId: it identifies the lead or contact in Freshsales")
+        email = self._email(traits, prefix, uid)
         if email is None:
             raw = traits.get("email")
             if raw is None:
-                reason = f"userId {uid!r} is not an email, so traits.email is required"
+                reason = f"userId {uid!r} is not an email, so {prefix}.email is required"
             else:
-                reason = f"userId {uid!r} is not an email and traits.email is not an email address"
-            self._discard_traits(traits, "traits", "missing_email", reason)
-        record_type = self.record_type_for(traits, "traits", note=True)
-        self.upsert_person(traits, "traits", _Person(uid, email, record_type))
+                reason = f"userId {uid!r} is not an email and {prefix}.email is not an email address"
+            self._discard_traits(traits, prefix, "missing_email", reason)
+        record_type = self.record_type_for(traits, prefix, note=True)
+        self.upsert_person(traits, prefix, _Person(uid, email, record_type))
 
     def _email(self, traits: Mapping[str, Any], prefix: str, uid: str | None) -> str | None:
         raw = traits.get("email")
@@ -926,11 +952,12 @@ def plan(
     except _Stop as stop:
         builder.note(str(kind) if isinstance(kind, str) else "type", "info", stop.reason)
         # Nothing of a discarded or filtered message is sent: say so for every trait.
-        traits = event.get("traits")
+        prefix = builder.traits_prefix
+        traits = event.get("traits") if prefix == "traits" else event["context"]["traits"]
         if isinstance(traits, Mapping):
             explained = {entry.source for entry in builder.entries}
             for key in traits:
-                path = f"traits.{key}"
+                path = f"{prefix}.{key}"
                 if not any(s == path or s.startswith(path + ".") for s in explained):
                     builder.note(path, "dropped", f"not sent: {stop.reason}")
         return Plan(
