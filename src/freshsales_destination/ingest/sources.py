@@ -59,8 +59,10 @@ def basic_auth_user(header: str | None) -> str | None:
     if scheme.lower() != "basic":
         return None
     try:
+        # The header arrives as latin-1 text: a non-ASCII character in it is a ValueError of
+        # b64decode (not a binascii.Error), and the decoded user may not be UTF-8.
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):
         raise unauthorized() from None
     user, _, _password = decoded.partition(":")
     return user
