@@ -145,11 +145,21 @@ class Settings(_Strict):
     @model_validator(mode="after")
     def _check_links(self) -> Settings:
         seen: set[str] = set()
+        named: dict[str, int] = {}
         for index, source in enumerate(self.sources):
             key = source.write_key.get_secret_value()
             if key in seen:
                 raise ValueError(f"sources[{index}].write_key is used by two sources")
             seen.add(key)
+            # Messages are stored and deduplicated under the source's name: a second source of
+            # the same name would have its events acknowledged and then dropped as duplicates.
+            if source.name is not None:
+                if source.name in named:
+                    raise ValueError(
+                        f"sources[{index}].name {source.name!r} is already the name of "
+                        f"sources[{named[source.name]}]; each source needs a name of its own"
+                    )
+                named[source.name] = index
             if source.destination not in self.destinations:
                 raise ValueError(
                     f"sources[{index}].destination names {source.destination!r}, "
