@@ -72,6 +72,9 @@ class SourceConfig(_Strict):
     write_key: SecretStr = Field(min_length=1)
     destination: str = Field(min_length=1)
     webhook_secret: SecretStr | None = None
+    # A source with a webhook_secret takes signed webhooks only: its write key (in the
+    # webhook URL) would otherwise let anyone post to /v1/ without a signature.
+    accept_tracking_api: bool = False
     name: str | None = None
 
 

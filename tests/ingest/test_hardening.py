@@ -4,12 +4,27 @@ right status, nothing stored), never a 500 or a silent loss."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+from pathlib import Path
 
 import httpx2
 import orjson
 import pytest
 
-from tests.ingest.conftest import WRITE_KEY, Service, snapshot, track
+from freshsales_destination.config import settings_from_dict
+from freshsales_destination.service import build_app
+from freshsales_destination.store.sqlite import SQLiteStore
+from tests.ingest.conftest import (
+    HOOK_KEY,
+    HOOK_SECRET,
+    WRITE_KEY,
+    Service,
+    snapshot,
+    track,
+    wait_sorted,
+)
+from tests.support.server import serve_in_thread
 
 BODY = orjson.dumps({"batch": [track("h-1")]})
 
@@ -36,3 +51,55 @@ def test_an_undecodable_basic_header_is_401_json(service: Service, header: bytes
     service.sorted()
     assert snapshot(service.store) == before
     assert service.inbox_commits() == 0
+
+
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/batch", "/v1/import", "/v1/identify"])
+@pytest.mark.parametrize("auth", ["basic", "body"])
+def test_a_webhook_sources_key_is_refused_on_the_tracking_api(
+    service: Service, path: str, auth: str
+) -> None:
+    """Anyone who saw the webhook URL holds its write key: without the signature check the
+    tracking paths would let them post as that source."""
+    before = snapshot(service.store)
+    message = track("forged-1")
+    body: dict[str, object] = {"batch": [message]} if path in ("/v1/batch", "/v1/import") else message
+    if auth == "body":
+        response = httpx2.post(f"{service.url}{path}", json={"writeKey": HOOK_KEY, **body})
+    else:
+        response = httpx2.post(f"{service.url}{path}", json=body, auth=(HOOK_KEY, ""))
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "webhook_only"
+    assert HOOK_KEY not in response.text and HOOK_SECRET not in response.text
+    service.sorted()
+    assert snapshot(service.store) == before
+    assert service.inbox_commits() == 0
+
+
+def test_accept_tracking_api_lets_a_webhook_source_use_both(tmp_path: Path) -> None:
+    settings = settings_from_dict({
+        "store": {"url": f"sqlite:///{tmp_path / 'q.db'}"},
+        "sources": [{"write_key": HOOK_KEY, "destination": "acme", "name": "hook",
+                     "webhook_secret": HOOK_SECRET, "accept_tracking_api": True}],
+        "destinations": {"acme": {"domain": "acme", "api_key": "fs-api-key"}},
+    })
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    app = build_app(settings, store, deliver=False)
+    try:
+        with serve_in_thread(app) as url:
+            tracked = httpx2.post(f"{url}/v1/track", json=track("both-1"), auth=(HOOK_KEY, ""))
+            assert tracked.status_code == 200, tracked.text
+            raw = orjson.dumps(track("both-2"))
+            unsigned = httpx2.post(f"{url}/webhook/{HOOK_KEY}", content=raw,
+                                   headers={"Content-Type": "application/json"})
+            assert unsigned.status_code == 401  # the webhook still needs its signature
+            signature = hmac.new(HOOK_SECRET.encode(), raw, hashlib.sha1).hexdigest()
+            signed = httpx2.post(f"{url}/webhook/{HOOK_KEY}", content=raw, headers={
+                "Content-Type": "application/json", "X-Signature": signature})
+            assert signed.status_code == 200, signed.text
+            wait_sorted(app)
+            for message_id in ("both-1", "both-2"):
+                stored = store.get_message("hook", message_id)
+                assert stored is not None and stored.status == "pending"
+    finally:
+        store.close()
