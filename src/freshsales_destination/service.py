@@ -36,6 +36,7 @@ from freshsales_destination.ingest.responses import IngestError, error_response,
 from freshsales_destination.ingest.sort_loop import InboxSorting, SortPolicy
 from freshsales_destination.ingest.sorting import IngestCounters, Sorter
 from freshsales_destination.ingest.sources import SourceRegistry
+from freshsales_destination.routing import without_slash_redirects
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.factory import open_store
 
@@ -173,6 +174,7 @@ def build_app(
         # its own handlers (and Freshsales' shapes).
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
+    without_slash_redirects(app)  # no redirect built from the Host header: unknown is 404
     app.state.ingest = ingest
     app.state.committer = committer
     app.state.sorting = sorting

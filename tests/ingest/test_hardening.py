@@ -103,3 +103,25 @@ def test_accept_tracking_api_lets_a_webhook_source_use_both(tmp_path: Path) -> N
                 assert stored is not None and stored.status == "pending"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/healthz/"), ("GET", "/readyz/"), ("GET", "//healthz"),
+        ("POST", "/v1/track/"), ("POST", "/v1/batch/"), ("POST", f"/webhook/{HOOK_KEY}/"),
+        ("GET", "/v1/"), ("GET", "/nothing/here/"), ("GET", "/sandbox/"),
+    ],
+)
+def test_no_redirect_is_built_from_the_host_header(
+    service: Service, method: str, path: str
+) -> None:
+    response = httpx2.request(
+        method, f"{service.url}{path}", headers={"Host": "evil.example"}, content=b"{}",
+        follow_redirects=False,
+    )
+    assert response.status_code == 404, (response.status_code, response.headers)
+    assert "location" not in response.headers
+    assert response.headers["content-type"].startswith("application/json")
+    assert set(response.json()) == {"code", "message"}
+    assert "evil.example" not in response.text
