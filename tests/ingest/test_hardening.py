@@ -4,8 +4,11 @@ right status, nothing stored), never a 500 or a silent loss."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import hmac
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -125,3 +128,52 @@ def test_no_redirect_is_built_from_the_host_header(
     assert response.headers["content-type"].startswith("application/json")
     assert set(response.json()) == {"code", "message"}
     assert "evil.example" not in response.text
+
+
+def _chunks(*parts: bytes) -> Iterator[bytes]:
+    yield from parts
+
+
+GOOD_GZIP = gzip.compress(orjson.dumps({"writeKey": WRITE_KEY, "batch": [track("gz-1")]}))
+SECOND = gzip.compress(orjson.dumps({"writeKey": WRITE_KEY, "batch": [track("gz-2")]}))
+
+
+@pytest.mark.parametrize(
+    ("encoding", "content"),
+    [
+        pytest.param("gzip", GOOD_GZIP + SECOND, id="second-member"),
+        pytest.param("gzip", GOOD_GZIP + b"trailing garbage", id="trailing-bytes"),
+        pytest.param("gzip", GOOD_GZIP + b"\x00", id="one-nul-byte"),
+        pytest.param("gzip", _chunks(GOOD_GZIP, b"x"), id="trailing-in-a-later-chunk"),
+        pytest.param("gzip", _chunks(GOOD_GZIP[:10], GOOD_GZIP[10:], SECOND), id="chunked"),
+        pytest.param("x-gzip", GOOD_GZIP + SECOND, id="x-gzip"),
+        pytest.param(
+            "deflate",
+            zlib.compress(orjson.dumps({"writeKey": WRITE_KEY, "batch": [track("gz-3")]})) + b"!",
+            id="deflate-trailing",
+        ),
+    ],
+)
+def test_a_compressed_body_with_more_after_its_end_is_400(
+    service: Service, encoding: str, content: bytes | Iterator[bytes]
+) -> None:
+    before = snapshot(service.store)
+    response = httpx2.post(
+        f"{service.url}/v1/batch", content=content,
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_encoding"
+    service.sorted()
+    assert snapshot(service.store) == before
+    assert service.inbox_commits() == 0
+
+
+def test_one_gzip_member_alone_is_still_accepted(service: Service) -> None:
+    response = httpx2.post(
+        f"{service.url}/v1/batch", content=_chunks(GOOD_GZIP[:7], GOOD_GZIP[7:]),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 200, response.text
+    service.sorted()
+    assert service.store.get_message("web", "gz-1") is not None
