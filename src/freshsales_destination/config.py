@@ -10,7 +10,9 @@ A configuration error names the key that is wrong, never its value (the value ma
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +22,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from freshsales_destination.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "FSD_"
 
@@ -221,6 +225,48 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         raise ConfigError(f"invalid configuration: {_format_error(exc)}") from None
 
 
+def _secret_keys(data: Mapping[str, Any]) -> list[str]:
+    """The keys (never the values) of the secrets a configuration file holds."""
+    found: list[str] = []
+    server = data.get("server")
+    if isinstance(server, dict) and server.get("admin_token"):
+        found.append("server.admin_token")
+    store = data.get("store")
+    if isinstance(store, dict) and isinstance(store.get("url"), str):
+        try:
+            if urlsplit(store["url"]).password:
+                found.append("store.url (its password)")
+        except ValueError:
+            pass
+    sources = data.get("sources")
+    for index, source in enumerate(sources if isinstance(sources, list) else []):
+        if isinstance(source, dict):
+            found += [f"sources[{index}].{k}" for k in ("write_key", "webhook_secret") if source.get(k)]
+    destinations = data.get("destinations")
+    for name, dest in (destinations.items() if isinstance(destinations, dict) else []):
+        if isinstance(dest, dict):
+            found += [f"destinations.{name}.{k}" for k in ("api_key", "app_token") if dest.get(k)]
+    return found
+
+
+def _warn_if_secrets_readable(path: Path, data: Mapping[str, Any]) -> None:
+    """Warn (naming the keys, never their values) when a file that holds secrets can be read by
+    other users of the machine."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return
+    keys = _secret_keys(data)
+    if keys:
+        log.warning(
+            "configuration file %s holds secrets (%s) and other users can read it (mode %03o): "
+            "chmod 600 it, or pass the secrets as FSD_* environment variables",
+            path, ", ".join(keys), stat.S_IMODE(mode),
+        )
+
+
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the TOML file (if any), apply environment overrides, validate."""
     data: dict[str, Any] = {}
@@ -231,6 +277,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
             raise ConfigError(f"configuration file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+        _warn_if_secrets_readable(path, data)
     try:
         data = apply_env_overrides(data, os.environ if environ is None else environ)
     except (ValueError, IndexError, AttributeError):

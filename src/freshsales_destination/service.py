@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import shlex
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -36,6 +37,7 @@ from freshsales_destination.ingest.responses import IngestError, error_response,
 from freshsales_destination.ingest.sort_loop import InboxSorting, SortPolicy
 from freshsales_destination.ingest.sorting import IngestCounters, Sorter
 from freshsales_destination.ingest.sources import SourceRegistry
+from freshsales_destination.private_files import FILE_MODE, private_dir, write_private
 from freshsales_destination.routing import without_slash_redirects
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.factory import open_store
@@ -189,18 +191,40 @@ SECRETS_FILE = "embedded-secrets.json"
 
 def _load_or_create_secrets(data_dir: Path) -> tuple[dict[str, str], bool]:
     """The embedded mode's generated keys, kept (mode 0600) so a restart keeps them; and
-    whether they were generated just now."""
+    whether they were generated just now.
+
+    A file that exists but cannot be used stops the start (`ConfigError`): generating new keys
+    over it would silently lock out every client holding the old write key.
+    """
     path = data_dir / SECRETS_FILE
-    if path.exists():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in _SECRET_NAMES):
-            return {k: data[k] for k in _SECRET_NAMES}, False
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secrets_ = {name: f"{prefix}_{secrets.token_urlsafe(18)}" for name, prefix in _SECRET_NAMES.items()}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(secrets_, handle)
-    return secrets_, True
+    private_dir(data_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        keys = {name: f"{prefix}_{secrets.token_urlsafe(18)}" for name, prefix in _SECRET_NAMES.items()}
+        write_private(path, json.dumps(keys).encode())
+        return keys, True
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(_damaged(path, "it is not valid JSON")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(_damaged(path, "it is not a JSON object"))
+    missing = [name for name in _SECRET_NAMES if not isinstance(data.get(name), str) or not data[name]]
+    if missing:
+        raise ConfigError(_damaged(path, f"it lacks {', '.join(missing)}"))
+    if stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
+        os.chmod(path, FILE_MODE)
+    return {name: data[name] for name in _SECRET_NAMES}, False
+
+
+def _damaged(path: Path, why: str) -> str:
+    return (
+        f"{path} is damaged ({why}). Restore it from a backup; or move it away to have new keys "
+        "generated, knowing that clients still sending the old write key will then be refused."
+    )
 
 
 _SECRET_NAMES = {
@@ -337,7 +361,11 @@ def serve_command(
     if config is None:
         bind_host = host or "127.0.0.1"
         bind_port = port if port is not None else 8080
-        app, keys = build_embedded_app(data_dir, bind_host, bind_port)
+        try:
+            app, keys = build_embedded_app(data_dir, bind_host, bind_port)
+        except FreshsalesDestinationError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(2) from None
         # Printed, never logged. In full only on first start or on a terminal: a service's
         # stdout usually ends up in its log (journald).
         show_key = bool(app.state.secrets_created) or _isatty()
