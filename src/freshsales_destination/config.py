@@ -1,9 +1,10 @@
 """Service configuration: a TOML file, overridden by environment variables.
 
 Environment overrides use the prefix ``FSD_`` and ``__`` between levels, for example
-``FSD_SERVER__PORT=9090`` or ``FSD_DESTINATIONS__ACME__API_KEY=...``. Values are parsed as
-TOML scalars when they can be (so ``9090`` is an integer and ``true`` a boolean), otherwise
-they are taken as strings.
+``FSD_SERVER__PORT=9090`` or ``FSD_DESTINATIONS__ACME__API_KEY=...``. A string setting takes
+the value as it is (an all-digit API key stays a string); any other is parsed as a TOML scalar
+(so ``9090`` is an integer and ``true`` a boolean). A variable that names no setting is an
+error naming the variable.
 
 A configuration error names the key that is wrong, never its value (the value may be a secret).
 """
@@ -16,7 +17,8 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -188,25 +190,90 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``X | None``; anything else unchanged."""
+    if get_origin(annotation) in (Union, UnionType):
+        rest = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return annotation
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a setting of this type is a string (so its override is taken as it is)."""
+    if annotation in (str, SecretStr):
+        return True
+    return get_origin(annotation) is Literal and all(
+        isinstance(arg, str) for arg in get_args(annotation)
+    )
+
+
+def _override_target(path: list[str], name: str) -> Any:
+    """The type of the setting that `path` names; ConfigError naming the variable when it
+    names none. Below a free-form table (``mapping``) anything goes (``Any``)."""
+    annotation: Any = Settings
+    for depth, part in enumerate(path):
+        where = ".".join(path[: depth + 1])
+        annotation = _without_none(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                raise ConfigError(f"{name}: there is no setting {where}")
+            annotation = field.annotation
+        elif get_origin(annotation) is list:
+            if not part.isdigit():
+                raise ConfigError(f"{name}: {where} needs a number (an index in the list)")
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            if annotation is Any:
+                return Any
+            raise ConfigError(f"{name}: there is no setting {where}")
+    return _without_none(annotation)
+
+
 def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Overlay ``FSD_A__B__C=value`` variables onto the nested configuration dict."""
-    for name, raw in environ.items():
+    """Overlay ``FSD_A__B__C=value`` variables onto the nested configuration dict.
+
+    A string setting takes the value as it is (an all-digit API key stays a string); any other
+    is parsed as a TOML scalar (``9090``, ``true``, ``0.5``). A variable naming no setting, or
+    a list entry the configuration does not have, is a ConfigError naming the variable (never
+    its value).
+    """
+    for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
         if not path:
-            continue
+            raise ConfigError(f"{name}: there is no setting by that name")
+        target = _override_target(path, name)
+        value = raw if _is_text(target) else _parse_env_value(raw)
         node: Any = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            where = ".".join(path[:depth])
             if isinstance(node, list):
-                idx = int(part)
-                node = node[idx]
-                continue
-            node = node.setdefault(part, {})
-        if isinstance(node, list):
-            node[int(path[-1])] = _parse_env_value(raw)
-        else:
-            node[path[-1]] = _parse_env_value(raw)
+                index = int(part)
+                if index >= len(node):
+                    raise ConfigError(
+                        f"{name}: {where} has no entry {index} (the configuration has "
+                        f"{len(node)}); add it to the configuration file"
+                    )
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    empty: Any = [] if get_origin(
+                        _without_none(_override_target(path[: depth + 1], name))
+                    ) is list else {}
+                    node = node.setdefault(part, empty)
+            else:
+                raise ConfigError(f"{name}: {where} is not a table in the configuration")
     return data
 
 
@@ -278,8 +345,5 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
         _warn_if_secrets_readable(path, data)
-    try:
-        data = apply_env_overrides(data, os.environ if environ is None else environ)
-    except (ValueError, IndexError, AttributeError):
-        raise ConfigError("an FSD_* environment override does not fit the configuration") from None
+    data = apply_env_overrides(data, os.environ if environ is None else environ)
     return settings_from_dict(data)
