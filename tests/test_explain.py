@@ -347,3 +347,22 @@ def test_explains_activity_dates_taken_from_properties(tmp_path: Path) -> None:
     assert entries["properties.startDate"]["outcome"] == "mapped"
     assert entries["properties.endDate"]["outcome"] == "dropped"
     assert "is not a date" in entries["properties.endDate"]["reason"]
+
+
+def test_explain_says_a_rudderstack_identify_takes_its_traits_from_context(
+    tmp_path: Path,
+) -> None:
+    config, event = _files(tmp_path)
+    event.write_text(json.dumps({
+        "type": "identify", "messageId": "r-1", "userId": "u-7",
+        "context": {"traits": {"email": "ada@example.com", "firstName": "Ada"},
+                    "library": {"name": "analytics-python", "version": "2.1.9"}},
+    }))
+    code, out, _ = _run(str(event), "--config", str(config))
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["operations"][0]["fields"]["first_name"] == "Ada"
+    entries = {e["source"]: e for e in doc["explanation"]["entries"]}
+    assert entries["context.traits"]["outcome"] == "used"
+    assert "context.traits are its traits" in entries["context.traits"]["reason"]
+    assert entries["context.traits.firstName"]["target"] == "contact.first_name"

@@ -1,20 +1,24 @@
 """Service configuration: a TOML file, overridden by environment variables.
 
 Environment overrides use the prefix ``FSD_`` and ``__`` between levels, for example
-``FSD_SERVER__PORT=9090`` or ``FSD_DESTINATIONS__ACME__API_KEY=...``. Values are parsed as
-TOML scalars when they can be (so ``9090`` is an integer and ``true`` a boolean), otherwise
-they are taken as strings.
+``FSD_SERVER__PORT=9090`` or ``FSD_DESTINATIONS__ACME__API_KEY=...``. A string setting takes
+the value as it is (an all-digit API key stays a string); any other is parsed as a TOML scalar
+(so ``9090`` is an integer and ``true`` a boolean). A variable that names no setting is an
+error naming the variable.
 
 A configuration error names the key that is wrong, never its value (the value may be a secret).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -28,6 +32,8 @@ from pydantic import (
 )
 
 from freshsales_destination.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "FSD_"
 
@@ -80,6 +86,9 @@ class SourceConfig(_Strict):
     write_key: SecretStr = Field(min_length=1)
     destination: str = Field(min_length=1)
     webhook_secret: SecretStr | None = None
+    # A source with a webhook_secret takes signed webhooks only: its write key (in the
+    # webhook URL) would otherwise let anyone post to /v1/ without a signature.
+    accept_tracking_api: bool = False
     name: str | None = None
 
 
@@ -189,11 +198,21 @@ class Settings(_Strict):
     @model_validator(mode="after")
     def _check_links(self) -> Settings:
         seen: set[str] = set()
+        named: dict[str, int] = {}
         for index, source in enumerate(self.sources):
             key = source.write_key.get_secret_value()
             if key in seen:
                 raise ValueError(f"sources[{index}].write_key is used by two sources")
             seen.add(key)
+            # Messages are stored and deduplicated under the source's name: a second source of
+            # the same name would have its events acknowledged and then dropped as duplicates.
+            if source.name is not None:
+                if source.name in named:
+                    raise ValueError(
+                        f"sources[{index}].name {source.name!r} is already the name of "
+                        f"sources[{named[source.name]}]; each source needs a name of its own"
+                    )
+                named[source.name] = index
             if source.destination not in self.destinations:
                 raise ValueError(
                     f"sources[{index}].destination names {source.destination!r}, "
@@ -215,25 +234,90 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``X | None``; anything else unchanged."""
+    if get_origin(annotation) in (Union, UnionType):
+        rest = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return annotation
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a setting of this type is a string (so its override is taken as it is)."""
+    if annotation in (str, SecretStr):
+        return True
+    return get_origin(annotation) is Literal and all(
+        isinstance(arg, str) for arg in get_args(annotation)
+    )
+
+
+def _override_target(path: list[str], name: str) -> Any:
+    """The type of the setting that `path` names; ConfigError naming the variable when it
+    names none. Below a free-form table (``mapping``) anything goes (``Any``)."""
+    annotation: Any = Settings
+    for depth, part in enumerate(path):
+        where = ".".join(path[: depth + 1])
+        annotation = _without_none(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                raise ConfigError(f"{name}: there is no setting {where}")
+            annotation = field.annotation
+        elif get_origin(annotation) is list:
+            if not part.isdigit():
+                raise ConfigError(f"{name}: {where} needs a number (an index in the list)")
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            if annotation is Any:
+                return Any
+            raise ConfigError(f"{name}: there is no setting {where}")
+    return _without_none(annotation)
+
+
 def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Overlay ``FSD_A__B__C=value`` variables onto the nested configuration dict."""
-    for name, raw in environ.items():
+    """Overlay ``FSD_A__B__C=value`` variables onto the nested configuration dict.
+
+    A string setting takes the value as it is (an all-digit API key stays a string); any other
+    is parsed as a TOML scalar (``9090``, ``true``, ``0.5``). A variable naming no setting, or
+    a list entry the configuration does not have, is a ConfigError naming the variable (never
+    its value).
+    """
+    for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
         if not path:
-            continue
+            raise ConfigError(f"{name}: there is no setting by that name")
+        target = _override_target(path, name)
+        value = raw if _is_text(target) else _parse_env_value(raw)
         node: Any = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            where = ".".join(path[:depth])
             if isinstance(node, list):
-                idx = int(part)
-                node = node[idx]
-                continue
-            node = node.setdefault(part, {})
-        if isinstance(node, list):
-            node[int(path[-1])] = _parse_env_value(raw)
-        else:
-            node[path[-1]] = _parse_env_value(raw)
+                index = int(part)
+                if index >= len(node):
+                    raise ConfigError(
+                        f"{name}: {where} has no entry {index} (the configuration has "
+                        f"{len(node)}); add it to the configuration file"
+                    )
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    empty: Any = [] if get_origin(
+                        _without_none(_override_target(path[: depth + 1], name))
+                    ) is list else {}
+                    node = node.setdefault(part, empty)
+            else:
+                raise ConfigError(f"{name}: {where} is not a table in the configuration")
     return data
 
 
@@ -252,6 +336,48 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         raise ConfigError(f"invalid configuration: {_format_error(exc)}") from None
 
 
+def _secret_keys(data: Mapping[str, Any]) -> list[str]:
+    """The keys (never the values) of the secrets a configuration file holds."""
+    found: list[str] = []
+    server = data.get("server")
+    if isinstance(server, dict) and server.get("admin_token"):
+        found.append("server.admin_token")
+    store = data.get("store")
+    if isinstance(store, dict) and isinstance(store.get("url"), str):
+        try:
+            if urlsplit(store["url"]).password:
+                found.append("store.url (its password)")
+        except ValueError:
+            pass
+    sources = data.get("sources")
+    for index, source in enumerate(sources if isinstance(sources, list) else []):
+        if isinstance(source, dict):
+            found += [f"sources[{index}].{k}" for k in ("write_key", "webhook_secret") if source.get(k)]
+    destinations = data.get("destinations")
+    for name, dest in (destinations.items() if isinstance(destinations, dict) else []):
+        if isinstance(dest, dict):
+            found += [f"destinations.{name}.{k}" for k in ("api_key", "app_token") if dest.get(k)]
+    return found
+
+
+def _warn_if_secrets_readable(path: Path, data: Mapping[str, Any]) -> None:
+    """Warn (naming the keys, never their values) when a file that holds secrets can be read by
+    other users of the machine."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return
+    keys = _secret_keys(data)
+    if keys:
+        log.warning(
+            "configuration file %s holds secrets (%s) and other users can read it (mode %03o): "
+            "chmod 600 it, or pass the secrets as FSD_* environment variables",
+            path, ", ".join(keys), stat.S_IMODE(mode),
+        )
+
+
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the TOML file (if any), apply environment overrides, validate."""
     data: dict[str, Any] = {}
@@ -262,8 +388,6 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
             raise ConfigError(f"configuration file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
-    try:
-        data = apply_env_overrides(data, os.environ if environ is None else environ)
-    except (ValueError, IndexError, AttributeError):
-        raise ConfigError("an FSD_* environment override does not fit the configuration") from None
+        _warn_if_secrets_readable(path, data)
+    data = apply_env_overrides(data, os.environ if environ is None else environ)
     return settings_from_dict(data)

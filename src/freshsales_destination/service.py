@@ -9,9 +9,10 @@ import logging
 import os
 import secrets
 import shlex
+import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +27,13 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from freshsales_destination.config import Settings, load_settings, settings_from_dict
+from freshsales_destination.config import (
+    ENV_PREFIX,
+    Settings,
+    apply_env_overrides,
+    load_settings,
+    settings_from_dict,
+)
 from freshsales_destination.delivery.engine import DeliveryEngine, DeliveryThread
 from freshsales_destination.errors import ConfigError, FreshsalesDestinationError, StoreError
 from freshsales_destination.housekeeping import Housekeeper
@@ -36,6 +43,8 @@ from freshsales_destination.ingest.responses import IngestError, error_response,
 from freshsales_destination.ingest.sort_loop import InboxSorting, SortPolicy
 from freshsales_destination.ingest.sorting import IngestCounters, Sorter
 from freshsales_destination.ingest.sources import SourceRegistry
+from freshsales_destination.private_files import FILE_MODE, private_dir, write_private
+from freshsales_destination.routing import without_slash_redirects
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.factory import open_store
 
@@ -173,6 +182,7 @@ def build_app(
         # its own handlers (and Freshsales' shapes).
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
+    without_slash_redirects(app)  # no redirect built from the Host header: unknown is 404
     app.state.ingest = ingest
     app.state.committer = committer
     app.state.sorting = sorting
@@ -187,18 +197,40 @@ SECRETS_FILE = "embedded-secrets.json"
 
 def _load_or_create_secrets(data_dir: Path) -> tuple[dict[str, str], bool]:
     """The embedded mode's generated keys, kept (mode 0600) so a restart keeps them; and
-    whether they were generated just now."""
+    whether they were generated just now.
+
+    A file that exists but cannot be used stops the start (`ConfigError`): generating new keys
+    over it would silently lock out every client holding the old write key.
+    """
     path = data_dir / SECRETS_FILE
-    if path.exists():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in _SECRET_NAMES):
-            return {k: data[k] for k in _SECRET_NAMES}, False
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secrets_ = {name: f"{prefix}_{secrets.token_urlsafe(18)}" for name, prefix in _SECRET_NAMES.items()}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(secrets_, handle)
-    return secrets_, True
+    private_dir(data_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        keys = {name: f"{prefix}_{secrets.token_urlsafe(18)}" for name, prefix in _SECRET_NAMES.items()}
+        write_private(path, json.dumps(keys).encode())
+        return keys, True
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ConfigError(_damaged(path, "it is not valid JSON")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(_damaged(path, "it is not a JSON object"))
+    missing = [name for name in _SECRET_NAMES if not isinstance(data.get(name), str) or not data[name]]
+    if missing:
+        raise ConfigError(_damaged(path, f"it lacks {', '.join(missing)}"))
+    if stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
+        os.chmod(path, FILE_MODE)
+    return {name: data[name] for name in _SECRET_NAMES}, False
+
+
+def _damaged(path: Path, why: str) -> str:
+    return (
+        f"{path} is damaged ({why}). Restore it from a backup; or move it away to have new keys "
+        "generated, knowing that clients still sending the old write key will then be refused."
+    )
 
 
 _SECRET_NAMES = {
@@ -209,40 +241,70 @@ _SECRET_NAMES = {
 }
 
 
-def embedded_settings(data_dir: Path, host: str, port: int, keys: dict[str, str]) -> Settings:
-    """Settings of the zero-configuration mode: SQLite under `data_dir`, the built-in sandbox."""
-    return settings_from_dict(
-        {
-            "server": {"host": host, "port": port, "admin_token": keys["admin_token"]},
-            "store": {"url": f"sqlite:///{data_dir / 'queue.db'}"},
-            "sources": [
-                {"write_key": keys["write_key"], "destination": "sandbox", "name": "default"}
-            ],
-            "destinations": {
-                "sandbox": {
-                    "product": "suite",
-                    # Reached in-process (ASGI transport); the host name is never resolved.
-                    "base_url": "http://embedded-sandbox/crm/sales",
-                    "allow_custom_base_url": True,
-                    "api_key": keys["sandbox_api_key"],
-                    "app_token": keys["sandbox_app_token"],
-                }
-            },
-        }
-    )
+def embedded_settings(
+    data_dir: Path,
+    host: str | None,
+    port: int | None,
+    keys: dict[str, str],
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings of the zero-configuration mode: SQLite under `data_dir`, the built-in sandbox.
+
+    ``FSD_*`` variables apply as with a configuration file (server, store, delivery), and
+    `host` and `port` (the command line's) over them. The source and the sandbox destination
+    are the embedded mode's own: an override of them is refused, naming the variable.
+    """
+    environ = os.environ if environ is None else environ
+    for name in sorted(environ):
+        if name.startswith((f"{ENV_PREFIX}SOURCES", f"{ENV_PREFIX}DESTINATIONS")):
+            raise ConfigError(
+                f"{name}: without --config the source and the sandbox destination are "
+                "generated; use a configuration file (--config) to set your own"
+            )
+    data: dict[str, Any] = {
+        "server": {"admin_token": keys["admin_token"]},
+        "store": {"url": f"sqlite:///{data_dir / 'queue.db'}"},
+        "sources": [
+            {"write_key": keys["write_key"], "destination": "sandbox", "name": "default"}
+        ],
+        "destinations": {
+            "sandbox": {
+                "product": "suite",
+                # Reached in-process (ASGI transport); the host name is never resolved.
+                "base_url": "http://embedded-sandbox/crm/sales",
+                "allow_custom_base_url": True,
+                "api_key": keys["sandbox_api_key"],
+                "app_token": keys["sandbox_app_token"],
+            }
+        },
+    }
+    data = apply_env_overrides(data, environ)
+    server = data["server"] if isinstance(data.get("server"), dict) else {}
+    if host is not None:
+        server["host"] = host
+    if port is not None:
+        server["port"] = port
+    return settings_from_dict(data)
 
 
-def build_embedded_app(data_dir: Path, host: str, port: int) -> tuple[Starlette, dict[str, str]]:
+def build_embedded_app(
+    data_dir: Path,
+    host: str | None = None,
+    port: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Starlette, dict[str, str]]:
     """The whole product in one process: ingest, delivery, and the sandbox as Freshsales.
 
-    ``app.state.secrets_created`` tells whether the keys were generated by this call (first
-    start), ``app.state.secrets_path`` where they are kept.
+    `host` and `port` override ``server.host`` and ``server.port`` (defaults, then ``FSD_*``
+    variables from `environ`, by default the process's); ``app.state.settings.server`` holds
+    the address to serve on. ``app.state.secrets_created`` tells whether the keys were
+    generated by this call (first start), ``app.state.secrets_path`` where they are kept.
     """
     from freshsales_destination.sandbox import SandboxOptions
     from freshsales_destination.sandbox import build_app as build_sandbox
 
     keys, created = _load_or_create_secrets(data_dir)
-    settings = embedded_settings(data_dir, host, port, keys)
+    settings = embedded_settings(data_dir, host, port, keys, environ)
     sandbox = build_sandbox(
         SandboxOptions(
             api_key=keys["sandbox_api_key"],
@@ -333,9 +395,12 @@ def serve_command(
     # Request lines may carry people's emails (lookups); keep them out of the logs.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     if config is None:
-        bind_host = host or "127.0.0.1"
-        bind_port = port if port is not None else 8080
-        app, keys = build_embedded_app(data_dir, bind_host, bind_port)
+        try:
+            app, keys = build_embedded_app(data_dir, host, port)
+        except FreshsalesDestinationError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(2) from None
+        bind_host, bind_port = app.state.settings.server.host, app.state.settings.server.port
         # Printed, never logged. In full only on first start or on a terminal: a service's
         # stdout usually ends up in its log (journald).
         show_key = bool(app.state.secrets_created) or _isatty()

@@ -87,3 +87,18 @@ def test_fuzzed_bodies_never_crash(api: Api, path: str, body: dict, wrap: bool) 
     assert response.status_code in (200, 400), response.text
     if response.status_code == 400:
         assert isinstance(response.json()["errors"]["message"], list)
+
+
+def test_no_redirect_is_built_from_the_host_header() -> None:
+    """A trailing slash is not found, never a redirect to a URL taken from ``Host``."""
+    from starlette.testclient import TestClient
+
+    from freshsales_destination.sandbox import SandboxOptions, build_app
+
+    with TestClient(build_app(SandboxOptions(api_key="k")), base_url="http://evil.example") as client:
+        for path in ("/crm/sales/api/contacts/", "/api/contacts/", "/_sandbox/state/",
+                     "/crm/sales/_sandbox/state/"):
+            response = client.get(path, headers={"Authorization": "Token token=k"},
+                                  follow_redirects=False)
+            assert response.status_code == 404, (path, response.status_code)
+            assert "location" not in response.headers

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -118,6 +119,7 @@ class _Builder:
     message_id: str = ""
     timestamp: str | None = None
     user_id: str | None = None
+    traits_prefix: str = "traits"  # where an identify's traits came from (identify_traits)
     ops: list[Operation] = field(default_factory=list)
     entries: list[ExplanationEntry] = field(default_factory=list)
 
@@ -493,21 +495,46 @@ class _Builder:
 
     # -- message types --------------------------------------------------------------------------
 
-    def identify(self) -> None:
+    def identify_traits(self) -> tuple[dict[str, Any], str]:
+        """An identify's traits and where they came from: the top-level ``traits``, or, when
+        the message has none (absent, null or empty), its ``context.traits``, where
+        RudderStack's SDKs put them (and where RudderStack's own transformers read them)."""
         traits = self.obj("traits")
+        context = self.event.get("context")
+        ctx_traits = context.get("traits") if isinstance(context, Mapping) else None
+        if not isinstance(ctx_traits, dict) or not ctx_traits:
+            return traits, "traits"
+        if traits:
+            self.note(
+                "context.traits",
+                "info",
+                "not used: the identify has top-level traits, and those are its traits",
+            )
+            return traits, "traits"
+        self.note(
+            "context.traits",
+            "used",
+            "the identify has no top-level traits: its context.traits are its traits "
+            "(as RudderStack's SDKs send them)",
+        )
+        return ctx_traits, "context.traits"
+
+    def identify(self) -> None:
+        traits, prefix = self.identify_traits()
+        self.traits_prefix = prefix
         uid = self.user_id
         if uid is None:
-            self._discard_traits(traits, "traits", "missing_user_id", "identify needs a userId: it identifies the lead or contact in Freshsales")
-        email = self._email(traits, "traits", uid)
+            self._discard_traits(traits, prefix, "missing_user_id", "identify needs a userId: it identifies the lead or contact in Freshsales")
+        email = self._email(traits, prefix, uid)
         if email is None:
             raw = traits.get("email")
             if raw is None:
-                reason = f"userId {uid!r} is not an email, so traits.email is required"
+                reason = f"userId {uid!r} is not an email, so {prefix}.email is required"
             else:
-                reason = f"userId {uid!r} is not an email and traits.email is not an email address"
-            self._discard_traits(traits, "traits", "missing_email", reason)
-        record_type = self.record_type_for(traits, "traits", note=True)
-        self.upsert_person(traits, "traits", _Person(uid, email, record_type))
+                reason = f"userId {uid!r} is not an email and {prefix}.email is not an email address"
+            self._discard_traits(traits, prefix, "missing_email", reason)
+        record_type = self.record_type_for(traits, prefix, note=True)
+        self.upsert_person(traits, prefix, _Person(uid, email, record_type))
 
     def _email(self, traits: Mapping[str, Any], prefix: str, uid: str | None) -> str | None:
         raw = traits.get("email")
@@ -999,11 +1026,23 @@ def plan(
     """Plan the Freshsales operations for one normalised Segment message."""
     if not isinstance(event, Mapping):
         return Plan(status="discarded", reason="the event is not a JSON object", reason_code="not_an_object")
+    event, cleaned = _without_controls(event)
     builder = _Builder(event=event, settings=settings, schema=schema, identity=identity)
     builder.message_id = _message_id(event)
     builder.timestamp = _timestamp(event)
     builder.user_id = _text(event.get("userId"))
+    if builder.user_id is not None and not builder.user_id.isascii():
+        builder.user_id = unicodedata.normalize("NFC", builder.user_id)  # as ingest does
     kind = event.get("type")
+    result = _plan(builder, event, kind)
+    if not cleaned:
+        return result
+    # Added after planning: a cleaned value still gets its own verdict (mapped, dropped, ...).
+    return replace(result, explanation=_sorted([*result.explanation, *cleaned]))
+
+
+def _plan(builder: _Builder, event: Mapping[str, Any], kind: Any) -> Plan:
+    settings = builder.settings
     try:
         if kind not in _HANDLERS:
             raise _Stop("discarded", "unsupported_type", f"unsupported message type {kind!r}")
@@ -1018,11 +1057,12 @@ def plan(
     except _Stop as stop:
         builder.note(str(kind) if isinstance(kind, str) else "type", "info", stop.reason)
         # Nothing of a discarded or filtered message is sent: say so for every trait.
-        traits = event.get("traits")
+        prefix = builder.traits_prefix
+        traits = event.get("traits") if prefix == "traits" else event["context"]["traits"]
         if isinstance(traits, Mapping):
             explained = {entry.source for entry in builder.entries}
             for key in traits:
-                path = f"traits.{key}"
+                path = f"{prefix}.{key}"
                 if not any(s == path or s.startswith(path + ".") for s in explained):
                     builder.note(path, "dropped", f"not sent: {stop.reason}")
         return Plan(
@@ -1032,6 +1072,75 @@ def plan(
             reason_code=stop.code,
         )
     return Plan(status="planned", operations=tuple(builder.ops), explanation=_sorted(builder.entries))
+
+
+# C0 controls but tab, line feed and carriage return (text areas keep their lines), DEL, and
+# the C1 controls. NUL in particular: PostgreSQL-backed CRMs refuse it, others cut the text.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_VALUE_CLEANED = "control characters (NUL and the like) were removed from this value"
+# Where trait-like values live: what reaches Freshsales as field values, notes or events.
+_CLEANED_OBJECTS = (("traits",), ("context", "traits"), ("properties",))
+
+
+def _without_controls(
+    event: Mapping[str, Any],
+) -> tuple[Mapping[str, Any], list[ExplanationEntry]]:
+    """`event` with control characters removed from the names and string values of its
+    traits, context.traits and properties (a copy, only when there were any), and an
+    explanation entry for each value or name cleaned."""
+    notes: list[ExplanationEntry] = []
+    out: dict[str, Any] | None = None
+    for where in _CLEANED_OBJECTS:
+        container: Any = event
+        for part in where:
+            container = container.get(part) if isinstance(container, Mapping) else None
+        if not isinstance(container, dict):
+            continue
+        found: list[ExplanationEntry] = []
+        clean = _clean_value(container, ".".join(where), found)
+        if not found:
+            continue
+        notes += found
+        if out is None:
+            out = dict(event)
+        if where == ("context", "traits"):
+            out["context"] = {**out["context"], "traits": clean}
+        else:
+            out[where[0]] = clean
+    return (event if out is None else out), notes
+
+
+def _clean_value(value: Any, path: str, found: list[ExplanationEntry]) -> Any:
+    if isinstance(value, str):
+        if _CONTROLS.search(value) is None:
+            return value
+        found.append(ExplanationEntry(path, "info", _VALUE_CLEANED))
+        return _CONTROLS.sub("", value)
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        dirty: list[tuple[str, str, Any]] = []
+        for key, item in value.items():
+            if isinstance(key, str) and _CONTROLS.search(key) is not None:
+                dirty.append((key, _CONTROLS.sub("", key), item))
+            else:
+                out[key] = _clean_value(item, f"{path}.{key}", found)
+        for key, name, item in dirty:  # a cleaned name never overwrites one sent as it is
+            if name and name not in out:
+                found.append(ExplanationEntry(
+                    f"{path}.{key}", "info",
+                    f"control characters were removed from this name: read as {path}.{name}",
+                ))
+                out[name] = _clean_value(item, f"{path}.{name}", found)
+            else:
+                found.append(ExplanationEntry(
+                    f"{path}.{key}", "dropped",
+                    "a name made of control characters, or one that is another name with "
+                    "control characters added: not sent",
+                ))
+        return out
+    if isinstance(value, list):
+        return [_clean_value(item, f"{path}[{index}]", found) for index, item in enumerate(value)]
+    return value
 
 
 def _sorted(entries: list[ExplanationEntry]) -> tuple[ExplanationEntry, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -253,7 +254,8 @@ def normalize(
 ) -> Normalized:
     """Normalise one message as Segment does and decide whether it can be delivered.
 
-    * null means absent (top level), numeric ids become strings;
+    * null means absent (top level), numeric ids become strings, ids are Unicode NFC (so the
+      lane of one person is one lane however the id's accents were typed);
     * ``receivedAt``, a ``messageId`` when missing, ``originalTimestamp`` and the corrected
       ``timestamp = receivedAt - (sentAt - originalTimestamp)`` are added;
     * batch-level ``context`` and ``integrations`` fill in what the message lacks;
@@ -285,7 +287,11 @@ def normalize(
     for field in ID_FIELDS:
         value = message.get(field)
         if value is not None and value.__class__ is not str:
-            message[field] = _stringify_id(value)
+            value = message[field] = _stringify_id(value)
+        if value.__class__ is str and not value.isascii():
+            # One person, one lane, one external_id: "café" typed precomposed or with a
+            # combining accent is the same id (Unicode NFC, canonical equivalence).
+            message[field] = unicodedata.normalize("NFC", value)
 
     given: Any = message.get("messageId")
     message_id = given

@@ -30,6 +30,7 @@ from freshsales_destination.ingest.sources import (
     basic_auth_user,
     unauthorized,
     verify_signature,
+    webhook_only,
 )
 from freshsales_destination.store.base import InboxEntry
 
@@ -177,6 +178,8 @@ class Ingest:
             source = self.registry.lookup(user)
             if source is None:
                 raise unauthorized()
+            if not source.tracking_api:
+                raise webhook_only()
         body = self._parse(await self._read_body(call))
         if not isinstance(body, dict):
             raise IngestError(400, "invalid_body", "the body must be a JSON object")
@@ -185,6 +188,8 @@ class Ingest:
             source = self.registry.lookup(key if isinstance(key, str) else None)
             if source is None:
                 raise unauthorized()
+            if not source.tracking_api:
+                raise webhook_only()
         return source, body
 
     async def _webhook(self, call: _Call) -> None:

@@ -13,9 +13,10 @@ SUPPORTED_ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
 class BodyReader:
     """Collects a body chunk by chunk, inflating gzip, and refuses it past `limit` bytes.
 
-    A gzip bomb is refused as soon as its inflated size passes the limit: inflation is bounded
-    per call (``max_length``), so the process never holds more than `limit` + 1 bytes of output
-    and never inflates the rest of the stream.
+    Exactly one compressed stream: trailing bytes or a second gzip member are refused (400),
+    never dropped. A gzip bomb is refused as soon as its inflated size passes the limit:
+    inflation is bounded per call (``max_length``), so the process never holds more than
+    `limit` + 1 bytes of output and never inflates the rest of the stream.
     """
 
     __slots__ = ("_limit", "_out", "_inflater", "_compressed_seen")
@@ -58,6 +59,8 @@ class BodyReader:
                 data = inflater.unconsumed_tail
         except zlib.error:
             raise IngestError(400, "invalid_encoding", "the body is not valid gzip data") from None
+        if inflater.unused_data:
+            raise _trailing_data()
 
     def finish(self) -> bytes:
         inflater, out = self._inflater, self._out
@@ -72,7 +75,18 @@ class BodyReader:
                 raise self._too_large()
             if not inflater.eof:
                 raise IngestError(400, "invalid_encoding", "the gzip stream is truncated")
+            if inflater.unused_data:
+                raise _trailing_data()
         return bytes(out)
+
+
+def _trailing_data() -> IngestError:
+    """Bytes after the end of the compressed stream (garbage, or a second gzip member): the
+    body would otherwise be cut silently at the first member's end."""
+    return IngestError(
+        400, "invalid_encoding",
+        "the body has data after the end of its compressed stream (one gzip member only)",
+    )
 
 
 async def read_limited(

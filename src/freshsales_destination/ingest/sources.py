@@ -19,6 +19,9 @@ class Source:
     id: str  # stored with every message; never the write key itself
     destination: str
     webhook_secret: bytes | None = field(repr=False)  # never in logs or tracebacks
+    # Whether /v1/ takes this key: always without a webhook secret; with one, only when the
+    # source says accept_tracking_api = true (the signature is the webhook's authentication).
+    tracking_api: bool = True
 
 
 def source_id_for(write_key: str, name: str | None) -> str:
@@ -35,7 +38,10 @@ class SourceRegistry:
         for source in settings.sources:
             key = source.write_key.get_secret_value()
             secret = source.webhook_secret.get_secret_value().encode() if source.webhook_secret else None
-            self._by_key[key] = Source(source_id_for(key, source.name), source.destination, secret)
+            self._by_key[key] = Source(
+                source_id_for(key, source.name), source.destination, secret,
+                tracking_api=secret is None or source.accept_tracking_api,
+            )
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -51,6 +57,14 @@ def unauthorized() -> IngestError:
     return IngestError(401, "unauthorized", "missing or unknown write key")
 
 
+def webhook_only() -> IngestError:
+    """A 401 for a signed-webhook source's key used on the tracking API."""
+    return IngestError(
+        401, "webhook_only",
+        "this write key takes signed webhooks only (the source has a webhook_secret)",
+    )
+
+
 def basic_auth_user(header: str | None) -> str | None:
     """The user part of an HTTP Basic header (the write key), colon optional; None if absent."""
     if not header:
@@ -59,8 +73,10 @@ def basic_auth_user(header: str | None) -> str | None:
     if scheme.lower() != "basic":
         return None
     try:
+        # The header arrives as latin-1 text: a non-ASCII character in it is a ValueError of
+        # b64decode (not a binascii.Error), and the decoded user may not be UTF-8.
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):
         raise unauthorized() from None
     user, _, _password = decoded.partition(":")
     return user
@@ -76,11 +92,13 @@ def authenticate(
         source = registry.lookup(user)
         if source is None:
             raise unauthorized()
-        return source
-    key = body.get("writeKey") if body is not None else None
-    source = registry.lookup(key if isinstance(key, str) else None)
-    if source is None:
-        raise unauthorized()
+    else:
+        key = body.get("writeKey") if body is not None else None
+        source = registry.lookup(key if isinstance(key, str) else None)
+        if source is None:
+            raise unauthorized()
+    if not source.tracking_api:
+        raise webhook_only()
     return source
 
 

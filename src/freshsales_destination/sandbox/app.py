@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
+from freshsales_destination.routing import without_slash_redirects
 from freshsales_destination.sandbox.admin import admin_routes
 from freshsales_destination.sandbox.clock import Clock, system_clock
 from freshsales_destination.sandbox.errors import ApiError
@@ -47,5 +48,6 @@ def build_app(options: SandboxOptions | None = None, clock: Clock | None = None)
         middleware=[Middleware(SandboxMiddleware, state=state)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
+    without_slash_redirects(app)  # no redirect built from the Host header
     app.state.sandbox = state
     return app

@@ -3,6 +3,7 @@ request log, and a last-resort 500 in the Freshsales error shape."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
 from datetime import datetime, timedelta, timezone
@@ -65,9 +66,11 @@ def classify(route: str) -> str:
 
 
 def authorised(scope: Scope, api_key: str) -> bool:
+    """Whether the request carries the API key, compared in constant time (as bytes: a header
+    may hold any byte, and compare_digest refuses non-ASCII str)."""
     for name, value in scope.get("headers", []):
         if name == b"authorization":
-            return bool(value == f"Token token={api_key}".encode())
+            return hmac.compare_digest(bytes(value), f"Token token={api_key}".encode())
     return False
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from freshsales_destination.private_files import private_sqlite
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, id INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (kind, id));
@@ -21,7 +23,7 @@ class SqliteStore:
     """A write-through copy of the sandbox's records in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(path)  # 0600: the records are people's data
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from freshsales_destination.sandbox.errors import ApiError, errors_body, validation_error
@@ -21,7 +22,9 @@ def _check(state: SandboxState, body: dict[str, Any], action: str) -> str:
     token = body.get("application_token")
     if not isinstance(token, str) or not token:
         raise validation_error("application_token is required")
-    if token != state.options.app_token:
+    if not hmac.compare_digest(  # constant time; as bytes, since the token may be any text
+        token.encode("utf-8", "surrogatepass"), state.options.app_token.encode("utf-8", "surrogatepass")
+    ):
         raise ApiError(401, errors_body(401, ["Invalid application token"]))
     sdk = body.get("sdk")
     if not isinstance(sdk, str) or not sdk:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from freshsales_destination.errors import ConfigError, StoreRefused, StoreUnavailable
+from freshsales_destination.private_files import private_sqlite
 from freshsales_destination.store.base import (
     InboxEntry,
     LaneClaim,
@@ -266,7 +267,7 @@ class SQLiteStore:
                 return
             target = ":memory:"
             if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite(self.path)  # 0600 (and a 0700 directory when created here)
                 target = str(self.path)
             conn = sqlite3.connect(
                 target,
