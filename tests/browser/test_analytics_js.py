@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
 import pytest
 
 from freshsales_destination.config import Settings, settings_from_dict
@@ -284,6 +285,9 @@ def test_analytics_js_in_chromium_reaches_the_crm(stack: Stack, site: PageSite) 
                 assert f"GET /v1/projects/{key}/settings" in paths
                 if way == "snippet":
                     assert f"GET /analytics.js/v1/{key}/analytics.min.js" in paths
+                    # As Segment's CDN: the real build with the write key of its URL in it.
+                    script = httpx2.get(f"{stack.url}/analytics.js/v1/{key}/analytics.min.js")
+                    assert f'window.analyticsWriteKey="{key}"' in script.text
             beacon_user = "beacon-user"
             url = site.add("/beacon.html", _beacon_page(stack.url, SITE_KEY, beacon_user))
             kept: list[dict[str, Any]] = []

@@ -290,12 +290,13 @@ def test_settings_of_a_restricted_source(restricted: Service) -> None:
 
 
 FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "collect.example.com, inner"}
+PREFIXED = {**FORWARDED, "X-Forwarded-Prefix": "/collect"}
 
 
 def test_settings_ignore_forwarded_headers_without_trust_proxy(tmp_path: Path) -> None:
     settings = _settings(tmp_path, [{"write_key": OPEN_KEY, "destination": "acme"}])
     for service in _serve(settings, tmp_path):
-        r = httpx2.get(f"{service.url}/v1/projects/{OPEN_KEY}/settings", headers=FORWARDED)
+        r = httpx2.get(f"{service.url}/v1/projects/{OPEN_KEY}/settings", headers=PREFIXED)
         segment = r.json()["integrations"]["Segment.io"]
         assert segment["apiHost"] == service.url.removeprefix("http://") + "/v1"
         assert segment["protocol"] == "http"
@@ -305,16 +306,21 @@ def test_settings_follow_the_proxy_with_trust_proxy(tmp_path: Path) -> None:
     settings = _settings(
         tmp_path, [{"write_key": OPEN_KEY, "destination": "acme"}], server={"trust_proxy": True}
     )
-    # Behind the proxy, below its /collect prefix (uvicorn --root-path).
-    for service in _serve(settings, tmp_path, root_path="/collect"):
+    # Mounted below /app (uvicorn --root-path), behind a proxy that strips its /collect.
+    for service in _serve(settings, tmp_path, root_path="/app"):
         url = f"{service.url}/v1/projects/{OPEN_KEY}/settings"
         segment = httpx2.get(url, headers=FORWARDED).json()["integrations"]["Segment.io"]
-        assert segment["apiHost"] == "collect.example.com/collect/v1"
+        assert segment["apiHost"] == "collect.example.com/app/v1"
         assert segment["protocol"] == "https"
+        prefixed = httpx2.get(url, headers={**FORWARDED, "X-Forwarded-Prefix": "/collect/"})
+        assert prefixed.json()["integrations"]["Segment.io"]["apiHost"] == (
+            "collect.example.com/collect/app/v1")
+        odd = httpx2.get(url, headers={**FORWARDED, "X-Forwarded-Prefix": "collect"})
+        assert odd.json()["integrations"]["Segment.io"]["apiHost"] == "collect.example.com/app/v1"
         # Without the headers (or with a host that is no host name): the request's own Host.
         plain = httpx2.get(url, headers={"X-Forwarded-Host": "a b/c"}).json()
         host_port = service.url.removeprefix("http://")
-        assert plain["integrations"]["Segment.io"]["apiHost"] == f"{host_port}/collect/v1"
+        assert plain["integrations"]["Segment.io"]["apiHost"] == f"{host_port}/app/v1"
 
 
 # -- analytics.js -----------------------------------------------------------------------------
@@ -396,7 +402,7 @@ def test_serve_with_a_config_file(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
             time.sleep(0.1)
-        r = httpx2.get(f"{base}/v1/projects/{OPEN_KEY}/settings", headers=FORWARDED)
+        r = httpx2.get(f"{base}/v1/projects/{OPEN_KEY}/settings", headers=PREFIXED)
         segment = r.json()["integrations"]["Segment.io"]
         assert (segment["protocol"], segment["apiHost"]) == ("http", f"127.0.0.1:{port}/v1")
         script = httpx2.get(f"{base}/analytics.js/v1/{OPEN_KEY}/analytics.min.js")

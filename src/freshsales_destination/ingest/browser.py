@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ALLOWED_HEADERS = ("authorization", "content-type", "content-encoding", "x-retry-count")
 PREFLIGHT_MAX_AGE = "7200"  # Chromium's ceiling
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_PREFIX = re.compile(r"^(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*/?$")
 _HOST = re.compile(
     r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
 )
@@ -86,14 +87,19 @@ def public_api_host(
     scope: Scope, header: Callable[[bytes], str | None], *, trust_proxy: bool
 ) -> tuple[str, str]:
     """``(protocol, apiHost)`` of this service's tracking API as a browser reaches it:
-    ``host[:port]`` + mount point + ``/v1``, without a scheme, as Segment writes ``apiHost``.
+    ``host[:port]`` + proxy prefix + mount point + ``/v1``, without a scheme, as Segment
+    writes ``apiHost``.
 
-    ``X-Forwarded-Proto``/``-Host`` (their first value) count only with `trust_proxy`:
-    otherwise anyone could make the settings point browsers elsewhere.
+    ``X-Forwarded-Proto``/``-Host``/``-Prefix`` (their first value) count only with
+    `trust_proxy`: otherwise anyone could make the settings point browsers elsewhere.
     """
     protocol = "https" if scope.get("scheme") == "https" else "http"
     host = header(b"host")
+    prefix = ""
     if trust_proxy:
+        forwarded_prefix = (header(b"x-forwarded-prefix") or "").split(",")[0].strip()
+        if _PREFIX.match(forwarded_prefix):
+            prefix = forwarded_prefix.rstrip("/")
         forwarded_proto = (header(b"x-forwarded-proto") or "").split(",")[0].strip().lower()
         if forwarded_proto in ("http", "https"):
             protocol = forwarded_proto
@@ -105,7 +111,7 @@ def public_api_host(
         name = f"[{server[0]}]" if ":" in str(server[0]) else str(server[0])
         host = name if server[1] is None else f"{name}:{server[1]}"
     root = str(scope.get("root_path") or "").rstrip("/")
-    return protocol, f"{host}{root}/v1"
+    return protocol, f"{host}{prefix}{root}/v1"
 
 
 def cdn_settings(write_key: str, protocol: str, api_host: str) -> dict[str, Any]:
