@@ -109,6 +109,8 @@ def normalize_origin(origin: str) -> str | None:
     value = origin.strip()
     if value == "*":
         return value
+    if not value.isascii():  # browsers send international host names in punycode
+        return None
     parts = urlsplit(value.rstrip("/"))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None

@@ -238,7 +238,7 @@ def test_actual_request_is_held_to_its_sources_origins(restricted: Service) -> N
 
 
 def test_invalid_allowed_origins_are_refused_at_start(tmp_path: Path) -> None:
-    for bad in (["shop.example"], ["https://shop.example/path"], ["ftp://x"]):
+    for bad in (["shop.example"], ["https://shop.example/path"], ["ftp://x"], ["https://bücher.de"]):
         with pytest.raises(ConfigError, match="allowed_origins"):
             _settings(tmp_path, [{"write_key": "k", "destination": "acme", "allowed_origins": bad}])
 
