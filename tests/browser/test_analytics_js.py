@@ -5,8 +5,9 @@ A page served by the test on another port (another origin, so every request cros
 analytics.js both ways docs/browser.md shows: as an app bundles it, with ``cdnURL`` set to this
 service; and with Segment's standard snippet, its CDN host replaced and ``analytics._cdn`` set,
 analytics.js itself served by this service. Each way sends identify (with an email), page and
-track with the default delivery and with batching; delivery then makes each one a contact, a
-page view and an event in the sandbox.
+track with the default delivery and with batching (and the npm way with keepalive requests);
+delivery then makes them a contact, a page view and an event in the sandbox. A page also sends
+with navigator.sendBeacon and fetch(keepalive) directly.
 
 Needs Debian's ``chromium`` (``.ci/run`` installs it) and ``npm`` (analytics-next is installed
 once into a cache outside the repository); skipped, saying which, only when one is missing.
@@ -189,17 +190,24 @@ def stack(tmp_path: Path, site: PageSite) -> Iterator[Stack]:
 # -- the pages --------------------------------------------------------------------------------
 
 
-def _delivery(batching: bool) -> dict[str, Any]:
-    if not batching:
+def _delivery(mode: str) -> dict[str, Any]:
+    """analytics.js' load options for `mode`: "default" (one request per call), "batching"
+    (one /v1/b request for the flow's three calls), "keepalive" (fetch keepalive, which lets
+    a request outlive the page)."""
+    if mode == "default":
         return {}
-    strategy = {"strategy": "batching", "config": {"size": BATCH_SIZE, "timeout": 60_000}}
+    if mode == "batching":
+        strategy: dict[str, Any] = {
+            "strategy": "batching", "config": {"size": BATCH_SIZE, "timeout": 60_000}}
+    else:
+        strategy = {"strategy": "standard", "config": {"keepalive": True}}
     return {"integrations": {"Segment.io": {"deliveryStrategy": strategy}}}
 
 
-def _npm_page(service: str, key: str, user: str, batching: bool) -> str:
+def _npm_page(service: str, key: str, user: str, mode: str) -> str:
     """analytics-next as an app bundles it, told to load its settings from this service."""
     config = json.dumps({"service": service, "key": key, "user": user,
-                         "options": _delivery(batching)})
+                         "options": _delivery(mode)})
     return f"""<!doctype html><html><head><title>npm way</title>
 <script src="/vendor/analytics-next.js"></script></head><body><script>
 (async () => {{
@@ -216,10 +224,10 @@ def _npm_page(service: str, key: str, user: str, batching: bool) -> str:
 </script></body></html>"""
 
 
-def _snippet_page(service: str, key: str, user: str, batching: bool) -> str:
+def _snippet_page(service: str, key: str, user: str, mode: str) -> str:
     """Segment's standard snippet (5.x) with its CDN host replaced by this service and
     ``analytics._cdn`` set, as docs/browser.md shows it."""
-    load_options = json.dumps(_delivery(batching))
+    load_options = json.dumps(_delivery(mode))
     return f"""<!doctype html><html><head><title>snippet way</title><script>
 !function(){{var i="analytics",analytics=window[i]=window[i]||[];if(!analytics.initialize)if(analytics.invoked)window.console&&console.error&&console.error("Segment snippet included twice.");else{{analytics.invoked=!0;analytics.methods=["trackSubmit","trackClick","trackLink","trackForm","pageview","identify","reset","group","track","ready","alias","debug","page","screen","once","off","on","addSourceMiddleware","addIntegrationMiddleware","setAnonymousId","addDestinationMiddleware","register"];analytics.factory=function(e){{return function(){{if(window[i].initialized)return window[i][e].apply(window[i],arguments);var n=Array.prototype.slice.call(arguments);if(["track","screen","alias","group","page","identify"].indexOf(e)>-1){{var c=document.querySelector("link[rel='canonical']");n.push({{__t:"bpc",c:c&&c.getAttribute("href")||void 0,p:location.pathname,u:location.href,s:location.search,t:document.title,r:document.referrer}})}}n.unshift(e);analytics.push(n);return analytics}}}};for(var n=0;n<analytics.methods.length;n++){{var key=analytics.methods[n];analytics[key]=analytics.factory(key)}}analytics.load=function(key,n){{var t=document.createElement("script");t.type="text/javascript";t.async=!0;t.setAttribute("data-global-segment-analytics-key",i);t.src="{service}/analytics.js/v1/" + key + "/analytics.min.js";var r=document.getElementsByTagName("script")[0];r.parentNode.insertBefore(t,r);analytics._loadOptions=n}};analytics._writeKey="{key}";analytics._cdn="{service}";analytics.SNIPPET_VERSION="5.2.1";
 analytics.load("{key}", {load_options});
@@ -252,11 +260,12 @@ fetch(c.service + "/v1/b", {{method: "POST", keepalive: true,
 # -- the test ---------------------------------------------------------------------------------
 
 FLOWS = [
-    # (way, write key, batching)
-    ("npm", OPEN_KEY, False),
-    ("npm", SITE_KEY, True),
-    ("snippet", SITE_KEY, False),
-    ("snippet", OPEN_KEY, True),
+    # (way, write key, delivery mode)
+    ("npm", OPEN_KEY, "default"),
+    ("npm", SITE_KEY, "batching"),
+    ("npm", SITE_KEY, "keepalive"),
+    ("snippet", SITE_KEY, "default"),
+    ("snippet", OPEN_KEY, "batching"),
 ]
 
 
@@ -267,18 +276,18 @@ def test_analytics_js_in_chromium_reaches_the_crm(stack: Stack, site: PageSite) 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
-            for way, key, batching in FLOWS:
-                user = f"{way}-{'batch' if batching else 'std'}-{key.rsplit('_', 1)[1]}"
+            for way, key, mode in FLOWS:
+                user = f"{way}-{mode}-{key.rsplit('_', 1)[1]}"
                 users.append(user)
                 build = _npm_page if way == "npm" else _snippet_page
-                url = site.add(f"/{user}.html", build(stack.url, key, user, batching))
+                url = site.add(f"/{user}.html", build(stack.url, key, user, mode))
                 found: list[dict[str, Any]] = []
                 paths = _run_page(browser, url, stack.url,
                                   lambda user=user, found=found: found.extend(stack.wait_for(user, 3)))
                 assert sorted(m["type"] for m in found) == ["identify", "page", "track"], (
                     user, found)
                 tracking = [p for p in paths if p.startswith("POST ")]
-                if batching:
+                if mode == "batching":
                     assert tracking == ["POST /v1/b"], (user, paths)
                 else:
                     assert sorted(tracking) == ["POST /v1/i", "POST /v1/p", "POST /v1/t"], paths
