@@ -68,6 +68,9 @@ class ServerConfig(_Strict):
     sort_chunk_messages: int = Field(default=1000, gt=0)
     # Past this many acknowledged messages waiting to be sorted, requests get 429.
     max_unsorted_messages: int = Field(default=5_000_000, gt=0)
+    # Believe X-Forwarded-Proto/-Host (behind a reverse proxy): only then do they shape the
+    # apiHost that /v1/projects/{writeKey}/settings gives browsers (docs/browser.md).
+    trust_proxy: bool = False
 
 
 class StoreConfig(_Strict):
@@ -90,6 +93,48 @@ class SourceConfig(_Strict):
     # webhook URL) would otherwise let anyone post to /v1/ without a signature.
     accept_tracking_api: bool = False
     name: str | None = None
+    # Browser origins allowed to send with this write key (CORS, docs/browser.md): "*" for
+    # any, else origins such as "https://www.example.com".
+    allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        cleaned = []
+        for origin in origins:
+            value = normalize_origin(origin)
+            if value is None:
+                raise ValueError(
+                    f"allowed_origins: {origin[:80]!r} is not \"*\" or an origin such as "
+                    "\"https://www.example.com\" (scheme and host, optional port, no path)"
+                )
+            cleaned.append(value)
+        return cleaned
+
+
+def normalize_origin(origin: str) -> str | None:
+    """`origin` as browsers send it in the Origin header (lower-case scheme and host, no
+    trailing slash), "*" as is; None when it is neither."""
+    value = origin.strip()
+    if value == "*":
+        return value
+    if not value.isascii():  # browsers send international host names in punycode
+        return None
+    parts = urlsplit(value.rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port == {"http": 80, "https": 443}[parts.scheme]:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 class DestinationConfig(_Strict):
@@ -188,10 +233,17 @@ class DeliveryConfig(_Strict):
     records_first: bool = True
 
 
+class BrowserConfig(_Strict):
+    # dist/umd/standalone.js of an npm-installed @segment/analytics-next, served at
+    # /analytics.js/v1/{writeKey}/analytics.min.js (docs/browser.md); unset: not served.
+    analytics_js_path: Path | None = None
+
+
 class Settings(_Strict):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    browser: BrowserConfig = BrowserConfig()
     sources: list[SourceConfig] = Field(default_factory=list)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
 

@@ -38,6 +38,7 @@ from freshsales_destination.delivery.engine import DeliveryEngine, DeliveryThrea
 from freshsales_destination.errors import ConfigError, FreshsalesDestinationError, StoreError
 from freshsales_destination.housekeeping import Housekeeper
 from freshsales_destination.ingest.app import Ingest, route_path
+from freshsales_destination.ingest.browser import AnalyticsJs
 from freshsales_destination.ingest.committer import GroupCommitter
 from freshsales_destination.ingest.responses import IngestError, error_response, json_response
 from freshsales_destination.ingest.sort_loop import InboxSorting, SortPolicy
@@ -175,6 +176,7 @@ def build_app(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *AnalyticsJs(settings.browser.analytics_js_path, ingest.registry).routes(),
             *mounts,
         ],
         lifespan=lifespan,
@@ -408,7 +410,10 @@ def serve_command(
             _banner(bind_host, bind_port, keys, app.state.secrets_path, show_key=show_key)
         ))
         try:
-            uvicorn.run(app, host=bind_host, port=bind_port, access_log=False, log_level="info")
+            uvicorn.run(
+                app, host=bind_host, port=bind_port, access_log=False, log_level="info",
+                proxy_headers=app.state.settings.server.trust_proxy,
+            )
         finally:
             app.state.store.close()
         return
@@ -437,10 +442,16 @@ def serve_command(
         uvicorn.run(
             f"{__name__}:app_factory", factory=True, workers=settings.server.workers,
             host=bind_host, port=bind_port, access_log=False, log_level="info",
+            proxy_headers=settings.server.trust_proxy,
         )
         return
     try:
-        uvicorn.run(app, host=bind_host, port=bind_port, access_log=False, log_level="info")
+        # X-Forwarded-* are believed only with server.trust_proxy (uvicorn's own reading of
+        # them would otherwise change the scheme of requests from 127.0.0.1).
+        uvicorn.run(
+            app, host=bind_host, port=bind_port, access_log=False, log_level="info",
+            proxy_headers=settings.server.trust_proxy,
+        )
     finally:
         store.close()
 

@@ -21,6 +21,12 @@ from starlette.types import Receive, Scope, Send
 from freshsales_destination.config import ServerConfig
 from freshsales_destination.errors import StoreError, StoreSaturated
 from freshsales_destination.ingest.body import BodyReader
+from freshsales_destination.ingest.browser import (
+    allow_origin,
+    preflight_headers,
+    public_api_host,
+    settings_body,
+)
 from freshsales_destination.ingest.committer import GroupCommitter
 from freshsales_destination.ingest.responses import IngestError, error_body
 from freshsales_destination.ingest.sorting import BATCH, WEBHOOK, IngestCounters
@@ -37,6 +43,12 @@ from freshsales_destination.store.base import InboxEntry
 log = logging.getLogger(__name__)
 
 SINGLE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+# analytics.js posts to /v1/<first letter of the type>, and batches to /v1/b (as do Segment's
+# mobile libraries).
+SHORT_PATHS = {
+    "t": "track", "i": "identify", "p": "page", "g": "group", "a": "alias", "s": "screen",
+    "b": "batch",
+}
 ACCEPTED_MEDIA = ("application/json", "text/plain", "")
 
 
@@ -139,6 +151,7 @@ class Ingest:
         self.counters.requests += 1
         try:
             source, body = await self._authenticated_body(call)
+            self._check_origin(call, source)
             entry = self._entry(source, kind, body, 1)
             limit = self.limits.max_message_bytes
             if len(entry.body) > limit:
@@ -155,6 +168,7 @@ class Ingest:
         self.counters.requests += 1
         try:
             source, body = await self._authenticated_body(call)
+            self._check_origin(call, source)
             items = body.get("batch")
             if not isinstance(items, list):
                 raise IngestError(400, "invalid_batch", "batch must be a JSON array of messages")
@@ -191,6 +205,36 @@ class Ingest:
             if not source.tracking_api:
                 raise webhook_only()
         return source, body
+
+    @staticmethod
+    def _check_origin(call: _Call, source: Source) -> None:
+        """A browser's request is held to its source's ``allowed_origins`` (the preflight,
+        which names no source, was answered for any source's; see ingest/browser.py)."""
+        origin = call.origin
+        if origin is None:
+            return
+        call.cors = allow_origin(origin, source.allowed_origins)
+        if call.cors is None:
+            raise IngestError(
+                403, "origin_not_allowed", "this write key does not accept events from this origin"
+            )
+
+    async def _settings(self, call: _Call, scope: Scope, write_key: str) -> None:
+        """``GET /v1/projects/{writeKey}/settings``: what analytics.js loads from its CDN,
+        pointing it back at this service (see ingest/browser.py)."""
+        source = self.registry.lookup(write_key)
+        if source is None or not source.tracking_api:
+            # A webhook-only key (webhook_secret without accept_tracking_api) has no browser use.
+            await call.answer(404, _NO_SETTINGS)
+            return
+        if call.origin is not None:
+            call.cors = allow_origin(call.origin, source.allowed_origins)
+        protocol, api_host = public_api_host(
+            scope, call.header, trust_proxy=self.limits.trust_proxy
+        )
+        await call.answer(
+            200, settings_body(write_key, protocol, api_host), {"Cache-Control": "no-cache"}
+        )
 
     async def _webhook(self, call: _Call) -> None:
         self.counters.requests += 1
@@ -240,6 +284,7 @@ class Ingest:
 
     async def _tracking(self, call: _Call) -> None:
         name = call.path_params["name"]
+        name = SHORT_PATHS.get(name, name)
         if name == "batch" or name == "import":
             await self._batch(call)
         elif name in SINGLE_TYPES:
@@ -260,10 +305,13 @@ class Ingest:
         """`__call__` for a caller that already has the route path (see `route_path`)."""
         call = _Call(scope, receive, send)
         prefix, _, rest = path[1:].partition("/")
+        if prefix == "v1" and await self._browser(call, scope, rest):
+            return
         if not rest or "/" in rest:
             await _not_found(call)
         elif scope["method"] != "POST":
-            error = IngestError(405, "method_not_allowed", "use POST", headers={"Allow": "POST"})
+            allow = "POST, OPTIONS" if prefix == "v1" else "POST"
+            error = IngestError(405, "method_not_allowed", "use POST", headers={"Allow": allow})
             await call.answer(error.status, error_body(error), error.headers)
         elif prefix == "v1":
             call.path_params = {"name": rest}
@@ -271,6 +319,37 @@ class Ingest:
         else:
             call.path_params = {"write_key": rest}
             await self._webhook(call)
+
+    async def _browser(self, call: _Call, scope: Scope, rest: str) -> bool:
+        """What /v1/ answers browsers: CORS (preflights; the headers of every answer to an
+        ``Origin``, by the origins any source allows until the source is known) and the
+        settings route. False when the request is an ordinary one for the tracking paths."""
+        origin = call.header(b"origin")
+        if origin is not None:
+            call.origin = origin
+            call.cors = allow_origin(origin, self.registry.any_source_origins)
+        parts = rest.split("/") if rest.startswith("projects/") else None
+        settings = parts is not None and len(parts) == 3 and parts[2] == "settings"
+        if not settings and SHORT_PATHS.get(rest, rest) not in _TRACKING_NAMES:
+            return False  # an unknown path: 404 (with the CORS headers)
+        method = scope["method"]
+        if method == "OPTIONS":
+            headers = preflight_headers(
+                origin, self.registry.any_source_origins,
+                "GET, OPTIONS" if settings else "POST, OPTIONS",
+                call.header(b"access-control-request-headers"),
+            )
+            await call.answer_empty(204, headers)
+        elif not settings or parts is None:
+            return False
+        elif method != "GET" and method != "HEAD":
+            error = IngestError(
+                405, "method_not_allowed", "use GET", headers={"Allow": "GET, OPTIONS"}
+            )
+            await call.answer(error.status, error_body(error), error.headers)
+        else:
+            await self._settings(call, scope, parts[1])
+        return True
 
     @staticmethod
     def owns(path: str) -> bool:
@@ -289,6 +368,8 @@ def route_path(scope: Scope) -> str:
         return path[len(root):] or "/"
     return path
 SUCCESS_BODY = orjson.dumps({"success": True})
+_NO_SETTINGS = orjson.dumps({"code": "not_found", "message": "no source has this write key"})
+_TRACKING_NAMES = frozenset((*SINGLE_TYPES, "batch", "import"))
 _TOO_DEEP = "a message is nested too deeply"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -306,7 +387,7 @@ class _ClientGone(Exception):
 class _Call:
     """One request as the endpoints see it: method, path parameters, headers, body, answer."""
 
-    __slots__ = ("_headers", "path_params", "receive", "_send")
+    __slots__ = ("_headers", "path_params", "receive", "_send", "origin", "cors")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ASGI names are lower-case bytes; the first occurrence wins, as in Starlette.
@@ -314,6 +395,9 @@ class _Call:
         self.path_params: dict[str, str] = {}
         self.receive = receive
         self._send = send
+        # A browser's Origin, and the CORS headers every answer to it carries (None: none).
+        self.origin: str | None = None
+        self.cors: dict[str, str] | None = None
 
     def header(self, name: bytes) -> str | None:
         value = self._headers.get(name)
@@ -325,8 +409,16 @@ class _Call:
         raw_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         if headers:
             raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        if self.cors:
+            raw_headers += [(k.lower().encode(), v.encode()) for k, v in self.cors.items()]
         await self._send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await self._send({"type": "http.response.body", "body": body})
+
+    async def answer_empty(self, status: int, headers: dict[str, str]) -> None:
+        raw_headers = [(b"content-length", b"0")]
+        raw_headers += [(k.lower().encode(), v.encode("latin-1")) for k, v in headers.items()]
+        await self._send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await self._send({"type": "http.response.body", "body": b""})
 
 
 async def _not_found(call: _Call) -> None:

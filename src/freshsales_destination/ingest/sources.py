@@ -22,6 +22,11 @@ class Source:
     # Whether /v1/ takes this key: always without a webhook secret; with one, only when the
     # source says accept_tracking_api = true (the signature is the webhook's authentication).
     tracking_api: bool = True
+    # Browser origins allowed to send with this key (normalised); None: any origin.
+    allowed_origins: frozenset[str] | None = None
+
+    def allows(self, origin: str) -> bool:
+        return self.allowed_origins is None or origin in self.allowed_origins
 
 
 def source_id_for(write_key: str, name: str | None) -> str:
@@ -35,13 +40,22 @@ class SourceRegistry:
 
     def __init__(self, settings: Settings) -> None:
         self._by_key: dict[str, Source] = {}
+        # Origins some source allows (None: some source allows any): what a CORS preflight,
+        # which carries no write key, is answered for.
+        self.any_source_origins: frozenset[str] | None = frozenset()
         for source in settings.sources:
             key = source.write_key.get_secret_value()
             secret = source.webhook_secret.get_secret_value().encode() if source.webhook_secret else None
+            origins = None if "*" in source.allowed_origins else frozenset(source.allowed_origins)
             self._by_key[key] = Source(
                 source_id_for(key, source.name), source.destination, secret,
                 tracking_api=secret is None or source.accept_tracking_api,
+                allowed_origins=origins,
             )
+            if origins is None or self.any_source_origins is None:
+                self.any_source_origins = None
+            else:
+                self.any_source_origins |= origins
 
     def __len__(self) -> int:
         return len(self._by_key)
