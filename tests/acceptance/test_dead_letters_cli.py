@@ -59,7 +59,11 @@ def test_list_retry_and_drop(tmp_path: Path) -> None:
     )
     assert dropped.exit_code == 0 and "dropped 1 of 2" in dropped.output
     status = runner.invoke(app, ["status", "--config", str(config)])
-    assert json.loads(status.output) == {"dead": 1, "dropped": 1, "pending": 1, "unsorted": 0}
+    shown = json.loads(status.output)
+    destinations = shown.pop("destinations")
+    assert shown == {"dead": 1, "dropped": 1, "pending": 1, "unsorted": 0}
+    assert destinations["acme"]["state"] == "healthy"
+    assert destinations["acme"]["backlog"] == 1
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:

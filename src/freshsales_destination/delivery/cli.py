@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from freshsales_destination.config import load_settings
+from freshsales_destination.config import DestinationConfig, Settings, load_settings
+from freshsales_destination.core.budget import HOUR, MINUTE, BudgetState
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.factory import open_store
@@ -22,9 +24,13 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML configu
 
 
 def _store(config: Path) -> Store:
+    return _open(config)[1]
+
+
+def _open(config: Path) -> tuple[Settings, Store]:
     try:
         settings = load_settings(config)
-        return open_store(settings.store.url)
+        return settings, open_store(settings.store.url)
     except FreshsalesDestinationError as exc:  # bad configuration, unreachable store
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -87,12 +93,111 @@ def drop_dead(
 
 
 def status_command(config: ConfigOption) -> None:
-    """Print how many messages are in each state, as JSON; "unsorted": acknowledged messages
-    still in the inbox, waiting to be sorted into the queue."""
-    store = _store(config)
+    """Print the queue and each destination's health, as JSON.
+
+    Top level: how many messages are in each state ("unsorted": acknowledged messages still
+    in the inbox, waiting to be sorted into the queue). "destinations": per destination, its
+    health (healthy, auth_failed, unreachable, misconfigured, rate_limited) and what to do,
+    when it last succeeded, its backlog, the budget used this hour and the time to drain.
+    """
+    settings, store = _open(config)
     try:
-        counts = store.count_by_status()
+        counts: dict[str, Any] = dict(store.count_by_status())
         counts["unsorted"] = store.inbox_count()[1]
+        counts["destinations"] = destinations_status(store, settings, time.time())
         typer.echo(json.dumps(counts, sort_keys=True))
     finally:
         store.close()
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def budget_summary(store: Store, config: DestinationConfig, now: float) -> dict[str, Any]:
+    """The account's budget as delivery has spent it (the ``budget`` namespace of the store).
+
+    TODO(budget): the lead engineer's budget rework learns the account's limits from answer
+    headers; take ``per_hour``/``per_minute`` (and "used") from it here when it lands, and set
+    ``limits_from`` to say where they came from. Until then: the configured limits.
+    """
+    from freshsales_destination.delivery.budget import NAMESPACE as BUDGET_NAMESPACE
+    from freshsales_destination.delivery.engine import budget_account_key
+
+    per_hour, per_minute = config.rate_limit_per_hour, config.rate_limit_per_minute
+    raw = store.kv_get(BUDGET_NAMESPACE, budget_account_key(config))
+    try:
+        state = BudgetState.from_json(raw) if raw is not None else BudgetState()
+    except ValueError:
+        state = BudgetState()
+    used_hour = sum(1 for g in state.grants if g + HOUR > now) + sum(
+        1 for u in state.external if u > now
+    )
+    used_minute = sum(1 for g in state.grants if g + MINUTE > now)
+    blocked = state.blocked_until if state.blocked_until and state.blocked_until > now else None
+    return {
+        "used_this_hour": used_hour,
+        "used_this_minute": used_minute,
+        "remaining_this_hour": max(0, per_hour - used_hour),
+        "per_hour": per_hour,
+        "per_minute": per_minute,
+        "limits_from": "configuration",
+        "blocked_until": _iso(blocked),
+    }
+
+
+def drain_seconds(backlog: int, budget: dict[str, Any]) -> float:
+    """Rough time to deliver `backlog` messages at one call each: what is left of this hour
+    at the minute's pace, the rest at the hourly limit."""
+    now_part = min(backlog, int(budget["remaining_this_hour"]))
+    later = backlog - now_part
+    return now_part / int(budget["per_minute"]) * MINUTE + later / int(budget["per_hour"]) * HOUR
+
+
+def destinations_status(store: Store, settings: Settings, now: float) -> dict[str, Any]:
+    from freshsales_destination.delivery.engine import budget_account_key
+    from freshsales_destination.delivery.health import explain, read_health
+
+    backlogs = {name: store.pending_count(name) for name in settings.destinations}
+    out: dict[str, Any] = {}
+    for name, config in sorted(settings.destinations.items()):
+        health = read_health(store, name)
+        budget = budget_summary(store, config, now)
+        account = budget_account_key(config)
+        # Destinations on one account share its budget: the account's backlog drains first.
+        shared = sum(
+            backlogs[other] for other, c in settings.destinations.items()
+            if budget_account_key(c) == account
+        )
+        entry: dict[str, Any] = {
+            "state": health.state,
+            "detail": health.detail or None,
+            "since": _iso(health.since),
+            "last_success_at": _iso(health.last_success_at),
+            "last_failure_at": _iso(health.last_failure_at),
+            "backlog": backlogs[name],
+            "budget": budget,
+        }
+        if health.paused:
+            entry["next_probe_at"] = _iso(health.next_probe_at)
+            entry["action"] = explain(name, health, config.resolved_base_url(), now)
+            entry["drain_estimate_seconds"] = None
+            entry["drain_estimate"] = "paused until the destination is fixed"
+        else:
+            seconds = drain_seconds(shared, budget)
+            entry["drain_estimate_seconds"] = round(seconds)
+            entry["drain_estimate"] = _duration(seconds)
+        out[name] = entry
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "nothing to deliver" if seconds <= 0 else "under a second"
+    if seconds < 120:
+        return f"about {seconds:.0f} s"
+    if seconds < 2 * HOUR:
+        return f"about {seconds / MINUTE:.0f} min"
+    return f"about {seconds / HOUR:.1f} h"

@@ -37,6 +37,7 @@ from freshsales_destination.core.health import (
     observe,
 )
 from freshsales_destination.core.schema import MappingConfigError
+from freshsales_destination.delivery.budget import BudgetExhausted
 from freshsales_destination.freshsales.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -133,6 +134,7 @@ class DestinationHealth:
         self._read_at: float | None = None
         self._fresh = True  # this process has not probed yet
         self._probing = False
+        self._probe_call = False  # the probe's one call has not been made yet
         self._announced: tuple[str, str] | None = None
         self._transport_failures = 0
         self._lock = threading.Lock()
@@ -182,13 +184,24 @@ class DestinationHealth:
             self._refresh(now)
             if taken:
                 self._fresh = False
-                self._probing = self._health.paused
+                self._probing = self._probe_call = self._health.paused
             return taken
 
     def done(self) -> None:
         """The worker that was let in is done (whether or not it made a call)."""
         with self._lock:
-            self._probing = False
+            self._probing = self._probe_call = False
+
+    def may_call(self) -> bool:
+        """Checked before every call: while the destination is paused, only the probe's one
+        call goes out (workers that took a lane before the pause make none)."""
+        with self._lock:
+            if not self._health.paused:
+                return True
+            if self._probe_call:
+                self._probe_call = False
+                return True
+            return False
 
     # -- what calls showed ----------------------------------------------------------------------
 
@@ -331,6 +344,9 @@ class HealthObservingBudget:
         self.schema = schema
 
     async def acquire(self, priority: str) -> None:
+        if not self.health.may_call():
+            # Paused: the worker stops as when the budget is spent; nothing is failed.
+            raise BudgetExhausted(max(self.health.wait_hint(), 1.0))
         await self._budget.acquire(priority)
 
     def observe(self, outcome: Any) -> None:
