@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.delivery.conftest import (
     delivery_settings,
     make_pipeline,
 )
+from tests.support.server import free_port
 
 WRONG_KEY = "wrong-key-0123456789"
 HEALTH_LOGGER = "freshsales_destination.delivery.health"
@@ -178,16 +178,10 @@ def test_a_restart_with_the_key_still_wrong_probes_once_and_says_it_once(
     assert len(lines(caplog, "refused the API key")) == 2  # one per process
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("base_url", "state", "said"),
     [
-        (f"http://127.0.0.1:{_closed_port()}/crm/sales", "unreachable", "cannot reach Freshsales"),
+        (f"http://127.0.0.1:{free_port()}/crm/sales", "unreachable", "cannot reach Freshsales"),
         ("http://127.0.0.1:99999/crm/sales", "misconfigured", "misconfigured"),
     ],
     ids=["unreachable", "port-refused-at-send-time"],
