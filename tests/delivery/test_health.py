@@ -8,6 +8,7 @@ time and the request log's timestamps are the engine's.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,3 +218,49 @@ def test_the_health_state_is_kept_in_the_store_for_status(wrong_key: Pipeline, c
     assert raw is not None
     assert Health.from_json(raw).state == "auth_failed"
     assert WRONG_KEY.encode() not in raw
+
+
+def status_of(pipeline: Pipeline, tmp_path: Path, key: str) -> dict[str, Any]:
+    """`freshsales-destination status --config FILE`, as another process would run it."""
+    from typer.testing import CliRunner
+
+    from freshsales_destination.cli import _register, app
+
+    config = tmp_path / "status.toml"
+    config.write_text(
+        f'[store]\nurl = "{pipeline.settings.store.url}"\n\n'
+        f'[destinations.crm]\nbase_url = "{pipeline.sandbox.base_url}"\n'
+        f'allow_custom_base_url = true\napi_key = "{key}"\n'
+    )
+    _register()
+    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert key not in result.output
+    doc: dict[str, Any] = json.loads(result.output)
+    return doc
+
+
+def test_status_shows_the_state_backlog_budget_and_time_to_drain(
+    wrong_key: Pipeline, clock: FakeClock, tmp_path: Path
+) -> None:
+    pipeline = wrong_key
+    pipeline.send("/v1/batch", batch(3))
+    run(DeliveryEngine.from_settings(pipeline.settings, pipeline.store, now=clock, sleep=clock.sleep),
+        clock, 30)
+    doc = status_of(pipeline, tmp_path, WRONG_KEY)
+    assert doc["pending"] == 6
+    crm = doc["destinations"]["crm"]
+    assert crm["state"] == "auth_failed"
+    assert crm["detail"].startswith("401")
+    assert crm["backlog"] == 6
+    assert crm["last_success_at"] is None
+    assert crm["drain_estimate_seconds"] is None and "paused" in crm["drain_estimate"]
+    assert "destinations.crm.api_key" in crm["action"]
+    assert crm["budget"]["per_hour"] == 1000
+
+    run(DeliveryEngine.from_settings(with_key(pipeline, API_KEY), pipeline.store, now=clock,
+                                     sleep=clock.sleep), clock, 5)
+    crm = status_of(pipeline, tmp_path, API_KEY)["destinations"]["crm"]
+    assert crm["state"] == "healthy" and crm["backlog"] == 0
+    assert crm["last_success_at"] is not None
+    assert crm["drain_estimate_seconds"] == 0
