@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from freshsales_destination.config import Settings
@@ -264,3 +265,31 @@ def test_status_shows_the_state_backlog_budget_and_time_to_drain(
     assert crm["state"] == "healthy" and crm["backlog"] == 0
     assert crm["last_success_at"] is not None
     assert crm["drain_estimate_seconds"] == 0
+
+
+def test_a_base_url_that_is_not_the_api_is_misconfigured_and_the_schema_fetch_never_loops(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    gen = make_pipeline(tmp_path, "suite", clock=clock)
+    pipeline = next(gen)
+    try:
+        answers = [{"status": 404, "body": {"error_code": 404}}] * 50
+        scripted = httpx2.post(
+            f"{pipeline.sandbox.root_url}/_sandbox/script",
+            json={"method": "GET", "path": "/api/settings/contacts/fields", "responses": answers},
+            headers=pipeline.sandbox.auth_headers,
+        )
+        assert scripted.status_code == 200, scripted.text
+        pipeline.send("/v1/batch", batch(2))
+        run(DeliveryEngine.from_settings(pipeline.settings, pipeline.store, now=clock,
+                                         sleep=clock.sleep), clock, 600)
+        calls = api_calls(pipeline)
+        assert 1 <= len(calls) <= 8, [e["epoch"] for e in calls]
+        health = read_health(pipeline.store, "crm")
+        assert health.state == "misconfigured" and "404" in health.detail
+        said = lines(caplog, "misconfigured")
+        assert len(said) == 1 and "base_url" in said[0], said
+        assert all(m.status == "pending" and m.attempts == 0 for m in messages(pipeline))
+    finally:
+        next(gen, None)
