@@ -269,8 +269,6 @@ class FreshsalesClient:
             )
         except (httpx2.InvalidURL, httpx2.UnsupportedProtocol, ValueError, OverflowError) as exc:
             raise self._transport_error(DestinationURLRefused, method, path, exc) from None
-        except httpx2.ConnectTimeout as exc:
-            raise self._transport_error(ConnectionFailed, method, path, exc) from None
         except httpx2.TimeoutException as exc:
             raise self._transport_error(RequestTimeout, method, path, exc) from None
         except httpx2.ConnectError as exc:
