@@ -72,7 +72,8 @@ def _words(exc: FreshsalesError) -> str:
     said = exc.freshsales_message
     if exc.status is not None:
         return f"{exc.status}: {said}" if said else f"{exc.status}"
-    return exc.message or type(exc).__name__
+    # No answer: the error's type first, so that one fault reads the same whatever the call.
+    return f"{type(exc).__name__}: {exc.message}" if exc.message else type(exc).__name__
 
 
 def destination_fault(exc: BaseException) -> tuple[Outcome, str] | None:
