@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -124,10 +124,9 @@ async def check_destination(
                 "learned_at": _iso(fact.learned_at), "recheck_at": _iso(fact.recheck_at),
             }
         health = read_health(store, name)
-        if store.kv_get(HEALTH_NAMESPACE, name) is None:
-            health = replace(health, state="unknown")  # type: ignore[arg-type]
+        known = store.kv_get(HEALTH_NAMESPACE, name) is not None
         result.delivery = {
-            "state": health.state,
+            "state": health.state if known else "unknown",
             "detail": health.detail or None,
             "last_success_at": _iso(health.last_success_at),
         }

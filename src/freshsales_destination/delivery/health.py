@@ -162,6 +162,9 @@ class DestinationHealth:
 
     async def admit(self) -> bool:
         """May a worker take a lane now? Takes the probe when one is due."""
+        read_at = self._read_at
+        if not self._health.paused and read_at is not None and self.now() - read_at < REFRESH_SECONDS:
+            return True  # healthy, and seen so lately that the store need not be read
         return await asyncio.to_thread(self._admit)
 
     def _admit(self) -> bool:
