@@ -82,3 +82,49 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
     path.write_text(GOOD.replace("port = 8080", "port = 8080\nprot = 1"))
     with pytest.raises(ConfigError, match="server.prot"):
         load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('domain = "acme "', "destinations.acme.domain"),
+        ('domain = " acme"', "destinations.acme.domain"),
+        ('domain = "ac\\tme"', "destinations.acme.domain"),
+        ('domain = "acme\\n"', "destinations.acme.domain"),
+        ('domain = "acme\\u0000"', "destinations.acme.domain"),
+        ('domain = "acme\\u007f"', "destinations.acme.domain"),
+        ('domain = "ac\\u200bme"', "destinations.acme.domain"),  # zero-width space
+        ('domain = "acme\\u00a0"', "destinations.acme.domain"),  # no-break space
+        (
+            'base_url = "https://acme.myfreshworks.com/crm/ sales"',
+            "destinations.acme.base_url",
+        ),
+        (
+            'base_url = "https://acme.myfreshworks.com/crm/sales\\r\\n"',
+            "destinations.acme.base_url",
+        ),
+    ],
+)
+def test_whitespace_or_control_characters_in_the_address_are_refused_at_start(
+    tmp_path: Path, line: str, key: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD.replace('domain = "acme"', line))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    text = str(info.value)
+    assert key in text
+    assert "whitespace or control characters" in text
+    assert "secret-key" not in text
+    assert "\n" not in text and "\t" not in text and "\x00" not in text
+
+
+def test_whitespace_from_an_environment_override_is_refused_too(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD)
+    with pytest.raises(ConfigError, match=r"destinations\.acme\.domain"):
+        load_settings(path, environ={"FSD_DESTINATIONS__ACME__DOMAIN": "acme\n"})
+    settings = load_settings(path, environ={"FSD_DESTINATIONS__ACME__DOMAIN": "acme-eu"})
+    assert settings.destinations["acme"].resolved_base_url() == (
+        "https://acme-eu.myfreshworks.com/crm/sales"
+    )

@@ -322,3 +322,28 @@ def test_an_unreachable_sandbox_falls_back_to_the_default(tmp_path: Path) -> Non
     doc = json.loads(out)
     assert doc["schema_source"] == "built-in default"
     assert "could not be read" in doc["schema"]
+
+
+def test_explains_activity_dates_taken_from_properties(tmp_path: Path) -> None:
+    rule = (
+        '\n[destinations.acme.mapping.track_events."Demo Booked"]\naction = "sales_activity"\n'
+        'activity_type = "Meeting"\nstart_date_property = "properties.startDate"\n'
+        'end_date_property = "properties.endDate"\n'
+    )
+    config, event = _files(tmp_path)
+    config.write_text(config.read_text() + rule)
+    event.write_text(json.dumps({
+        "type": "track", "userId": "u1", "messageId": "m-2", "timestamp": "2024-05-01T12:00:00Z",
+        "event": "Demo Booked", "context": {"traits": {"email": "a@b.co"}},
+        "properties": {"startDate": "2024-06-03T09:00:00Z", "endDate": "yesterday"},
+    }))
+    code, out, _ = _run(str(event), "--config", str(config))
+    assert code == 0
+    doc = json.loads(out)
+    [activity] = [op for op in doc["operations"] if op["kind"] == "create_sales_activity"]
+    assert activity["fields"]["start_date"] == "2024-06-03T09:00:00.000Z"
+    assert activity["fields"]["end_date"] == "2024-06-03T09:00:00.000Z"
+    entries = {e["source"]: e for e in doc["explanation"]["entries"]}
+    assert entries["properties.startDate"]["outcome"] == "mapped"
+    assert entries["properties.endDate"]["outcome"] == "dropped"
+    assert "is not a date" in entries["properties.endDate"]["reason"]

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from freshsales_destination.errors import ConfigError
 
@@ -87,6 +95,30 @@ class DestinationConfig(_Strict):
     timeout: float = Field(default=20.0, gt=0)
     # Mapping settings (see docs/mapping.md); validated by the planner's own model.
     mapping: dict[str, Any] = Field(default_factory=dict)
+    # Where track and page events go (docs/mapping.md): "auto" = the tracking API where this
+    # account has it (learned from its answers), else a note on the person.
+    events_via: Literal["auto", "tracking", "sales_activity", "note"] = "auto"
+    # The sales activity type (name or id) for events_via = "sales_activity".
+    events_activity_type: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check_events_via(self) -> DestinationConfig:
+        if self.events_via == "sales_activity" and self.events_activity_type is None:
+            raise ValueError('events_via = "sales_activity" needs events_activity_type')
+        if self.events_via == "tracking" and self.app_token is None:
+            raise ValueError('events_via = "tracking" needs app_token')
+        return self
+
+    @field_validator("domain", "base_url")
+    @classmethod
+    def _no_blank_or_control(cls, value: str | None) -> str | None:
+        # A stray space, tab or newline (a pasted value, an env var) would make a URL the HTTP
+        # library refuses or, worse, reads differently; refuse it here, naming the key only.
+        if value is not None:
+            bad = unusable_url_character(value)
+            if bad is not None:
+                raise ValueError(f"must not contain whitespace or control characters (found {bad})")
+        return value
 
     @model_validator(mode="after")
     def _check_url(self) -> DestinationConfig:
@@ -116,6 +148,18 @@ class DestinationConfig(_Strict):
         if host.endswith(".freshsales.io"):
             return f"https://{host}"
         return f"https://{host}/crm/sales"
+
+
+def unusable_url_character(text: str) -> str | None:
+    """Describe the first whitespace or control character of ``text`` (not the text), else None.
+
+    Whitespace, control and format characters (zero-width spaces, direction marks) and
+    unassigned code points have no place in a host name or a URL.
+    """
+    for position, char in enumerate(text):
+        if char.isspace() or not char.isprintable():
+            return f"U+{ord(char):04X} at position {position}"
+    return None
 
 
 def is_freshworks_https_url(url: str) -> bool:

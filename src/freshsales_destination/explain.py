@@ -6,7 +6,8 @@ delivery engine cached in the configured store (read only, never fetched); when 
 none and the destination points at a sandbox (a custom ``base_url``, never a Freshworks host),
 from that sandbox's field settings; and otherwise from the built-in default schema. The output
 says which one was used (``schema_source``: ``file``, ``store cache``, ``sandbox`` or
-``built-in default``).
+``built-in default``). What delivery learned about the destination's tracking API is read from
+the same store, so the plan shows the way its events go now (``events_via`` in the output).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +29,7 @@ from freshsales_destination.config import (
     is_freshworks_https_url,
     load_settings,
 )
+from freshsales_destination.core.events_via import TrackingApi, events_way, tracking_state
 from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.planner import check_settings, plan
@@ -34,6 +38,7 @@ from freshsales_destination.core.schema import (
     MappingConfigError,
     default_schema,
 )
+from freshsales_destination.delivery.learned import TRACKING_API, Fact, LearnedFacts
 from freshsales_destination.delivery.schema_cache import (
     add_part,
     fetch_part,
@@ -102,6 +107,43 @@ def _cached_schema(
     return schema, f"store cache of {destination!r}, fetched from Freshsales {when}"
 
 
+def _learned_tracking(settings: Settings, destination: str) -> Fact | None:
+    """What delivery learned about the destination's tracking API (read only; None: nothing)."""
+    url = settings.store.url
+    try:
+        if url.startswith("sqlite:"):
+            from freshsales_destination.store.sqlite import sqlite_path_from_url
+
+            path = sqlite_path_from_url(url)
+            if path is None or not path.exists():
+                return None
+        from freshsales_destination.store.factory import open_store
+
+        store = open_store(url)
+        try:
+            return LearnedFacts(store, destination).get(TRACKING_API)
+        finally:
+            store.close()
+    except Exception:  # noqa: BLE001 -- an unreadable store: nothing learned to show
+        return None
+
+
+def _events_via(
+    dest: DestinationConfig, fact: Fact | None, now: float
+) -> tuple[TrackingApi, dict[str, Any]]:
+    """What the planner is told about the tracking API, and the ``events_via`` output block."""
+    state = tracking_state(fact.value if fact else None, fact.recheck_at if fact else None, now)
+    tracking: TrackingApi = "unknown" if state == "recheck" else state
+    way = events_way(dest.events_via, dest.app_token is not None, tracking)
+    block: dict[str, Any] = {
+        "setting": dest.events_via, "way": way.way, "basis": way.basis, "reason": way.reason,
+        "tracking_api": fact.to_dict() if fact is not None else None,
+    }
+    if state == "recheck":
+        block["reason"] += " (the daily re-check of an absent tracking API is due)"
+    return tracking, block
+
+
 def _sandbox_schema(dest: DestinationConfig) -> tuple[FieldSchema | None, str]:
     """The schema of the sandbox a destination points at; never a real Freshworks account."""
     base = dest.base_url
@@ -146,7 +188,10 @@ def explain(
     if destination not in settings.destinations:
         raise MappingConfigError(f"no destination named {destination!r} in {config}")
     dest = settings.destinations[destination]
-    planner_settings = DestinationSettings.build(dest.product, dest.app_token is not None, dest.mapping)
+    planner_settings = DestinationSettings.build(
+        dest.product, dest.app_token is not None, dest.mapping,
+        events_via=dest.events_via, events_activity_type=dest.events_activity_type,
+    )
     if schema_path is not None:
         schema = FieldSchema.from_json(_read_json(schema_path, "schema"), product=dest.product)
         schema_source, schema_detail = "file", str(schema_path)
@@ -164,6 +209,8 @@ def explain(
             schema = default_schema(dest.product)
             schema_source = "built-in default"
             schema_detail = f"built-in default (selector ids are placeholders; {why})"
+    tracking, events_block = _events_via(dest, _learned_tracking(settings, destination), time.time())
+    planner_settings = replace(planner_settings, tracking_api=tracking)
     warnings = check_settings(planner_settings, schema)
     result = plan(event, planner_settings, schema, identity)
     out = result.to_json()
@@ -172,6 +219,7 @@ def explain(
     out["schema_source"] = schema_source
     out["schema"] = schema_detail
     out["warnings"] = warnings
+    out["events_via"] = events_block
     return out
 
 

@@ -9,12 +9,14 @@ from pydantic import SecretStr
 
 from freshsales_destination.config import DestinationConfig
 from freshsales_destination.core.budget import (
+    ACCOUNT_LIMIT_TTL,
     HOUR,
     MINUTE,
     BudgetLimits,
     BudgetState,
     Priority,
     available,
+    effective_limits,
     observe_server_headers,
     observe_throttle,
     records_reserve,
@@ -73,6 +75,7 @@ steps = st.one_of(
         st.none() | st.floats(-10, 5000),
     ),
     st.tuples(st.just("throttle"), st.none() | st.floats(0, 300)),
+    st.tuples(st.just("limit"), st.integers(1, 60), st.none() | st.floats(0, 4000)),
 )
 
 
@@ -105,7 +108,13 @@ def test_grants_never_exceed_limits_in_any_window(
             remaining = step[1]
             reset = step[2]
             state = observe_server_headers(
-                state, clock.now, limits, remaining, reset  # type: ignore[arg-type]
+                state, clock.now, remaining=max(int(remaining), 0),  # type: ignore[arg-type]
+                reset_seconds=reset,  # type: ignore[arg-type]
+            )
+        elif kind == "limit":
+            # The account states a limit of its own: never more is granted than configured.
+            state = observe_server_headers(
+                state, clock.now, limit=step[1], reset_seconds=step[2],  # type: ignore[arg-type]
             )
         else:
             state = observe_throttle(state, clock.now, step[1])  # type: ignore[arg-type]
@@ -113,7 +122,6 @@ def test_grants_never_exceed_limits_in_any_window(
             state = BudgetState.from_json(state.to_json())
         # memory stays O(limit): no more than per_hour grants are ever kept
         assert len(state.grants) <= limits.per_hour
-        assert len(state.external) <= limits.per_hour
 
     times = ledger.times()
     assert max_in_any_window(times, MINUTE) <= limits.per_minute
@@ -226,26 +234,117 @@ def test_events_stop_at_the_reserve_records_continue() -> None:
     assert not ok
 
 
-def test_server_headers_lower_but_never_raise_the_budget() -> None:
+def test_remaining_covers_calls_of_others_until_it_goes_stale() -> None:
     limits = BudgetLimits(per_hour=100, per_minute=100)
     s = BudgetState()
     _, s, _ = try_acquire(s, T0, limits)
-    # The server claims more is left than we think: ignored.
-    assert observe_server_headers(s, T0, limits, remaining=500, reset_seconds=10) == s
-    assert observe_server_headers(s, T0, limits, remaining=None) == s
-    # Someone else used 59 calls: remaining 40 while we think 99.
-    s2 = observe_server_headers(s, T0, limits, remaining=40, reset_seconds=600)
-    assert available(s2, T0, limits) == 40
-    assert s2.external == (T0 + 600,) * 59
-    # Observing the same again adds nothing.
-    assert observe_server_headers(s2, T0 + 1, limits, remaining=40, reset_seconds=599) == s2
-    # After the reset the external calls no longer count.
-    assert available(s2, T0 + 600, limits) == 99
-    # Unknown reset: the external calls count for an hour.
-    s3 = observe_server_headers(s, T0, limits, remaining=0)
-    assert available(s3, T0 + HOUR - 1, limits) == 0
-    # A reset of zero means the server window is starting over.
-    assert observe_server_headers(s, T0, limits, remaining=0, reset_seconds=0) == s
+    ticket = s.issued
+    # Someone else used 59 calls: the server says 40 left after our call.
+    s = observe_server_headers(s, T0, ticket=ticket, remaining=40, reset_seconds=600)
+    assert available(s, T0, limits) == 40
+    # Our own later calls are subtracted from the server's word.
+    for _ in range(3):
+        _, s, _ = try_acquire(s, T0 + 1, limits)
+    assert available(s, T0 + 1, limits) == 37
+    # An answer to an older call than the view's does not replace it.
+    assert observe_server_headers(s, T0 + 2, ticket=ticket - 1, remaining=90) == s
+    # The server's word is trusted for a minute: every call refreshes it.
+    assert available(s, T0 + MINUTE, limits) == 100 - 4
+    assert observe_server_headers(s, T0, remaining=None) == s
+
+
+def test_remaining_is_forgotten_at_the_reset() -> None:
+    limits = BudgetLimits(per_hour=100, per_minute=100)
+    _, s, _ = try_acquire(BudgetState(), T0, limits)
+    s = observe_server_headers(s, T0, ticket=s.issued, remaining=0, reset_seconds=20)
+    ok, _, wait = try_acquire(s, T0 + 5, limits)
+    assert not ok and wait == 15.0
+    assert available(s, T0 + 20, limits) == 99
+    # A reset of zero means the server's window is starting over: nothing to remember.
+    s2 = observe_server_headers(BudgetState(), T0, remaining=0, reset_seconds=0)
+    assert s2.server is None
+
+
+def test_the_account_limit_is_learned_and_the_lower_one_wins() -> None:
+    configured = BudgetLimits(per_hour=5000, per_minute=2000)
+    s = observe_server_headers(BudgetState(), T0, limit=1000, remaining=999, reset_seconds=3000)
+    limits = effective_limits(s, T0, configured)
+    assert (limits.per_hour, limits.hour_source) == (1000, "account")
+    assert limits.account_window == "hour"
+    assert limits.per_minute == 1000  # never more a minute than an hour
+    assert limits.mismatch() is not None and "rate_limit_per_hour = 1000" in limits.mismatch()
+    # The configuration is a ceiling: lower than the account, it wins.
+    low = effective_limits(s, T0, BudgetLimits(per_hour=500, per_minute=100))
+    assert (low.per_hour, low.hour_source, low.account_per_hour) == (500, "configured", 1000)
+    assert low.mismatch() is None
+    # Without headers for a day, the configured figure stands again.
+    later = effective_limits(s, T0 + ACCOUNT_LIMIT_TTL, configured)
+    assert (later.per_hour, later.hour_source, later.account_limit) == (5000, "configured", None)
+
+
+def test_the_window_of_a_stated_limit_is_learned_from_its_resets() -> None:
+    configured = BudgetLimits(per_hour=5000, per_minute=2000)
+    # No reset known: the limit caps both windows (safe under either reading).
+    s = observe_server_headers(BudgetState(), T0, limit=400)
+    limits = effective_limits(s, T0, configured)
+    assert (limits.account_window, limits.per_hour, limits.per_minute) == ("unknown", 400, 400)
+    # Resets at most a minute away for two minutes on end: a window of a minute.
+    for step in range(0, 130, 10):
+        s = observe_server_headers(s, T0 + step, limit=400, reset_seconds=60 - step % 60)
+    limits = effective_limits(s, T0 + 130, configured)
+    assert (limits.account_window, limits.per_hour, limits.per_minute) == ("minute", 5000, 400)
+    assert limits.mismatch() is not None and "rate_limit_per_minute = 400" in limits.mismatch()
+    # A reset an hour away proves an hourly window; a new limit is learned afresh.
+    s = observe_server_headers(s, T0 + 140, limit=2000, reset_seconds=1800)
+    assert effective_limits(s, T0 + 140, configured).account_window == "hour"
+    s = observe_server_headers(s, T0 + 150, limit=3000, reset_seconds=30)
+    assert effective_limits(s, T0 + 150, configured).account_window == "unknown"
+
+
+def test_the_reserve_is_computed_from_the_effective_limit() -> None:
+    configured = BudgetLimits(per_hour=5000, per_minute=5000)
+    s = observe_server_headers(BudgetState(), T0, limit=10, reset_seconds=3000)
+    assert records_reserve(effective_limits(s, T0, configured).limits, 0.2) == 2
+    t = T0
+    for _ in range(8):
+        ok, s, _ = try_acquire(s, t, configured, "event", 0.2)
+        assert ok
+        t += 1
+    # Events stop at 8 of the account's 10 (not at 4,000 of the configured 5,000) ...
+    assert not try_acquire(s, t, configured, "event", 0.2).granted
+    assert available(s, t, configured, "record", 0.2) == 2
+    # ... and the server's own count keeps the same reserve.
+    s2 = observe_server_headers(BudgetState(), T0, limit=1000, remaining=150, reset_seconds=3000)
+    assert available(s2, T0, configured, "event", 0.2) == 0
+    assert available(s2, T0, configured, "record", 0.2) == 150
+
+
+@given(
+    st.integers(1, 50), st.integers(1, 50), st.integers(1, 3000), st.integers(0, 3000),
+    st.floats(61, 3600),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_pending_event_waits_at_most_until_the_next_window(
+    configured_hour: int, configured_minute: int, account: int, remaining: int, reset: float
+) -> None:
+    """Whatever configuration and account say, an event is granted once a window frees."""
+    configured = BudgetLimits(per_hour=configured_hour, per_minute=configured_minute)
+    s = observe_server_headers(
+        BudgetState(), T0, limit=account, remaining=remaining, reset_seconds=reset
+    )
+    t = T0
+    granted = 0
+    for _ in range(200):
+        ok, s, wait = try_acquire(s, t, configured, "event", 0.2)
+        if ok:
+            granted += 1
+            continue
+        # Denied: the wait never reaches past the hour that frees the oldest call.
+        assert 0 < wait <= HOUR
+        t += wait
+    limits = effective_limits(s, t, configured).limits
+    if limits.per_hour - records_reserve(limits, 0.2) >= 1:
+        assert granted > 0
 
 
 def test_throttle_blocks_until_retry_after() -> None:
@@ -255,11 +354,21 @@ def test_throttle_blocks_until_retry_after() -> None:
     assert not ok and wait == 20.0
     assert available(s, T0 + 10, limits) == 0
     # A shorter throttle does not shorten the block.
-    assert observe_throttle(s, T0 + 10, 1.0) == s
+    assert observe_throttle(s, T0 + 10, 1.0).blocked_until == s.blocked_until
     ok, s, _ = try_acquire(s, T0 + 30, limits)
     assert ok and s.blocked_until is None
+    s = observe_server_headers(s, T0 + 30, ticket=s.issued, remaining=5)  # calls left again
+    # A 429 that says nothing of when: a minute, doubling with each 429 in a row ...
     s = observe_throttle(s, T0 + 31, None)
-    assert s.blocked_until == T0 + 91
+    assert s.blocked_until == T0 + 31 + 60 and s.throttle_streak == 1
+    s = observe_throttle(s, T0 + 91, None)
+    assert s.blocked_until == T0 + 91 + 120 and s.throttle_streak == 2
+    for _ in range(10):
+        s = observe_throttle(s, T0 + 300, None)
+    assert s.blocked_until == T0 + 300 + 900  # ... at most 15 minutes
+    # ... until an answer says calls are left again.
+    s = observe_server_headers(s, T0 + 1300, remaining=10)
+    assert s.throttle_streak == 0
 
 
 def test_clock_going_backwards_waits_for_the_last_grant() -> None:
@@ -280,13 +389,21 @@ def test_old_entries_are_pruned_on_grant() -> None:
 
 
 def test_json_roundtrip_and_validation() -> None:
-    s = BudgetState(grants=(T0, T0 + 0.1), external=(T0 + 5,), blocked_until=T0 + 9,
-                    last_grant_at=T0 + 0.1)
+    s = observe_server_headers(BudgetState(), T0, limit=1000, remaining=40, reset_seconds=600)
+    _, s, _ = try_acquire(s, T0 + 1, BudgetLimits())
+    s = observe_throttle(s, T0 + 2, 30.0, ticket=s.issued)
+    assert s.server is not None and s.account is not None and s.blocked_until == T0 + 32
     assert BudgetState.from_json(s.to_json()) == s
     assert BudgetState.from_json(s.to_json().encode()) == s
     assert BudgetState.from_json("{}") == BudgetState()
-    for bad in ("[]", "nope", '{"v": 2}', '{"grants": [true]}', '{"grants": "x"}',
-                '{"blocked_until": "soon"}'):
+    # The first format (with estimates of others' calls) still reads.
+    old = '{"v": 1, "grants": [5], "external": [9], "blocked_until": null, "last_grant_at": 5}'
+    assert BudgetState.from_json(old) == BudgetState(grants=(5.0,), last_grant_at=5.0)
+    for bad in ("[]", "nope", '{"v": 3}', '{"grants": [true]}', '{"grants": "x"}',
+                '{"blocked_until": "soon"}', '{"issued": -1}',
+                '{"account": {"limit": 0, "window": "hour", "seen_at": 1}}',
+                '{"account": {"limit": 5, "window": "day", "seen_at": 1}}',
+                '{"server": {"remaining": 1}}'):
         with pytest.raises(ValueError):
             BudgetState.from_json(bad)
     # unsorted input is put in order

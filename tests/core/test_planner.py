@@ -370,3 +370,100 @@ def test_the_settings_example_in_the_docs_is_valid() -> None:
     for block in blocks:
         mapping = tomllib.loads(block)["destinations"]["acme"]["mapping"]
         DestinationSettings.build("suite", False, mapping)
+
+
+# -- sales activity dates --------------------------------------------------------------------
+
+_MEETING = {"action": "sales_activity", "activity_type": "Meeting"}
+_AT = "2024-05-01T12:00:00.000Z"
+
+
+def _activity(properties: dict[str, Any], timestamp: str | None = _AT, **rule: Any) -> Any:
+    dest = DestinationSettings.build("suite", False, {"track_events": {"Demo Booked": {**_MEETING, **rule}}})
+    event: dict[str, Any] = {"type": "track", "userId": "u1", "event": "Demo Booked",
+                             "messageId": "m1", "properties": properties}
+    if timestamp is not None:
+        event["timestamp"] = timestamp
+    known = IdentityState(user_id="u1", record_type="contact", record_id=9)
+    return plan(event, dest, default_schema(), known)
+
+
+def _dates(result: Any) -> tuple[str, str]:
+    assert result.status == "planned", result.reason
+    [op] = [op for op in result.operations if op.kind == "create_sales_activity"]
+    return op.fields["start_date"], op.fields["end_date"]
+
+
+def test_activity_dates_default_to_the_event_time() -> None:
+    result = _activity({"startDate": "2030-01-01T09:00:00Z"})
+    assert _dates(result) == (_AT, _AT)
+    assert not [e for e in result.explanation if e.source == "properties.startDate"]
+
+
+def test_activity_dates_come_from_the_named_properties() -> None:
+    result = _activity(
+        {"startDate": "2024-06-03T09:00:00+02:00", "endDate": "2024-06-03T10:30:00+02:00"},
+        start_date_property="properties.startDate", end_date_property="properties.endDate",
+    )
+    assert _dates(result) == ("2024-06-03T07:00:00.000Z", "2024-06-03T08:30:00.000Z")
+    start = _entry(result, "properties.startDate")
+    assert (start.outcome, start.target) == ("mapped", "sales_activity.start_date")
+    end = _entry(result, "properties.endDate")
+    assert (end.outcome, end.target) == ("mapped", "sales_activity.end_date")
+
+
+def test_activity_end_defaults_to_its_start_and_bare_or_nested_names_work() -> None:
+    result = _activity({"meeting": {"start": "2024-06-03"}}, start_date_property="meeting.start")
+    assert _dates(result) == ("2024-06-03T00:00:00.000Z", "2024-06-03T00:00:00.000Z")
+    # No event time is needed once the start comes from the event's properties.
+    untimed = _activity({"startDate": "2024-06-03T09:00:00Z"}, timestamp=None,
+                        start_date_property="properties.startDate")
+    assert _dates(untimed) == ("2024-06-03T09:00:00.000Z", "2024-06-03T09:00:00.000Z")
+
+
+@pytest.mark.parametrize("value", ["next tuesday", "2024-13-45", 1717405200, True, {"at": "x"}, "9" * 80])
+def test_an_unparseable_start_is_explained_and_falls_back_to_the_event_time(value: Any) -> None:
+    result = _activity({"startDate": value}, start_date_property="properties.startDate")
+    assert _dates(result) == (_AT, _AT)
+    entry = _entry(result, "properties.startDate")
+    assert entry.outcome == "dropped" and entry.target == "sales_activity.start_date"
+    assert "is not a date" in entry.reason and "the event's time" in entry.reason
+    assert len(entry.reason) < 200
+
+
+def test_an_unparseable_end_is_explained_and_ends_at_the_start() -> None:
+    result = _activity({"startDate": "2024-06-03T09:00:00Z", "endDate": "soon"},
+                       start_date_property="properties.startDate", end_date_property="properties.endDate")
+    assert _dates(result) == ("2024-06-03T09:00:00.000Z", "2024-06-03T09:00:00.000Z")
+    entry = _entry(result, "properties.endDate")
+    assert entry.outcome == "dropped" and '"soon" is not a date' in entry.reason
+    assert _entry(result, "properties.startDate").outcome == "mapped"
+
+
+def test_an_end_before_the_start_is_explained_and_not_sent() -> None:
+    result = _activity({"startDate": "2024-06-03T09:00:00Z", "endDate": "2024-06-03T08:00:00Z"},
+                       start_date_property="properties.startDate", end_date_property="properties.endDate")
+    assert _dates(result) == ("2024-06-03T09:00:00.000Z", "2024-06-03T09:00:00.000Z")
+    entry = _entry(result, "properties.endDate")
+    assert entry.outcome == "dropped" and entry.target == "sales_activity.end_date"
+    assert "before the activity's start" in entry.reason
+    # Only an end property: an end before the event's time falls back to the event's time.
+    only_end = _activity({"endDate": "2024-04-30T12:00:00Z"}, end_date_property="properties.endDate")
+    assert _dates(only_end) == (_AT, _AT)
+    assert "the event's time" in _entry(only_end, "properties.endDate").reason
+
+
+def test_an_absent_date_property_is_explained_and_falls_back() -> None:
+    result = _activity({"other": 1}, start_date_property="properties.startDate",
+                       end_date_property="properties.endDate")
+    assert _dates(result) == (_AT, _AT)
+    assert _entry(result, "properties.startDate").outcome == "info"
+    assert "not in the event" in _entry(result, "properties.endDate").reason
+    missing = _activity({"startDate": "soon"}, timestamp=None, start_date_property="properties.startDate")
+    assert missing.status == "discarded" and missing.reason_code == "missing_timestamp"
+
+
+@pytest.mark.parametrize("setting", ["", "properties", "properties.", "properties..x", "a..b"])
+def test_a_date_property_setting_must_name_a_property(setting: str) -> None:
+    with pytest.raises(MappingConfigError, match="start_date_property"):
+        DestinationSettings.build("suite", False, {"track_events": {"X": {**_MEETING, "start_date_property": setting}}})

@@ -551,19 +551,34 @@ ERROR_CASES: list[tuple[int, Any, type[FreshsalesError], tuple[str, ...], int | 
     (502, "<html>Bad gateway</html>", ServerError, ("<html>Bad gateway</html>",), None),
     (503, {"message": "Service Unavailable"}, ServerError, ("Service Unavailable",), None),
     (408, b"", ServerError, (), None),
+    # A 5xx is never a verdict, whatever its body says (reference §13.2).
+    (
+        500,
+        {"errors": {"code": 500, "message": ["Something went wrong. Please try again later."]}},
+        ServerError,
+        ("Something went wrong. Please try again later.",),
+        500,
+    ),
     (
         500,
         {"errors": {"code": 500, "message": ["Last name can't be blank"]}},
-        InvalidRequest,
+        ServerError,
         ("Last name can't be blank",),
         500,
     ),
     (
         500,
         {"errors": {"message": ["Invalid contact status provided."]}},
-        InvalidRequest,
+        ServerError,
         ("Invalid contact status provided.",),
         None,
+    ),
+    (
+        502,
+        {"errors": {"code": 422, "message": ["Email is invalid"]}},
+        ServerError,
+        ("Email is invalid",),
+        422,
     ),
     (
         503,

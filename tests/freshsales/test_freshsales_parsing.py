@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from freshsales_destination.core.retry import RetryPolicy, decide
 from freshsales_destination.freshsales.errors import (
     InvalidRequest,
     ServerError,
     Throttled,
     error_from_response,
-    is_validation_5xx,
     parse_error_body,
     redact,
 )
@@ -141,14 +141,77 @@ def test_parse_error_body_never_raises(content: bytes) -> None:
     parse_error_body(content)
 
 
-def test_is_validation_5xx() -> None:
-    shape = parse_error_body(b'{"errors":{"code":500,"message":["Last name can\'t be blank"]}}')
-    assert is_validation_5xx(500, shape)
-    assert is_validation_5xx(502, parse_error_body(b'{"errors":{"code":422,"message":["x"]}}'))
-    assert not is_validation_5xx(503, parse_error_body(b'{"errors":{"code":503,"message":["x"]}}'))
-    assert not is_validation_5xx(500, parse_error_body(b'{"error_code":500}'))
-    assert not is_validation_5xx(500, parse_error_body(b'{"message":"oops"}'))
-    assert not is_validation_5xx(400, shape)
+SOMETHING_WENT_WRONG = (
+    b'{"errors":{"code":500,"message":["Something went wrong. Please try again later."]}}'
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        SOMETHING_WENT_WRONG,
+        b'{"errors":{"code":500,"message":["Last name can\'t be blank"]}}',
+        b'{"errors":{"code":422,"message":["Email is invalid"]}}',
+        b'{"errors":{"message":"Invalid contact status provided."}}',
+        b'{"error_code":500}',
+        b'{"message":"oops"}',
+        b"<html>Bad gateway</html>",
+        b"",
+    ],
+)
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504, 507, 599])
+def test_408_and_every_5xx_are_retryable_whatever_the_body(status: int, body: bytes) -> None:
+    err = error_from_response(status, body, RateLimitInfo(observed_at=NOW))
+    assert isinstance(err, ServerError)
+    assert err.kind == "retryable" and err.retryable
+
+
+@pytest.mark.parametrize("body", [SOMETHING_WENT_WRONG, b'{"error_code":429}', b""])
+def test_429_is_throttled_whatever_the_body(body: bytes) -> None:
+    err = error_from_response(429, body, RateLimitInfo(observed_at=NOW))
+    assert isinstance(err, Throttled)
+    assert err.kind == "throttled" and err.retryable
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_4xx_validation_answers_are_permanent(status: int) -> None:
+    body = b'{"errors":{"code":%d,"message":["Name has already been taken"]}}' % status
+    err = error_from_response(status, body, RateLimitInfo(observed_at=NOW))
+    assert isinstance(err, InvalidRequest)
+    assert err.kind == "permanent" and not err.retryable
+    assert err.messages == ("Name has already been taken",)
+
+
+def test_the_transient_500_keeps_freshsales_words_for_the_user() -> None:
+    err = error_from_response(500, SOMETHING_WENT_WRONG, RateLimitInfo(observed_at=NOW),
+                              method="POST", path="/api/contacts/upsert")
+    assert err is not None
+    assert err.freshsales_message == "Something went wrong. Please try again later."
+    assert str(err) == (
+        "Freshsales answered 500 to POST /api/contacts/upsert: "
+        "Something went wrong. Please try again later."
+    )
+    assert err.to_dict()["kind"] == "retryable"
+
+
+def test_the_transient_500_is_retried_within_the_window_then_dead_with_its_words() -> None:
+    policy = RetryPolicy()
+    err = error_from_response(500, SOMETHING_WENT_WRONG, RateLimitInfo(observed_at=NOW))
+    assert err is not None
+    first = decide(policy, attempts=0, first_failure_at=None, now=NOW, error_kind=err.kind,
+                   retry_after=err.retry_after, rand=0.0, last_error=str(err))
+    assert first.action == "retry" and first.attempts_after == 1
+    late = decide(policy, attempts=20, first_failure_at=NOW, now=NOW + 4 * 3600 - 60,
+                  error_kind=err.kind, rand=0.0, last_error=str(err))
+    assert late.action == "dead"
+    assert "Something went wrong. Please try again later." in late.reason
+
+
+def test_error_kind_has_one_definition() -> None:
+    from freshsales_destination.core import retry
+    from freshsales_destination.freshsales import errors
+
+    assert errors.ErrorKind is retry.ErrorKind
 
 
 def test_error_from_response_success_is_none() -> None:
@@ -167,7 +230,7 @@ def test_error_from_response_classes_and_redaction() -> None:
         path="/api/contacts/SECRETKEY",
         secrets=["SECRETKEY"],
     )
-    assert isinstance(err, InvalidRequest)
+    assert isinstance(err, ServerError)
     assert "SECRETKEY" not in str(err) and "SECRETKEY" not in repr(err)
     assert err.path == "/api/contacts/[redacted]"
     throttled = error_from_response(429, b"", rate)

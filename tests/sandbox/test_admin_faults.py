@@ -106,3 +106,30 @@ def test_reset(api: Api) -> None:
     api.post("/_sandbox/reset")
     assert api.state.api_call_count() == 0
     assert api.post("/_sandbox/reset", {"keep_log": "yes"}).status_code == 400
+
+
+SOMETHING_WENT_WRONG = ["Something went wrong. Please try again later."]
+
+
+def test_error_body_switch_gives_freshsales_transient_500_shape(make_api: MakeApi) -> None:
+    api = make_api(error_rate=1.0, error_statuses=(500,), error_body="errors.message", fault_seed=3)
+    answers = [api.get("/selector/owners") for _ in range(8)]
+    assert {a.status_code for a in answers} == {500}
+    assert all(a.json() == {"errors": {"code": 500, "message": SOMETHING_WENT_WRONG}} for a in answers)
+    assert {r.outcome for r in api.state.requests if not r.admin} == {"fault_error"}
+    faults = api.get("/_sandbox/faults").json()["faults"]
+    assert faults["error_body"] == "errors.message" and faults["error_statuses"] == [500]
+    options = api.get("/_sandbox/state").json()["options"]
+    assert options["error_body"] == "errors.message" and options["error_statuses"] == [500]
+    # Switched at run time through the admin route.
+    api.post("/_sandbox/faults", {"error_body": "error_code", "error_statuses": [503]})
+    assert api.get("/selector/owners").json() == {"error_code": 503}
+    assert api.post("/_sandbox/faults", {"error_body": "html"}).status_code == 400
+    assert api.get("/_sandbox/faults").json()["faults"]["error_body"] == "error_code"
+
+
+def test_error_body_mixed_by_default_gives_both_shapes(make_api: MakeApi) -> None:
+    api = make_api(error_rate=1.0, fault_seed=7)
+    assert api.get("/_sandbox/faults").json()["faults"]["error_body"] == "mixed"
+    bodies = [api.get("/selector/owners").json() for _ in range(40)]
+    assert any("errors" in b for b in bodies) and any("error_code" in b for b in bodies)

@@ -79,3 +79,24 @@ def test_forget_erases_tracked_data(api: Api) -> None:
     (contact,) = api.state.records["contacts"].values()
     assert api.delete(f"/contacts/{contact['id']}/forget").status_code == 200
     assert api.state.tracking == []
+
+
+@pytest.mark.parametrize("prefix, product", [("/crm/sales", "suite"), ("", "classic")])
+def test_tracking_api_absent_answers_404_and_applies_nothing(make_api, prefix: str, product: str) -> None:
+    api = make_api(product=product, tracking_api="absent")
+    for action, body in (("events", {"event": {"name": "e"}}), ("page_views", {"page_view": {"url": "/p"}}),
+                         ("visitors", {"visitor": {"first_name": "V"}})):
+        response = _track(api, action, {"identifier": "a@x.io", **body}, prefix=prefix)
+        assert response.status_code == 404 and response.json() == {"error_code": 404}
+    assert api.state.tracking == [] and not api.state.records["contacts"]
+    log = api.get("/_sandbox/requests").json()
+    assert [r["kind"] for r in log["requests"] if not r["admin"]] == ["track"] * 3
+    assert api.get("/contacts/filters").status_code == 200  # the REST API is still there
+
+
+def test_tracking_api_html_answers_a_web_page(make_api) -> None:
+    api = make_api(tracking_api="html")
+    response = _track(api, "events", {"identifier": "a@x.io", "event": {"name": "e"}})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert response.text.lstrip().startswith("<!DOCTYPE html>")
+    assert api.state.tracking == []

@@ -16,6 +16,8 @@ Example (TOML)::
     [destinations.acme.mapping.track_events."Demo Requested"]
     action = "sales_activity"
     activity_type = "Meeting"
+    start_date_property = "properties.startDate"   # default: the event's time
+    end_date_property = "properties.endDate"       # default: the activity's start
 
     [destinations.acme.mapping.track_events."Signed Up"]
     action = "lifecycle_stage"
@@ -27,7 +29,8 @@ Example (TOML)::
     [destinations.acme.mapping.page_default]
     action = "note"
 
-Actions: ``auto`` (tracking API when the destination has an app token; otherwise a note for track
+Actions: ``auto`` (the way the destination's ``events_via`` says, ``core/events_via.py``: the
+tracking API where the account has it, else a note; without an app token a note for track
 events and a drop for pages), ``track_api``, ``note``, ``sales_activity``, ``lifecycle_stage``,
 ``deal`` and ``drop``. Templates (``title``, ``name``) accept ``{event}``, ``{name}``,
 ``{userId}``, ``{messageId}`` and ``{properties.KEY}``, with ``|`` between fallbacks.
@@ -42,6 +45,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from freshsales_destination.core.events_via import EVENTS_VIA, EventsVia, TrackingApi
 from freshsales_destination.core.schema import MappingConfigError
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -89,16 +93,36 @@ class NoteRule(_Rule):
         return _check_template(value)
 
 
+def property_path(value: str) -> str:
+    """The path inside ``properties`` a setting names: ``properties.startDate`` (or the bare
+    ``startDate``) -> ``startDate``; ``properties.meeting.start`` -> ``meeting.start``."""
+    path = value.strip()
+    if path.startswith("properties."):
+        path = path[len("properties.") :]
+    if not path or path == "properties" or any(not part for part in path.split(".")):
+        raise ValueError(f"{value!r} is not a property path: use properties.KEY")
+    return f"properties.{path}"
+
+
 class SalesActivityRule(_Rule):
     action: Literal["sales_activity"]
     activity_type: str = Field(min_length=1)
     title: str | None = None
     owner_email: str | None = None
+    # Where the activity's start and end come from (``properties.startDate``); by default, and
+    # whenever the property is absent or not a date, the event's time (see the planner).
+    start_date_property: str | None = None
+    end_date_property: str | None = None
 
     @field_validator("title")
     @classmethod
     def _template(cls, value: str | None) -> str | None:
         return _check_template(value)
+
+    @field_validator("start_date_property", "end_date_property")
+    @classmethod
+    def _property(cls, value: str | None) -> str | None:
+        return None if value is None else property_path(value)
 
 
 class LifecycleStageRule(_Rule):
@@ -187,14 +211,35 @@ class DestinationSettings:
     product: Literal["suite", "classic"] = "suite"
     has_app_token: bool = False
     mapping: MappingSettings = MappingSettings()
+    # Where track and page events of rule `auto` go (core/events_via.py), the activity type
+    # for `events_via = "sales_activity"`, and what delivery learned about the tracking API
+    # (data passed in: the planner stays pure).
+    events_via: EventsVia = "auto"
+    events_activity_type: str | None = None
+    tracking_api: TrackingApi = "unknown"
 
     @classmethod
     def build(
-        cls, product: str, has_app_token: bool, mapping: Mapping[str, Any] | None
+        cls, product: str, has_app_token: bool, mapping: Mapping[str, Any] | None,
+        *, events_via: str = "auto", events_activity_type: str | None = None,
     ) -> DestinationSettings:
         """Validate a raw ``mapping`` table; errors become :class:`MappingConfigError`."""
         if product not in ("suite", "classic"):
             raise MappingConfigError(f"product must be 'suite' or 'classic', not {product!r}")
+        if events_via not in EVENTS_VIA:
+            raise MappingConfigError(
+                f"events_via must be one of {', '.join(EVENTS_VIA)}, not {events_via!r}",
+                kind="events_via",
+            )
+        if events_via == "sales_activity" and not events_activity_type:
+            raise MappingConfigError(
+                'events_via = "sales_activity" needs events_activity_type (a sales activity type '
+                "name or id)", kind="events_via",
+            )
+        if events_via == "tracking" and not has_app_token:
+            raise MappingConfigError(
+                'events_via = "tracking" needs an app_token', kind="app_token"
+            )
         try:
             parsed = MappingSettings.model_validate(dict(mapping or {}))
         except ValidationError as exc:
@@ -203,7 +248,13 @@ class DestinationSettings:
                 for e in exc.errors(include_input=False, include_url=False)
             )
             raise MappingConfigError(f"invalid mapping settings: {problems}", kind="mapping") from None
-        return cls(product=product, has_app_token=has_app_token, mapping=parsed)  # type: ignore[arg-type]
+        return cls(
+            product=product,  # type: ignore[arg-type]
+            has_app_token=has_app_token,
+            mapping=parsed,
+            events_via=events_via,
+            events_activity_type=events_activity_type,
+        )
 
 
 __all__ = [
@@ -219,5 +270,6 @@ __all__ = [
     "TrackApiRule",
     "find_rule",
     "normalise_event_name",
+    "property_path",
     "template_placeholders",
 ]

@@ -12,8 +12,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from freshsales_destination.core.events_via import EventsWay, events_way
 from freshsales_destination.core.explanation import ExplanationEntry, Outcome, Status
 from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.core.mapping_settings import (
@@ -30,6 +32,7 @@ from freshsales_destination.core.mapping_settings import (
 )
 from freshsales_destination.core.operations import Operation, ref
 from freshsales_destination.core.schema import FieldDef, FieldSchema, MappingConfigError
+from freshsales_destination.core.segment import format_time, parse_time
 from freshsales_destination.core.traits import (
     ACCOUNT_ALIASES,
     DEAL_ALIASES,
@@ -526,13 +529,23 @@ class _Builder:
         if ctx_traits:
             self._context_traits(ctx_traits, person)
         if isinstance(rule, AutoRule):
-            if self.settings.has_app_token:
-                rule = TrackApiRule(action="track_api")
-                self.note("event", "info", "the destination has an app_token: sent to the tracking API")
-            else:
-                rule = NoteRule(action="note")
-                self.note("event", "info", "no app_token: recorded as a note on the person")
+            key, rule = "events_via", self._events_rule("event", self._events_way())
         self._act(rule, key, name, f"{name}", props, person, page=None)
+
+    def _events_way(self) -> EventsWay:
+        s = self.settings
+        return events_way(s.events_via, s.has_app_token, s.tracking_api)
+
+    def _events_rule(self, source: str, way: EventsWay) -> Any:
+        """The rule standing for ``auto``: the way this destination's events go (events_via)."""
+        self.note(source, "info", f"events go by {way.describe()}")
+        if way.way == "tracking":
+            return TrackApiRule(action="track_api")
+        if way.way == "sales_activity":
+            return SalesActivityRule(
+                action="sales_activity", activity_type=self.settings.events_activity_type or ""
+            )
+        return NoteRule(action="note")
 
     def page(self, kind: str) -> None:
         props = self.obj("properties")
@@ -552,9 +565,9 @@ class _Builder:
         rules = self.settings.mapping.page_rules
         key, rule = self._pick(rules, self.settings.mapping.page_default, name or "", "page_rules", "page_default")
         if isinstance(rule, AutoRule):
-            if self.settings.has_app_token:
-                rule = TrackApiRule(action="track_api")
-                self.note(kind, "info", "the destination has an app_token: sent to the tracking API")
+            way = self._events_way()
+            if way.basis != "no app_token":
+                key, rule = "events_via", self._events_rule(kind, way)
             else:
                 raise _Stop(
                     "filtered",
@@ -652,6 +665,9 @@ class _Builder:
                 self.add("track_page_view", "page_view", fields={"identifier": identifier, "page_view": view})
             self.note("identifier", "used", f"the tracking API identifies the person by {'email' if person.email else 'userId'}")
             return
+        if page is not None:
+            # A page view written as a note or activity keeps its url and title.
+            props = _page_props(page, props)
         if isinstance(rule, NoteRule):
             title = self._render(rule.title, label, name, props) if rule.title else label
             self.ensure_person(person, "a note needs the person's id")
@@ -669,16 +685,16 @@ class _Builder:
                 self.note("properties", "mapped", "listed in the note", "note.description")
             return
         if isinstance(rule, SalesActivityRule):
-            type_id = self.schema.require("sales_activity_types", rule.activity_type, f"{where}.activity_type")
-            if self.timestamp is None:
-                raise _Stop("discarded", "missing_timestamp", "a sales activity needs the event's timestamp")
+            setting = "events_activity_type" if where == "events_via" else f"{where}.activity_type"
+            type_id = self.schema.require("sales_activity_types", rule.activity_type, setting)
+            start_date, end_date = self._activity_dates(rule, props)
             title = (self._render(rule.title, label, name, props) if rule.title else None) or label
             self.ensure_person(person, "a sales activity needs the person's id")
             fields: dict[str, Any] = {
                 "title": title,
                 "sales_activity_type_id": type_id,
-                "start_date": self.timestamp,
-                "end_date": self.timestamp,
+                "start_date": start_date,
+                "end_date": end_date,
                 "notes": _describe(title, props, None),
                 "targetable_type": _targetable(person.record_type),
                 "targetable_id": ref("person"),
@@ -712,6 +728,53 @@ class _Builder:
             self._deal_rule(rule, where, label, name, props, person)
             return
         raise AssertionError(f"unhandled rule {rule!r}")  # pragma: no cover
+
+    def _activity_dates(self, rule: SalesActivityRule, props: Mapping[str, Any]) -> tuple[str, str]:
+        """A sales activity's start and end: from the properties the rule names when they hold
+        dates, else the event's time for the start and the start for the end (an end before the
+        start is not sent either). Every choice is explained."""
+        start_at: datetime | None
+        start = self._property_date(rule.start_date_property, props, "start", "the activity starts at the event's time")
+        if start is not None:
+            start_text, start_at = start
+            self.note(str(rule.start_date_property), "mapped", "the activity's start", "sales_activity.start_date")
+        elif self.timestamp is None:
+            raise _Stop("discarded", "missing_timestamp", "a sales activity needs the event's timestamp")
+        else:
+            start_text, start_at = self.timestamp, parse_time(self.timestamp)
+        end = self._property_date(rule.end_date_property, props, "end", "the activity ends at its start")
+        if end is None:
+            return start_text, start_text
+        end_text, end_at = end
+        setting = str(rule.end_date_property)
+        if start_at is not None and end_at < start_at:
+            began = "from " + str(rule.start_date_property) if start is not None else "the event's time"
+            self.note(setting, "dropped", f"{end_text} is before the activity's start {start_text} "
+                      f"({began}): the activity ends at its start", "sales_activity.end_date")
+            return start_text, start_text
+        self.note(setting, "mapped", "the activity's end", "sales_activity.end_date")
+        return start_text, end_text
+
+    def _property_date(
+        self, setting: str | None, props: Mapping[str, Any], what: str, fallback: str
+    ) -> tuple[str, datetime] | None:
+        """The date in the property ``setting`` names (``properties.KEY``); None, explained,
+        when there is no such setting, no such property or no date in it."""
+        if setting is None:
+            return None
+        target = f"sales_activity.{what}_date"
+        found, value = _property_value(props, setting[len("properties.") :])
+        if not found or value is None or value == "":
+            self.note(setting, "info", f"not in the event: {fallback}", target)
+            return None
+        when = parse_time(value)
+        if when is None:
+            shown = json.dumps(value, ensure_ascii=False, default=str)
+            shown = shown if len(shown) <= 60 else shown[:59] + "…"
+            self.note(setting, "dropped", f"{shown} is not a date (ISO 8601 expected, such as "
+                      f"2024-05-01T10:00:00Z): {fallback}", target)
+            return None
+        return format_time(when), when
 
     def _deal_rule(self, rule: DealRule, where: str, label: str, name: str | None, props: Mapping[str, Any], person: _Person) -> None:
         deal_name = self._render(rule.name, label, name, props)
@@ -857,6 +920,14 @@ class _Builder:
         self.note("userId", "used", "the person is forgotten (GDPR erase) in Freshsales")
 
 
+def _page_props(page: Mapping[str, Any], props: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(props)
+    for key in ("url", "title"):
+        if page.get(key) is not None:
+            out[key] = page[key]
+    return out
+
+
 def _describe(title: str, props: Mapping[str, Any], timestamp: str | None) -> str:
     lines = [title]
     if timestamp:
@@ -867,6 +938,18 @@ def _describe(title: str, props: Mapping[str, Any], timestamp: str | None) -> st
         lines.append(f"{k}: {text}")
     out = "\n".join(lines)
     return out if len(out) <= NOTE_LIMIT else out[: NOTE_LIMIT - 1] + "…"
+
+
+def _property_value(props: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    """``props[path]``, else the nested value along ``path``'s dots; (found, value)."""
+    if path in props:
+        return True, props[path]
+    node: Any = props
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
 
 
 def _message_id(event: Mapping[str, Any]) -> str:
@@ -965,6 +1048,8 @@ def check_settings(settings: DestinationSettings, schema: FieldSchema) -> list[s
         setting = mapping.group_id_field
         if schema.entity("sales_accounts").find((setting, camel_to_snake(setting)), setting) is None:
             warnings.append(f"mapping.group_id_field: no field named {setting} on sales_accounts; groupId is not stored")
+    if settings.events_via == "sales_activity":
+        schema.require("sales_activity_types", settings.events_activity_type or "", "events_activity_type")
     rules: list[tuple[str, Any]] = [(f"mapping.track_events[{k!r}]", r) for k, r in sorted(mapping.track_events.items())]
     rules.append(("mapping.track_default", mapping.track_default))
     rules += [(f"mapping.page_rules[{k!r}]", r) for k, r in sorted(mapping.page_rules.items())]

@@ -6,7 +6,7 @@ The delivery engine calls ``decide`` after a failed attempt and stores the resul
 Rules:
 
 - **permanent** errors go dead at once.
-- **retryable** errors (transport failures, 408, 5xx) count as a failed attempt and wait an
+- **retryable** errors (transport failures, 408 and every 5xx, whatever the body) count as a failed attempt and wait an
   exponential, jittered, capped delay: the ceiling after ``n`` failed attempts is
   ``min(cap, base * 2**(n-1))`` and the delay is drawn from
   ``[ceiling * (1 - jitter), ceiling]``. A server ``Retry-After`` is honoured up to the cap.
@@ -43,6 +43,9 @@ __all__ = [
     "decide",
 ]
 
+# The one definition of an error's kind: ``freshsales.errors`` gives every error class one, and
+# the worker passes it here. Status decides it (408 and 5xx retryable, 429 throttled, other
+# 4xx permanent), never the body.
 ErrorKind = Literal["retryable", "throttled", "permanent"]
 Action = Literal["retry", "dead"]
 

@@ -7,16 +7,21 @@ transaction per call, so workers in several processes never together exceed the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from freshsales_destination.core.budget import (
+    HOUR,
+    MINUTE,
     Acquisition,
     BudgetLimits,
     BudgetState,
+    EffectiveLimits,
     Priority,
     available,
+    effective_limits,
     observe_server_headers,
     observe_throttle,
     try_acquire,
@@ -27,6 +32,12 @@ from freshsales_destination.store.base import Store
 
 NAMESPACE = "budget"
 
+log = logging.getLogger(__name__)
+
+# Mismatches between configuration and account already logged by this process, by destination
+# (a process logs each once, however many engines and workers it builds).
+_TOLD: dict[tuple[str, str], str | None] = {}
+
 
 class BudgetExhausted(FreshsalesDestinationError):
     """The account's call budget is spent for now."""
@@ -36,13 +47,45 @@ class BudgetExhausted(FreshsalesDestinationError):
         self.wait_seconds = wait_seconds
 
 
-def _load(raw: bytes | None) -> BudgetState:
+def load_state(raw: bytes | None) -> BudgetState:
+    """A stored budget state; an unreadable one starts afresh (it is an estimate)."""
     if raw is None:
         return BudgetState()
     try:
         return BudgetState.from_json(raw)
     except (ValueError, TypeError):
         return BudgetState()
+
+
+def budget_summary(state: BudgetState, now: float, configured: BudgetLimits) -> dict[str, Any]:
+    """What ``status``, ``check`` and the admin API show of one account's budget."""
+    limits = effective_limits(state, now, configured)
+    used_hour = sum(1 for g in state.grants if g + HOUR > now)
+    used_minute = sum(1 for g in state.grants if g + MINUTE > now)
+    server = state.server
+    return {
+        "per_hour": limits.per_hour,
+        "per_hour_source": limits.hour_source,
+        "per_minute": limits.per_minute,
+        "per_minute_source": limits.minute_source,
+        "configured": {"per_hour": configured.per_hour, "per_minute": configured.per_minute},
+        "account": None if limits.account_limit is None else {
+            "limit": limits.account_limit,
+            "window": limits.account_window,
+            "seen_at": state.account.seen_at if state.account else None,
+        },
+        "used_this_hour": used_hour,
+        "used_this_minute": used_minute,
+        "left_this_hour": max(0, limits.per_hour - used_hour),
+        "left_this_minute": max(0, limits.per_minute - used_minute),
+        "account_remaining": None if server is None else {
+            "remaining": server.remaining, "observed_at": server.observed_at,
+            "reset_at": server.reset_at,
+        },
+        "blocked_until": state.blocked_until if (state.blocked_until or 0) > now else None,
+        "last_throttled_at": state.throttled_at,
+        "mismatch": limits.mismatch(),
+    }
 
 
 class StoreBudget:
@@ -58,6 +101,7 @@ class StoreBudget:
         reserve_fraction: float = 0.2,
         max_inline_wait: float = 2.0,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        destination: str | None = None,
     ) -> None:
         self.store = store
         self.account = account
@@ -68,29 +112,41 @@ class StoreBudget:
         self.max_inline_wait = max_inline_wait
         # Short waits happen inline; they must pass on the same clock as `now` (tests).
         self.sleep = sleep
+        self.destination = destination or account
         self._wait_hint = 0.0
         self.granted = 0
+
+    def state(self) -> BudgetState:
+        return load_state(self.store.kv_get(NAMESPACE, self.account))
+
+    def effective(self) -> EffectiveLimits:
+        """The limits spent by now: the lower of the configuration's and the account's."""
+        return effective_limits(self.state(), self.now(), self.limits)
+
+    def summary(self) -> dict[str, Any]:
+        return budget_summary(self.state(), self.now(), self.limits)
 
     def _try(self, priority: Priority) -> Acquisition:
         now = self.now()
 
         def update(raw: bytes | None) -> tuple[Acquisition, bytes]:
             result = try_acquire(
-                _load(raw), now, self.limits, priority,
+                load_state(raw), now, self.limits, priority,
                 reserve_fraction_for_records=self.reserve_fraction,
             )
             return result, result.state.to_json().encode()
 
         return self.store.kv_update(NAMESPACE, self.account, update, now=now)
 
-    async def acquire(self, priority: str) -> None:
+    async def acquire(self, priority: str) -> int:
+        """Take one call's worth of budget; the ticket returned goes back with `observe`."""
         wanted: Priority = "record" if priority == "record" else "event"
         while True:
             result = await asyncio.to_thread(self._try, wanted)
             if result.granted:
                 self._wait_hint = 0.0
                 self.granted += 1
-                return
+                return result.state.issued
             if result.wait_seconds > self.max_inline_wait:
                 self._wait_hint = result.wait_seconds
                 raise BudgetExhausted(result.wait_seconds)
@@ -103,48 +159,55 @@ class StoreBudget:
         """True when events may no longer spend the hour: records then go first."""
         if not self.records_first:
             return False
-        raw = self.store.kv_get(NAMESPACE, self.account)
         return (
             available(
-                _load(raw), self.now(), self.limits, "event",
+                self.state(), self.now(), self.limits, "event",
                 reserve_fraction_for_records=self.reserve_fraction,
             )
             <= 0
         )
 
-    def observe(self, outcome: Any) -> None:
-        """Correct the budget from what Freshsales said (a Reply or a FreshsalesError)."""
+    def observe(self, outcome: Any, ticket: int | None = None) -> None:
+        """Learn from what Freshsales said (a Reply or a FreshsalesError) to call `ticket`."""
         now = self.now()
         rate = getattr(outcome, "rate", None)
         if isinstance(outcome, Throttled):
             retry_after = outcome.retry_after
 
-            def throttle(raw: bytes | None) -> tuple[None, bytes]:
-                state = observe_throttle(_load(raw), now, retry_after)
-                return None, state.to_json().encode()
+            def throttle(raw: bytes | None) -> tuple[BudgetState, bytes]:
+                state = load_state(raw)
+                if rate is not None:
+                    state = observe_server_headers(
+                        state, now, ticket=ticket, limit=rate.limit, reset_seconds=rate.reset_after
+                    )
+                state = observe_throttle(state, now, retry_after, ticket=ticket)
+                return state, state.to_json().encode()
 
-            self.store.kv_update(NAMESPACE, self.account, throttle, now=now)
+            state = self.store.kv_update(NAMESPACE, self.account, throttle, now=now)
+            log.warning(
+                "destination %s: Freshsales answered 429 (rate limit); no calls for %.0f s",
+                self.destination, max((state.blocked_until or now) - now, 0.0),
+            )
+            self._tell(state, now)
             return
         if isinstance(outcome, FreshsalesError) and rate is None:
             return
-        remaining = getattr(rate, "remaining", None)
-        if remaining is None:
+        if rate is None or (rate.limit is None and rate.remaining is None):
             return
-        reset = getattr(rate, "reset_after", None)
-        hour_only = BudgetLimits(per_hour=self.limits.per_hour, per_minute=self.limits.per_hour)
 
-        def correct(raw: bytes | None) -> tuple[None, bytes]:
-            state = _load(raw)
-            # The server may report the tighter of its hour and minute windows (the sandbox
-            # does). Only calls our own state cannot explain were made by someone else: taking
-            # a spent minute for a spent hour stalled delivery for an hour.
-            hour_left = available(state, now, hour_only, "record", reserve_fraction_for_records=0)
-            both_left = available(state, now, self.limits, "record", reserve_fraction_for_records=0)
-            unexplained = both_left - remaining
-            if unexplained > 0:
-                state = observe_server_headers(
-                    state, now, self.limits, hour_left - unexplained, reset
-                )
-            return None, state.to_json().encode()
+        def learn(raw: bytes | None) -> tuple[BudgetState, bytes]:
+            state = observe_server_headers(
+                load_state(raw), now, ticket=ticket, limit=rate.limit,
+                remaining=rate.remaining, reset_seconds=rate.reset_after,
+            )
+            return state, state.to_json().encode()
 
-        self.store.kv_update(NAMESPACE, self.account, correct, now=now)
+        self._tell(self.store.kv_update(NAMESPACE, self.account, learn, now=now), now)
+
+    def _tell(self, state: BudgetState, now: float) -> None:
+        """Log a mismatch between configuration and account once (again when it changes)."""
+        mismatch = effective_limits(state, now, self.limits).mismatch()
+        key = (self.destination, self.account)
+        if mismatch is not None and mismatch != _TOLD.get(key):
+            log.warning("destination %s: %s", self.destination, mismatch)
+        _TOLD[key] = mismatch

@@ -60,6 +60,8 @@ class CheckResult:
     rate: RateLimitInfo | None = None
     learned: dict[str, dict[str, Any]] = field(default_factory=dict)
     delivery: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None
+    """The account's budget as delivery spends it (effective limits and their sources)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -84,6 +86,7 @@ class CheckResult:
                 "limit": rate.limit if rate else None,
                 "remaining": rate.remaining if rate else None,
             },
+            "budget": self.budget,
             "learned": self.learned,
             "delivery": self.delivery,
             "notes": self.notes,
@@ -146,11 +149,12 @@ async def check_destination(
     raw: dict[str, Any] = {"selectors": {}}
     try:
         for part in schema_parts(config.product):
-            if budget is not None:
-                await budget.acquire("record")
+            ticket = await budget.acquire("record") if budget is not None else None
             result.calls += 1
             try:
-                reply = await fetch_part(part, _observed(budget, part_request(client, part)))
+                reply = await fetch_part(
+                    part, _observed(budget, part_request(client, part), ticket)
+                )
             except FreshsalesError as exc:
                 if exc.rate is not None and exc.rate.present:
                     result.rate = exc.rate
@@ -171,6 +175,8 @@ async def check_destination(
             result.state, result.detail = "rate_limited", "no call made: the budget is spent"
     finally:
         await client.aclose()
+    if budget is not None:
+        result.budget = budget.summary()
     if result.state != "healthy":
         return result
     try:
@@ -185,15 +191,15 @@ async def check_destination(
     return result
 
 
-async def _observed(budget: StoreBudget | None, call: Any) -> Reply:
+async def _observed(budget: StoreBudget | None, call: Any, ticket: int | None) -> Reply:
     try:
         reply: Reply = await call
     except Exception as exc:
         if budget is not None:
-            budget.observe(exc)
+            budget.observe(exc, ticket)
         raise
     if budget is not None:
-        budget.observe(reply)
+        budget.observe(reply, ticket)
     return reply
 
 
@@ -233,6 +239,15 @@ def render(results: list[CheckResult]) -> str:
             lines.append(f"  budget: {left} of {limit} calls left (X-RateLimit-Remaining/Limit)")
         else:
             lines.append("  budget: unknown (no rate-limit headers in the answers)")
+        if r.budget is not None:
+            b = r.budget
+            lines.append(
+                f"  limits delivery spends by: {b['per_hour']}/h ({b['per_hour_source']}), "
+                f"{b['per_minute']}/min ({b['per_minute_source']}); "
+                f"{b['used_this_hour']} used this hour"
+            )
+            if b.get("mismatch"):
+                lines.append(f"  note: {b['mismatch']}")
         lines.append(
             "  app token: " + ("configured" if r.app_token else "not configured (no tracking API)")
         )

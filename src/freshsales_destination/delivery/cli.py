@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from freshsales_destination.config import DestinationConfig, Settings, load_settings
-from freshsales_destination.core.budget import HOUR, MINUTE, BudgetState
+from freshsales_destination.core.budget import HOUR, MINUTE
+from freshsales_destination.delivery.events_route import EventsRoute
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.factory import open_store
@@ -93,17 +94,25 @@ def drop_dead(
 
 
 def status_command(config: ConfigOption) -> None:
-    """Print the queue and each destination's health, as JSON.
+    """Print the queue and each destination's state, as JSON.
 
     Top level: how many messages are in each state ("unsorted": acknowledged messages still
-    in the inbox, waiting to be sorted into the queue). "destinations": per destination, its
-    health (healthy, auth_failed, unreachable, misconfigured, rate_limited) and what to do,
-    when it last succeeded, its backlog, the budget used this hour and the time to drain.
+    in the inbox, waiting to be sorted into the queue). "events_via": per destination, which
+    way its track and page events go and whether that is configured or learned.
+    "destinations": per destination, its health (healthy, auth_failed, unreachable,
+    misconfigured, rate_limited) and what to do, when it last succeeded, its backlog, the
+    budget used this hour and the time to drain.
     """
     settings, store = _open(config)
     try:
         counts: dict[str, Any] = dict(store.count_by_status())
         counts["unsorted"] = store.inbox_count()[1]
+        counts["events_via"] = {
+            name: EventsRoute(
+                store, name, events_via=dest.events_via, has_app_token=dest.app_token is not None
+            ).describe(time.time())
+            for name, dest in sorted(settings.destinations.items())
+        }
         counts["destinations"] = destinations_status(store, settings, time.time())
         typer.echo(json.dumps(counts, sort_keys=True))
     finally:
@@ -116,42 +125,27 @@ def _iso(when: float | None) -> str | None:
     return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def budget_summary(store: Store, config: DestinationConfig, now: float) -> dict[str, Any]:
-    """The account's budget as delivery has spent it (the ``budget`` namespace of the store).
-
-    TODO(budget): the lead engineer's budget rework learns the account's limits from answer
-    headers; take ``per_hour``/``per_minute`` (and "used") from it here when it lands, and set
-    ``limits_from`` to say where they came from. Until then: the configured limits.
-    """
-    from freshsales_destination.delivery.budget import NAMESPACE as BUDGET_NAMESPACE
+def account_budget(store: Store, config: DestinationConfig, now: float) -> dict[str, Any]:
+    """The account's budget as delivery spends it (``StoreBudget.summary``: the effective
+    limits, the lower of the configured and the account's, and where each came from)."""
+    from freshsales_destination.delivery.budget import StoreBudget
     from freshsales_destination.delivery.engine import budget_account_key
 
-    per_hour, per_minute = config.rate_limit_per_hour, config.rate_limit_per_minute
-    raw = store.kv_get(BUDGET_NAMESPACE, budget_account_key(config))
-    try:
-        state = BudgetState.from_json(raw) if raw is not None else BudgetState()
-    except ValueError:
-        state = BudgetState()
-    used_hour = sum(1 for g in state.grants if g + HOUR > now) + sum(
-        1 for u in state.external if u > now
+    budget = StoreBudget(
+        store=store, account=budget_account_key(config), per_hour=config.rate_limit_per_hour,
+        per_minute=config.rate_limit_per_minute, now=lambda: now,
     )
-    used_minute = sum(1 for g in state.grants if g + MINUTE > now)
-    blocked = state.blocked_until if state.blocked_until and state.blocked_until > now else None
-    return {
-        "used_this_hour": used_hour,
-        "used_this_minute": used_minute,
-        "remaining_this_hour": max(0, per_hour - used_hour),
-        "per_hour": per_hour,
-        "per_minute": per_minute,
-        "limits_from": "configuration",
-        "blocked_until": _iso(blocked),
-    }
+    summary = budget.summary()
+    for key in ("blocked_until", "last_throttled_at"):
+        if isinstance(summary.get(key), int | float):
+            summary[key] = _iso(summary[key])
+    return summary
 
 
 def drain_seconds(backlog: int, budget: dict[str, Any]) -> float:
     """Rough time to deliver `backlog` messages at one call each: what is left of this hour
     at the minute's pace, the rest at the hourly limit."""
-    now_part = min(backlog, int(budget["remaining_this_hour"]))
+    now_part = min(backlog, int(budget["left_this_hour"]))
     later = backlog - now_part
     return now_part / int(budget["per_minute"]) * MINUTE + later / int(budget["per_hour"]) * HOUR
 
@@ -164,7 +158,7 @@ def destinations_status(store: Store, settings: Settings, now: float) -> dict[st
     out: dict[str, Any] = {}
     for name, config in sorted(settings.destinations.items()):
         health = read_health(store, name)
-        budget = budget_summary(store, config, now)
+        budget = account_budget(store, config, now)
         account = budget_account_key(config)
         # Destinations on one account share its budget: the account's backlog drains first.
         shared = sum(

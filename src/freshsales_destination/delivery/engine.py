@@ -67,6 +67,7 @@ def build_runtime(
         now=now,
         records_first=delivery.records_first,
         sleep=sleep or asyncio.sleep,
+        destination=name,
     )
     memory = DeliveryMemory(store, name)
     # Every call's outcome also tells the destination's health (delivery/health.py).
@@ -81,7 +82,8 @@ def build_runtime(
         now=now,
     )
     mapping = DestinationSettings.build(
-        config.product, config.app_token is not None, config.mapping
+        config.product, config.app_token is not None, config.mapping,
+        events_via=config.events_via, events_activity_type=config.events_activity_type,
     )
     policy = RetryPolicy(
         base_seconds=delivery.backoff_base_seconds,

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from freshsales_destination.core.operations import Operation, is_ref
+from freshsales_destination.delivery.events_route import TrackingApiAbsent, absent_evidence
 from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
-from freshsales_destination.freshsales.errors import NotFound
+from freshsales_destination.freshsales.errors import FreshsalesError, NotFound
 
 RECORD_KINDS = frozenset(
     {"upsert_contact", "upsert_lead", "upsert_sales_account", "link_sales_account",
@@ -32,10 +33,12 @@ RECORD_KINDS = frozenset(
 
 
 class Budget(Protocol):
-    async def acquire(self, priority: str) -> None:
-        """Wait for (or refuse, raising BudgetExhausted) one call's worth of budget."""
+    async def acquire(self, priority: str) -> int:
+        """Wait for (or refuse, raising BudgetExhausted) one call's worth of budget; the
+        call's ticket, which goes back to `observe` with its answer."""
+        ...
 
-    def observe(self, reply_or_error: Any) -> None: ...
+    def observe(self, reply_or_error: Any, ticket: int | None = None) -> None: ...
 
     def wait_hint(self) -> float:
         """Seconds until the budget has room again (0 when it has room now)."""
@@ -87,14 +90,14 @@ class Executor:
 
     async def _call(self, op: Operation, action: Callable[[], Awaitable[Reply]]) -> Reply:
         priority = "record" if op.kind in RECORD_KINDS else "event"
-        await self.budget.acquire(priority)
+        ticket = await self.budget.acquire(priority)
         self.counter.count(op.kind)
         try:
             reply = await action()
         except Exception as exc:
-            self.budget.observe(exc)
+            self.budget.observe(exc, ticket)
             raise
-        self.budget.observe(reply)
+        self.budget.observe(reply, ticket)
         return reply
 
     # -- reference resolution -----------------------------------------------------------------
@@ -359,19 +362,27 @@ class Executor:
 
     # -- events --------------------------------------------------------------------------------
 
+    async def _track(self, op: Operation, action: Callable[[], Awaitable[Reply]]) -> Any:
+        try:
+            reply = await self._call(op, action)
+        except FreshsalesError as exc:
+            evidence = absent_evidence(exc)
+            if evidence is not None:
+                raise TrackingApiAbsent(evidence) from None
+            raise
+        return reply.id
+
     async def _op_track_event(self, op: Operation, ctx: UnitContext) -> Any:
         identifier = str(self._resolve(op.fields.get("identifier"), ctx))
         event = dict(op.fields.get("event") or {})
         name = str(event.pop("name", "") or "event")
-        reply = await self._call(op, lambda: self.client.track_event(identifier, name, event))
-        return reply.id
+        return await self._track(op, lambda: self.client.track_event(identifier, name, event))
 
     async def _op_track_page_view(self, op: Operation, ctx: UnitContext) -> Any:
         identifier = str(self._resolve(op.fields.get("identifier"), ctx))
         page = dict(op.fields.get("page_view") or {})
         url = str(page.pop("url", "") or "")
-        reply = await self._call(op, lambda: self.client.track_page_view(identifier, url, page))
-        return reply.id
+        return await self._track(op, lambda: self.client.track_page_view(identifier, url, page))
 
     async def _op_create_note(self, op: Operation, ctx: UnitContext) -> Any:
         fields = self._resolve(op.fields, ctx)

@@ -347,14 +347,15 @@ class HealthObservingBudget:
         self.health = health
         self.schema = schema
 
-    async def acquire(self, priority: str) -> None:
+    async def acquire(self, priority: str) -> int:
         if not self.health.may_call():
             # Paused: the worker stops as when the budget is spent; nothing is failed.
             raise BudgetExhausted(max(self.health.wait_hint(), 1.0))
-        await self._budget.acquire(priority)
+        ticket: int = await self._budget.acquire(priority)
+        return ticket
 
-    def observe(self, outcome: Any) -> None:
-        self._budget.observe(outcome)
+    def observe(self, outcome: Any, ticket: int | None = None) -> None:
+        self._budget.observe(outcome, ticket)
         self.health.observe(outcome, schema=self.schema)
 
     def wait_hint(self) -> float:

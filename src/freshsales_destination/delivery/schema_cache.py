@@ -91,21 +91,23 @@ class SchemaCache:
         for part in schema_parts(self.product):
             if part in done:
                 continue
-            await self.budget.acquire("record")
-            reply = await fetch_part(part, self._observed(part_request(self.client, part)))
+            ticket = await self.budget.acquire("record")
+            reply = await fetch_part(
+                part, self._observed(part_request(self.client, part), ticket)
+            )
             if reply is not None:
                 add_part(raw, part, reply)
             self._save_progress(progress, part)
         self.store.kv_put(NAMESPACE, self._progress_key, b"{}", now=self.now())
         return raw
 
-    async def _observed(self, call: Awaitable[Reply]) -> Reply:
+    async def _observed(self, call: Awaitable[Reply], ticket: int) -> Reply:
         try:
             reply = await call
         except Exception as exc:
-            self.budget.observe(exc)  # a 429 here must pause the account like any other
+            self.budget.observe(exc, ticket)  # a 429 here must pause the account like any other
             raise
-        self.budget.observe(reply)
+        self.budget.observe(reply, ticket)
         return reply
 
     @property

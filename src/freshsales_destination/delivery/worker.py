@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from freshsales_destination.core.events_via import TrackingApi
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.operations import (
     PERSON_UPSERT_KINDS,
@@ -33,6 +34,12 @@ from freshsales_destination.core.planner import plan as plan_event
 from freshsales_destination.core.retry import RetryPolicy, decide
 from freshsales_destination.core.schema import FieldSchema, MappingConfigError
 from freshsales_destination.delivery.budget import BudgetExhausted
+from freshsales_destination.delivery.events_route import (
+    EVENT_TYPES,
+    EventsRoute,
+    TrackingApiAbsent,
+    has_tracking,
+)
 from freshsales_destination.delivery.executor import Executor, UnitContext, UnresolvedReference
 from freshsales_destination.delivery.health import DestinationHealth
 from freshsales_destination.delivery.memory import DeliveryMemory
@@ -55,6 +62,17 @@ class Unit:
     user_id: str | None = None  # the person of the lane, as the messages name them
     # For a merged unit: the messages' own units, run one by one if the merged write fails.
     parts: list[Unit] = field(default_factory=list)
+    # Planned while nothing was known about the tracking API: its answer teaches it.
+    probe: bool = False
+
+
+class _Hold(Exception):
+    """A message waits a little, through no fault of its own (its retry window is not spent)."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.seconds = seconds
 
 
 @dataclass
@@ -86,6 +104,7 @@ class DestinationWorker:
         records_first: Callable[[], bool] = lambda: False,
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        events: EventsRoute | None = None,
         health: DestinationHealth | None = None,
     ) -> None:
         self.name = name
@@ -105,6 +124,9 @@ class DestinationWorker:
         self.stats = DeliveryStats()
         self.config_error: str | None = None
         self.should_stop: Callable[[], bool] = lambda: False
+        self.events = events or EventsRoute(
+            store, name, events_via=settings.events_via, has_app_token=settings.has_app_token
+        )
 
     async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -152,7 +174,32 @@ class DestinationWorker:
         """Plan one message with the identity as it is now; None when it was finished here."""
         event = message.normalized()
         user = event.get("userId") if isinstance(event.get("userId"), str) else None
-        result = plan_event(event, self.settings, schema, self.memory.identity(user))
+        identity = self.memory.identity(user)
+        tracking: TrackingApi | None = None
+        probe = False
+        if message.type in EVENT_TYPES and self.settings.has_app_token:
+            # Plan with what is known; only a plan that calls the tracking API while nothing
+            # is known (or a re-check is due) takes the probe: one such event at a time.
+            tracking = await self._store(self.events.state, self.now())
+            result = plan_event(event, replace(self.settings, tracking_api=tracking), schema, identity)
+            if tracking == "unknown" and result.status == "planned" and has_tracking(result.operations):
+                claim = await self._store(self.events.claim_probe, self.now())
+                if claim == "wait":
+                    raise _Hold("waiting for the tracking API's first answer (another worker asked it)", 5.0)
+                probe = claim == "probe"
+                if claim == "absent":
+                    tracking = "absent"
+                    result = plan_event(event, replace(self.settings, tracking_api=tracking), schema, identity)
+        else:
+            result = plan_event(event, self.settings, schema, identity)
+        if tracking == "absent" and result.status == "planned" and has_tracking(result.operations):
+            raise MappingConfigError(
+                f"the tracking API is absent on this account ({self.events.evidence()}; "
+                "re-checked daily), and events_via = \"tracking\" (or a track_api rule) "
+                "insists on it: the events wait; set events_via = \"auto\" or \"note\" to "
+                "deliver them as notes",
+                kind="events_via",
+            )
         if result.status != "planned":
             self.stats.discarded += 1
             await self._store(
@@ -165,7 +212,7 @@ class DestinationWorker:
             for entry in result.explanation
             if entry.outcome == "dropped"
         ]
-        return Unit([message], stable_keys(message, result.operations), dropped, user)
+        return Unit([message], stable_keys(message, result.operations), dropped, user, probe=probe)
 
     async def _record_unit(
         self, messages: Sequence[StoredMessage], schema: FieldSchema
@@ -236,9 +283,14 @@ class DestinationWorker:
             except MappingConfigError as exc:
                 await self._park(claim, step or identifies[0], exc)
                 return True
+            except _Hold as hold:
+                await self._hold(claim, step or identifies[0], hold)
+                return True
             if unit is None:
                 continue
             outcome = await self._run_unit(claim, unit)
+            if outcome == "replan" and step is not None:
+                outcome = await self._replan(claim, step, schema)
             if outcome == "fell back" and unit.parts:
                 for part in unit.parts:
                     outcome = await self._run_unit(claim, part)
@@ -261,15 +313,53 @@ class DestinationWorker:
             last_error=f"configuration error: {exc.message}",
         )
 
+    async def _replan(self, claim: LaneClaim, message: StoredMessage, schema: FieldSchema) -> str:
+        """The tracking API turned out absent: plan the message again (the other way) and run
+        it in the same lane, so it is neither lost nor retried."""
+        try:
+            unit = await self._plan_one(message, schema)
+        except MappingConfigError as exc:
+            await self._park(claim, message, exc)
+            return "stop"
+        except _Hold as hold:
+            await self._hold(claim, message, hold)
+            return "stop"
+        if unit is None:
+            return "done"
+        outcome = await self._run_unit(claim, unit)
+        if outcome == "replan":
+            # Absent twice in a row (another process disagrees): hold it, with the reason.
+            await self._park(claim, message, MappingConfigError(
+                "the tracking API is absent on this account, and this event's plan needs it",
+                kind="events_via",
+            ))
+            return "stop"
+        return outcome
+
+    async def _hold(self, claim: LaneClaim, head: StoredMessage, hold: _Hold) -> None:
+        await self._store(
+            self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+            attempts=head.attempts, available_at=self.now() + hold.seconds,
+            first_failure_at=head.first_failure_at, last_error=hold.reason,
+        )
+
     async def _run_unit(self, claim: LaneClaim, unit: Unit) -> str:
         """Execute a unit: "done", "failed" (dead, lane goes on), "fell back" (a merged unit
-        failed for good: run its parts one by one), "stop" (retry later) or "budget"."""
+        failed for good: run its parts one by one), "stop" (retry later), "budget", or
+        "replan" (the tracking API turned out absent: plan the message again)."""
         ctx = UnitContext(user_id=unit.user_id)
         try:
             for op in unit.operations:
                 await self.executor.execute(op, ctx)
         except BudgetExhausted:
             return "budget"
+        except TrackingApiAbsent as exc:
+            await self._store(self.events.learn_absent, exc.evidence, self.now())
+            log.warning(
+                "destination %s: %s; events now go by %s", self.name, exc.message,
+                self.events.way(self.now()).describe(),
+            )
+            return "replan"
         except (UnresolvedReference, FreshsalesError) as exc:
             if self.health is not None and self.health.holds(exc):
                 # The destination's fault (a refused key, no connection): the messages stay
@@ -286,6 +376,10 @@ class DestinationWorker:
                 return "fell back"
             await self._fail(claim, unit, kind, text, retry_after)
             return "failed" if kind == "permanent" else "stop"
+        if unit.probe and has_tracking(unit.operations):
+            await self._store(
+                self.events.learn_present, "a 2xx answer on the tracking path", self.now()
+            )
         seqs = [m.seq for m in unit.messages]
         status = "delivered" if unit.operations else "skipped"
         notes = list(unit.notes)

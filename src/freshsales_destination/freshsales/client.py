@@ -312,7 +312,9 @@ class FreshsalesClient:
             try:
                 parsed = json.loads(response.content)
             except ValueError:
-                if not tracking:
+                # A tracking answer may be empty or plain; an HTML page there means the
+                # account has no tracking API (a web app answering the path; reference §13.3).
+                if not tracking or response.content.lstrip()[:1] == b"<":
                     safe = self._safe(path)
                     raise UnexpectedResponse(
                         f"Freshsales answered {response.status_code} to {method} {safe} "

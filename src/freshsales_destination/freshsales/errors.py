@@ -8,12 +8,12 @@ Hierarchy (``kind`` is the retry hint the delivery engine feeds to ``core.retry.
         │   ├── TransportFailure                no response at all (status is None)
         │   │   ├── RequestTimeout
         │   │   └── ConnectionFailed
-        │   └── ServerError                     408 or 5xx            (also a FreshsalesStatusError)
+        │   └── ServerError                     408 or any 5xx        (also a FreshsalesStatusError)
         ├── Throttled                           429, kind = "throttled" (a FreshsalesStatusError)
         └── PermanentError                      kind = "permanent"
             ├── InvalidArgument                 refused by the client before sending (status None)
             └── RequestRejected                 server said no        (also a FreshsalesStatusError)
-                ├── InvalidRequest              400, 422, or 5xx carrying a validation message
+                ├── InvalidRequest              400, 422
                 ├── AuthenticationFailed        401
                 ├── PermissionDenied            403
                 ├── NotFound                    404
@@ -21,6 +21,15 @@ Hierarchy (``kind`` is the retry hint the delivery engine feeds to ``core.retry.
 
 ``FreshsalesStatusError`` marks "the server answered with an error status", as opposed to
 ``TransportFailure`` ("the request never got an answer").
+
+The status decides the class, never the body: 408, 429 and every 5xx are temporary whatever
+the body says. Freshsales sends its transient "Something went wrong. Please try again later."
+in the ``{"errors": {"message": [...]}}`` shape it also uses for validation failures, and one
+Classic source shows validation failures with status 500 (reference §13.2), so a 5xx is never
+proof that retrying cannot help. A 5xx that really is a validation failure is retried until
+the retry window ends and then goes dead with Freshsales' message: a validation failure
+mistaken for a temporary one costs retries; the other mistake loses the event for good.
+Other error statuses (4xx validation answers above all) are permanent.
 
 No text in these errors may contain the API key or the app token: the client redacts every
 string it passes in (see ``redact``), and no error keeps the request or its headers.
@@ -30,8 +39,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
+from freshsales_destination.core.retry import ErrorKind
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.ratelimit_headers import RateLimitInfo
 
@@ -55,12 +65,9 @@ __all__ = [
     "TransportFailure",
     "UnexpectedResponse",
     "error_from_response",
-    "is_validation_5xx",
     "parse_error_body",
     "redact",
 ]
-
-ErrorKind = Literal["retryable", "throttled", "permanent"]
 
 _MAX_TEXT = 500
 _REDACTED = "[redacted]"
@@ -168,7 +175,7 @@ class ConnectionFailed(TransportFailure):
 
 
 class ServerError(RetryableError, FreshsalesStatusError):
-    """Freshsales answered with a temporary error status (408 or 5xx)."""
+    """Freshsales answered with a temporary error status (408 or any 5xx, whatever the body)."""
 
 
 class Throttled(FreshsalesStatusError):
@@ -234,7 +241,8 @@ class ParsedErrorBody:
         self.messages = messages
         self.error_code = error_code
         # True for ``{"errors": {"message": [...]}}`` with at least one message: the shape
-        # Freshsales uses for validation failures, sometimes with status 500.
+        # Freshsales uses for validation failures, and for its transient 500s too. It says
+        # how the body reads, never whether a retry can help (the status decides that).
         self.has_validation_shape = has_validation_shape
 
     def __repr__(self) -> str:
@@ -338,20 +346,6 @@ def parse_error_body(content: bytes | str) -> ParsedErrorBody:
     )
 
 
-def is_validation_5xx(status: int, parsed: ParsedErrorBody) -> bool:
-    """A 5xx that is really a validation failure, so retrying it cannot help (§8.1, §8.3).
-
-    Freshsales answers some validation failures with 500 and the usual
-    ``{"errors": {"code": 500, "message": [...]}}`` body. We treat a 5xx as permanent when it
-    carries that shape, unless the body's own code names a different 5xx (a gateway saying
-    ``503`` in that shape is still an outage).
-    """
-    if not 500 <= status <= 599 or not parsed.has_validation_shape:
-        return False
-    code = parsed.error_code
-    return code is None or code == 500 or 400 <= code <= 499
-
-
 _STATUS_CLASSES: Mapping[int, type[RequestRejected]] = {
     400: InvalidRequest,
     401: AuthenticationFailed,
@@ -391,7 +385,8 @@ def error_from_response(
         retry_after = rate.throttle_delay
         said = said or ": rate limit exceeded"
     elif status == 408 or 500 <= status <= 599:
-        cls = InvalidRequest if is_validation_5xx(status, parsed) else ServerError
+        # By status only: a 5xx in the validation shape is still temporary (see the module).
+        cls = ServerError
     else:
         cls = _STATUS_CLASSES.get(status, RequestRejected)
     text = f"Freshsales answered {status}{where}{said}"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
 from freshsales_destination.sandbox.errors import SandboxError
-from freshsales_destination.sandbox.options import SandboxOptions
+from freshsales_destination.sandbox.options import ErrorBody, SandboxOptions
 
 
 def sandbox_command(
@@ -33,6 +33,13 @@ def sandbox_command(
     slow_seconds: Annotated[float, typer.Option(help="Delay of a slow answer.")] = 30.0,
     drop_rate: Annotated[float, typer.Option(help="Probability of a dropped connection.")] = 0.0,
     fault_seed: Annotated[int | None, typer.Option(help="Seed for the fault dice.")] = None,
+    error_status: Annotated[list[int] | None, typer.Option(
+        help="Status of an injected 5xx (repeat for several; default 500, 502, 503).")] = None,
+    error_body: Annotated[str, typer.Option(
+        help="Body of an injected 5xx: errors.message (Freshsales' transient 'Something went wrong' "
+             "in its validation-error shape), error_code, or mixed (either, at random).")] = "mixed",
+    tracking_api: Annotated[str, typer.Option(
+        help="present, absent (404 on /track/*) or html (an HTML page on /track/*).")] = "present",
 ) -> None:
     """Serve a local emulator of the Freshsales API (in memory unless --data is given)."""
     import uvicorn
@@ -42,16 +49,26 @@ def sandbox_command(
 
     if product not in ("suite", "classic"):
         raise typer.BadParameter("product must be suite or classic", param_hint="--product")
+    if tracking_api not in ("present", "absent", "html"):
+        raise typer.BadParameter("must be present, absent or html", param_hint="--tracking-api")
     for name, value in (("--error-rate", error_rate), ("--slow-rate", slow_rate), ("--drop-rate", drop_rate)):
         if not 0 <= value <= 1:
             raise typer.BadParameter("must be between 0 and 1", param_hint=name)
+    if error_body not in get_args(ErrorBody):
+        raise typer.BadParameter(f"must be one of {', '.join(get_args(ErrorBody))}", param_hint="--error-body")
+    if error_status is not None and not all(500 <= code <= 599 for code in error_status):
+        raise typer.BadParameter("must be a 5xx status", param_hint="--error-status")
     options = SandboxOptions(
         host=host, port=port, api_key=api_key, app_token=app_token,
         product="classic" if product == "classic" else "suite", data_path=data, retry_after=retry_after,
         rate_limit_per_hour=rate_limit_per_hour, rate_limit_per_minute=rate_limit_per_minute, strict=strict,
         seed_path=seed, error_rate=error_rate, slow_rate=slow_rate, slow_seconds=slow_seconds,
         drop_rate=drop_rate, fault_seed=fault_seed,
+        tracking_api="absent" if tracking_api == "absent" else "html" if tracking_api == "html" else "present",
     )
+    options = options.with_changes(error_body=error_body)
+    if error_status:
+        options = options.with_changes(error_statuses=tuple(error_status))
     try:
         app = build_app(options)
     except SandboxError as exc:

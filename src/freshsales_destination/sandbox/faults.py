@@ -6,17 +6,21 @@ import fnmatch
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, get_args
 
 from freshsales_destination.sandbox.errors import validation_error
-
-if TYPE_CHECKING:
-    from freshsales_destination.sandbox.options import SandboxOptions
+from freshsales_destination.sandbox.options import ErrorBody, SandboxOptions
 
 FAULT_ERROR_BODIES: tuple[Any, ...] = (
     {"errors": {"code": 500, "message": ["Something went wrong. Please try again later."]}},
     {"error_code": 500},
 )
+
+# The shape of an injected 5xx's body (``ErrorBody``): ``errors.message`` is Freshsales'
+# transient ``{"errors": {"code": N, "message": ["Something went wrong. Please try again
+# later."]}}``, the same shape as its validation errors (reference §13.2); ``error_code`` is
+# ``{"error_code": N}``; ``mixed`` picks one of the two at random for each answer.
+ERROR_BODIES: tuple[str, ...] = get_args(ErrorBody)
 
 
 @dataclass
@@ -56,6 +60,7 @@ class FaultInjector:
     slow_seconds: float = 30.0
     error_statuses: tuple[int, ...] = (500, 502, 503)
     seed: int | None = None
+    error_body: ErrorBody = "mixed"
     scripts: list[Script] = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -63,13 +68,15 @@ class FaultInjector:
     def from_options(cls, options: SandboxOptions) -> FaultInjector:
         injector = cls(options.error_rate, options.slow_rate, options.drop_rate, options.slow_seconds,
                        seed=options.fault_seed)
+        injector.error_statuses = tuple(options.error_statuses)
+        injector.error_body = options.error_body
         injector.rng = random.Random(options.fault_seed)
         return injector
 
     def to_json(self) -> dict[str, Any]:
         return {"error_rate": self.error_rate, "slow_rate": self.slow_rate, "drop_rate": self.drop_rate,
                 "slow_seconds": self.slow_seconds, "error_statuses": list(self.error_statuses),
-                "seed": self.seed}
+                "seed": self.seed, "error_body": self.error_body}
 
     def configure(self, raw: Any) -> None:
         """Apply ``POST /_sandbox/faults``; unknown keys or bad values answer 400."""
@@ -90,6 +97,10 @@ class FaultInjector:
                 ):
                     raise validation_error("error_statuses must be a list of 5xx codes")
                 self.error_statuses = tuple(value)
+            elif key == "error_body":
+                if value not in ERROR_BODIES:
+                    raise validation_error(f"error_body must be one of {', '.join(ERROR_BODIES)}")
+                self.error_body = value
             elif key == "seed":
                 if value is not None and not isinstance(value, int):
                     raise validation_error("seed must be an integer or null")
@@ -110,7 +121,10 @@ class FaultInjector:
 
     def error_answer(self) -> tuple[int, Any]:
         status = self.rng.choice(self.error_statuses)
-        body = self.rng.choice(FAULT_ERROR_BODIES)
+        if self.error_body == "mixed":
+            body = self.rng.choice(FAULT_ERROR_BODIES)
+        else:
+            body = FAULT_ERROR_BODIES[0 if self.error_body == "errors.message" else 1]
         if "errors" in body:
             body = {"errors": {"code": status, "message": body["errors"]["message"]}}
         else:

@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 Product = Literal["suite", "classic"]
 ResetFormat = Literal["epoch", "delta", "dmyHis"]
+# The body of an injected 5xx (``error_rate``): see sandbox/faults.py.
+ErrorBody = Literal["mixed", "errors.message", "error_code"]
+TrackingApi = Literal["present", "absent", "html"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,10 @@ class SandboxOptions:
     drop_rate: float = 0.0
     slow_seconds: float = 30.0
     fault_seed: int | None = None
+    # Injected 5xx (``error_rate``): their statuses, and their body's shape ("errors.message":
+    # Freshsales' transient "Something went wrong" in its validation-error shape).
+    error_statuses: tuple[int, ...] = (500, 502, 503)
+    error_body: ErrorBody = "mixed"
 
     # Choices where the public record is silent.
     email_case_sensitive: bool = False
@@ -47,6 +54,9 @@ class SandboxOptions:
     max_body_bytes: int = 1_048_576
     max_per_page: int = 100
     sdks: tuple[str, ...] = ("ruby", "php", "python", "javascript", "freshsales-destination")
+    # The tracking API (/track/*, reference §13.3): "absent" answers 404 as for an unknown
+    # route, "html" answers 200 with an HTML page (a web app serving the path).
+    tracking_api: TrackingApi = "present"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> SandboxOptions:
@@ -61,4 +71,5 @@ class SandboxOptions:
             value = getattr(self, name)
             out[name] = str(value) if isinstance(value, Path) else value
         out["sdks"] = list(self.sdks)
+        out["error_statuses"] = list(self.error_statuses)
         return out

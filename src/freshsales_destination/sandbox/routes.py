@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from freshsales_destination.sandbox import activities, companies, people, search
@@ -15,7 +16,7 @@ from freshsales_destination.sandbox.records import get_or_404, page_params, pagi
 from freshsales_destination.sandbox.selectors import selector_key
 from freshsales_destination.sandbox.state import SandboxState
 from freshsales_destination.sandbox.tracking import track
-from freshsales_destination.sandbox.web import endpoint, includes, path_id
+from freshsales_destination.sandbox.web import endpoint, includes, path_id, sandbox_state
 
 Result = tuple[int, Any]
 DELETED: Any = True
@@ -336,5 +337,22 @@ def api_routes() -> list[Route]:
     ]
 
 
+TRACKING_ABSENT_HTML = (
+    "<!DOCTYPE html><html><head><title>Freshworks CRM</title></head>"
+    "<body><div id=\"app\">Loading…</div></body></html>"
+)
+
+
 def tracking_routes() -> list[Route]:
-    return [Route("/{action}", endpoint(tracking, body=True), methods=["POST"])]
+    present = endpoint(tracking, body=True)
+
+    async def run(request: Request) -> Response:
+        # Option tracking_api: the account may have no tracking API at all (reference §13.3).
+        mode = sandbox_state(request).options.tracking_api
+        if mode == "absent":
+            raise not_found()
+        if mode == "html":
+            return Response(TRACKING_ABSENT_HTML, status_code=200, media_type="text/html")
+        return await present(request)
+
+    return [Route("/{action}", run, methods=["POST"])]
