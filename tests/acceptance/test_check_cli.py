@@ -108,6 +108,8 @@ def test_json_output_for_scripts(tmp_path: Path, sandbox_url: str) -> None:
     assert dest["app_token"] == "not configured"
     assert dest["rate_limit"]["limit"] == 1000 and dest["rate_limit"]["remaining"] is not None
     assert dest["learned"] == {}
+    assert dest["events_via"].startswith("note"), "no app token: events go as notes"
+    assert dest["budget"]["per_hour"] == 1000 and dest["budget"]["used_this_hour"] >= dest["calls"]
     assert doc["calls"] == dest["calls"] > 0
     no_secrets(result)
 

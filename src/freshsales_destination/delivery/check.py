@@ -26,6 +26,7 @@ import typer
 from freshsales_destination.config import DestinationConfig, Settings, load_settings
 from freshsales_destination.core.schema import FieldSchema, MappingConfigError
 from freshsales_destination.delivery.budget import BudgetExhausted, StoreBudget
+from freshsales_destination.delivery.events_route import EventsRoute
 from freshsales_destination.delivery.health import NAMESPACE as HEALTH_NAMESPACE
 from freshsales_destination.delivery.health import read_health, schema_fault
 from freshsales_destination.delivery.learned import LearnedFacts
@@ -60,6 +61,8 @@ class CheckResult:
     rate: RateLimitInfo | None = None
     learned: dict[str, dict[str, Any]] = field(default_factory=dict)
     delivery: dict[str, Any] | None = None
+    events_via: str | None = None
+    """Which way track and page events go (configured or learned), as `status` says it."""
     budget: dict[str, Any] | None = None
     """The account's budget as delivery spends it (effective limits and their sources)."""
     notes: list[str] = field(default_factory=list)
@@ -87,6 +90,7 @@ class CheckResult:
                 "remaining": rate.remaining if rate else None,
             },
             "budget": self.budget,
+            "events_via": self.events_via,
             "learned": self.learned,
             "delivery": self.delivery,
             "notes": self.notes,
@@ -121,6 +125,9 @@ async def check_destination(
     base_url = config.resolved_base_url()
     result = CheckResult(name, config.product, base_url, app_token=config.app_token is not None)
     if store is not None:
+        result.events_via = EventsRoute(
+            store, name, events_via=config.events_via, has_app_token=config.app_token is not None
+        ).describe(now)
         for fact_name, fact in LearnedFacts(store, name).all().items():
             result.learned[fact_name] = {
                 "value": fact.value, "evidence": fact.evidence,
@@ -251,6 +258,8 @@ def render(results: list[CheckResult]) -> str:
         lines.append(
             "  app token: " + ("configured" if r.app_token else "not configured (no tracking API)")
         )
+        if r.events_via is not None:
+            lines.append(f"  track and page go by: {r.events_via}")
         if r.delivery is not None:
             if r.delivery["state"] == "unknown":
                 lines.append("  delivery: has not called this destination yet")
