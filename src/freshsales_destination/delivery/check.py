@@ -284,12 +284,14 @@ def check_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Check each configured destination: reach the account, validate the API key, summarise
-    the schema, show learned behaviours, the hourly budget left and the app token's presence.
+    """Check that each configured destination can be delivered to.
 
-    Costs about ten calls per destination (one when the key is refused) and says how many.
-    Exit code 0 only when every destination checked is usable; 1 when one is not; 2 for a bad
-    configuration. Secrets are never printed.
+    Reaches the account, validates the API key, summarises the schema, and shows
+    learned behaviours, the hourly budget left and whether an app token is set.
+
+    Costs about ten calls per destination (one when the key is refused) and
+    says how many. Exit code 0 only when every destination checked is usable,
+    1 when one is not, 2 for a bad configuration. Never prints a secret.
     """
     try:
         settings: Settings = load_settings(config)

@@ -96,12 +96,13 @@ def drop_dead(
 def status_command(config: ConfigOption) -> None:
     """Print the queue and each destination's state, as JSON.
 
-    Top level: how many messages are in each state ("unsorted": acknowledged messages still
-    in the inbox, waiting to be sorted into the queue). "events_via": per destination, which
-    way its track and page events go and whether that is configured or learned.
-    "destinations": per destination, its health (healthy, auth_failed, unreachable,
-    misconfigured, rate_limited) and what to do, when it last succeeded, its backlog, the
-    budget used this hour and the time to drain.
+    Top level: messages per state; "unsorted": acknowledged, not yet sorted.
+
+    "events_via": per destination, which way track and page events go.
+
+    "destinations": per destination, its health (healthy, auth_failed,
+    unreachable, misconfigured, rate_limited) and what to do, when it last
+    succeeded, its backlog, the budget used this hour and the time to drain.
     """
     settings, store = _open(config)
     try:
