@@ -25,6 +25,7 @@ def prune_once(store: Store, *, dedup_days: int, now: float) -> tuple[int, int]:
     cutoff = now - dedup_days * DAY
     messages = store.prune(older_than=cutoff)
     ledger = store.kv_prune("ledger:", older_than=cutoff)
+    store.kv_prune("create-claim:", older_than=now - DAY)  # claims last minutes at most
     return messages, ledger
 
 

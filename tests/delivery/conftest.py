@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,18 @@ class Pipeline:
         return list(self.sandbox.state.snapshot()[kind])
 
 
+# `FRESHSALES_SANDBOX_READING=pessimistic pytest tests/delivery` runs the end-to-end tests against
+# a sandbox playing the pessimistic reading of every behaviour the public record leaves open
+# (docs/sandbox.md); a test's own `sandbox_options` still win.
+PESSIMISTIC_READING: dict[str, Any] = {"custom_fields": "replace", "account_links": "replace"}
+
+
+def reading_options() -> dict[str, Any]:
+    if os.environ.get("FRESHSALES_SANDBOX_READING", "") == "pessimistic":
+        return dict(PESSIMISTIC_READING)
+    return {}
+
+
 def make_pipeline(
     tmp_path: Path, product: str, *, clock: FakeClock | None = None,
     sandbox_options: dict[str, Any] | None = None, **kwargs: Any,
@@ -112,7 +125,7 @@ def make_pipeline(
     the request log are measured in the engine's time; ``sandbox_options`` tweak the sandbox."""
     options = SandboxOptions(
         api_key=API_KEY, app_token=APP_TOKEN, product=product,  # type: ignore[arg-type]
-        **(sandbox_options or {}),
+        **{**reading_options(), **(sandbox_options or {})},
     )
     with running_sandbox(options, clock=clock) as sandbox:
         settings = delivery_settings(tmp_path / "q.db", sandbox.base_url, product=product, **kwargs)

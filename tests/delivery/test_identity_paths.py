@@ -93,7 +93,9 @@ def test_alias_carries_the_person_over_to_the_new_id(suite: Pipeline) -> None:
     assert contact["job_title"] == "B"
 
 
-def test_delete_of_a_person_known_only_by_user_id_forgets_them(suite: Pipeline) -> None:
+def test_delete_of_a_person_known_only_by_user_id_is_not_guessed(suite: Pipeline) -> None:
+    """Lookups by external_id are unattested (reference 13.2): a userId that is not an email,
+    of a person delivery never wrote, cannot be found safely, and nothing is erased."""
     created = _api(suite, "POST", "/api/contacts", {"contact": {
         "first_name": "Erase", "emails": "erase@example.com", "external_id": "erase-me"}})
     assert created.status_code in (200, 201), created.text
@@ -104,6 +106,8 @@ def test_delete_of_a_person_known_only_by_user_id_forgets_them(suite: Pipeline) 
     assert response.status_code == 200, response.text
     assert suite.app.state.sorting.wait_sorted(30)
     suite.deliver()
-    assert _status(suite, "del-1")[0] == "delivered"
-    live = [c for c in suite.records("contacts") if not c.get("is_deleted")]
-    assert live == []
+    status, reason = _status(suite, "del-1")
+    assert status == "skipped"
+    assert "external_id" in (reason or "")
+    assert not [e for e in suite.sandbox.request_log() if "/lookup" in e["path"]]
+    assert len([c for c in suite.records("contacts") if not c.get("is_deleted")]) == 1

@@ -6,6 +6,7 @@ Example (TOML)::
     default_lifecycle_stage = "Lead"          # Suite: stage given to contacts not seen before
     default_owner_email = "sales@acme.test"   # owner given to people not seen before
     group_id_field = "cf_segment_group_id"    # sales-account field that keeps group's groupId
+    company_becomes_primary = false           # a new company link never steals the primary
 
     [destinations.acme.mapping.track_events."Order Completed"]
     action = "deal"
@@ -171,6 +172,9 @@ class MappingSettings(BaseModel):
     page_rules: dict[str, EventRule] = Field(default_factory=dict)
     page_default: EventRule = Field(default_factory=AutoRule)
     honour_integrations: bool = True
+    company_becomes_primary: bool = False
+    """An identify's ``company`` linked to a contact that already has accounts becomes its
+    primary account; by default the contact's primary stays as it is (the salesperson's choice)."""
     integration_names: list[str] = Field(
         default_factory=lambda: ["Freshsales", "Freshsales Suite - CRM"]
     )

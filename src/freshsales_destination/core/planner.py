@@ -227,11 +227,15 @@ class _Builder:
             if person.email is not None:
                 key["email"] = person.email
         self.add("lookup_person", entity, key=key, provides="person")
-        ids = " and ".join(sorted(key))
+        if person.email is not None:
+            how = "so it is looked up by email"
+        else:
+            how = ("and it has no email to look it up by (a lookup by external_id is unattested, "
+                   "so none is made)")
         self.note(
             "identity",
             "info",
-            f"{why}: the person is not in the identity map yet, so it is looked up by {ids}; "
+            f"{why}: the person is not in the identity map yet, {how}; "
             "the rest of the plan is skipped when Freshsales has no such person",
         )
 
@@ -413,7 +417,8 @@ class _Builder:
         self._link(ref(f"account:{name}"), name)
 
     def _link(self, account: Any, name: str) -> None:
-        primary = not (self.identity is not None and self.identity.sales_account_ids)
+        steal = self.settings.mapping.company_becomes_primary
+        primary = steal or not (self.identity is not None and self.identity.sales_account_ids)
         self.add(
             "link_sales_account",
             "contact",
@@ -423,8 +428,12 @@ class _Builder:
         self.note(
             "sales_account",
             "info",
-            f"{name!r} is linked to the contact"
-            + (" as its primary account (its first)" if primary else " (the contact already has accounts)"),
+            f"{name!r} is added to the contact's accounts in Freshsales, which stay linked"
+            + (
+                ", as its primary account (mapping.company_becomes_primary)"
+                if steal
+                else "; it becomes primary only if the contact has none"
+            ),
         )
 
     def _deal(

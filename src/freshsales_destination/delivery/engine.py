@@ -85,6 +85,7 @@ def build_runtime(
         config.product, config.app_token is not None, config.mapping,
         events_via=config.events_via, events_activity_type=config.events_activity_type,
     )
+    executor.keeper.company_becomes_primary = mapping.mapping.company_becomes_primary
     policy = RetryPolicy(
         base_seconds=delivery.backoff_base_seconds,
         cap_seconds=delivery.backoff_cap_seconds,

@@ -8,23 +8,46 @@ Economy, in the order it is applied to each operation:
    with nothing left to send makes no call;
 4. links ride on the person write when the account is known by then.
 
+What a person entered in the CRM survives every write: custom fields are sent complete until the
+destination is known to merge partial writes, and a new account link is added to the contact's
+current links (``delivery/preserve.py``).
+
 Each call first takes a token from the shared rate budget (`Budget.acquire`).
+
+Creates that cannot race. Freshsales' lookups lag behind writes (up to ~20 s, reference 13.2),
+so "look up, then create" in two lanes at once makes two records. A person is created only
+under a claim on their normalised email in the store (`DeliveryMemory.claim_create`): one lane
+of all processes creates; another lane naming the same email, finding the claim, leaves its
+unit pending for a moment (`CreateInProgress`, which costs no retry attempt) and then updates
+the record by the id the first lane remembered for that email, with no lookup. A create whose
+outcome is unknown (a timeout, a 5xx, an "email already taken" that lookups cannot show yet)
+keeps the claim for `LOOKUP_SETTLE_SECONDS`, until a record it may have made is visible.
+Lookups are made by email only (`f=external_id` is unattested).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from freshsales_destination.core.operations import Operation, is_ref
 from freshsales_destination.delivery.events_route import TrackingApiAbsent, absent_evidence
+from freshsales_destination.delivery.learned import LearnedFacts
 from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.delivery.preserve import RecordKeeper
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
-from freshsales_destination.freshsales.errors import FreshsalesError, NotFound
+from freshsales_destination.freshsales.errors import (
+    FreshsalesError,
+    InvalidRequest,
+    NotFound,
+    RetryableError,
+)
 
 RECORD_KINDS = frozenset(
     {"upsert_contact", "upsert_lead", "upsert_sales_account", "link_sales_account",
@@ -45,8 +68,30 @@ class Budget(Protocol):
         ...
 
 
+# How long a lane may hold the claim to create one email's record (a lane's lease is as long).
+CREATE_CLAIM_SECONDS = 120.0
+# After a create with an unknown outcome: how long until its record would show in lookups.
+LOOKUP_SETTLE_SECONDS = 30.0
+# How soon a lane that found another lane creating its person looks again.
+CREATE_POLL_SECONDS = 1.0
+
+
 class UnresolvedReference(FreshsalesDestinationError):
     """An operation needs a record that does not exist in Freshsales."""
+
+
+class CreateInProgress(FreshsalesDestinationError):
+    """Another lane is creating (or just tried to create) this person's record: try again in
+    `retry_in` seconds. Not a failure: the unit stays pending without spending an attempt."""
+
+    def __init__(self, message: str, *, retry_in: float) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
+
+
+class DuplicateNotVisible(RetryableError):
+    """Freshsales refused a create because the email is taken, yet our lookup (or the upsert's
+    match) did not show that record: it is too new to be found. Retried within the window."""
 
 
 @dataclass
@@ -69,6 +114,8 @@ class UnitContext:
     person_type: str | None = None
     person_email: str | None = None
     missing_person: bool = False
+    missing_why: str | None = None  # why the person could not be found, when it is not plain
+    create_claim: tuple[str, str] | None = None  # (email, owner) while we may create its record
 
 
 class Executor:
@@ -80,6 +127,8 @@ class Executor:
         budget: Budget,
         product: str,
         now: Callable[[], float] = time.time,
+        facts: LearnedFacts | None = None,
+        company_becomes_primary: bool = False,
     ) -> None:
         self.client = client
         self.memory = memory
@@ -87,6 +136,13 @@ class Executor:
         self.product = product
         self.now = now
         self.counter = CallCounter()
+        self.keeper = RecordKeeper(
+            client=client,
+            facts=facts or LearnedFacts(memory.store, memory.destination),
+            call=self._call,
+            company_becomes_primary=company_becomes_primary,
+            now=now,
+        )
 
     async def _call(self, op: Operation, action: Callable[[], Awaitable[Reply]]) -> Reply:
         priority = "record" if op.kind in RECORD_KINDS else "event"
@@ -156,7 +212,13 @@ class Executor:
         handler = getattr(self, f"_op_{op.kind}", None)
         if handler is None:
             raise FreshsalesDestinationError(f"no executor for operation {op.kind!r}")
-        result = await handler(op, ctx)
+        try:
+            result = await handler(op, ctx)
+        except BaseException as exc:
+            replacement = self._create_failed(ctx, exc)
+            if replacement is exc:
+                raise
+            raise replacement from exc
         if op.provides and result is not None:
             ctx.refs[op.provides] = result
         if op.idempotency_key and op.kind not in ("upsert_contact", "upsert_lead"):
@@ -194,45 +256,43 @@ class Executor:
             if identity is not None and identity.record_type == record_type
             else None
         )
+        if known_id is None and email:
+            known_id = self._known_or_claim(record_type, email, ctx)
         record = f"{record_type}:{user}"
-        if links and isinstance(links, list):
+        # Accounts not yet known to be linked: added to the contact's current links (read first).
+        fresh: list[Any] = []
+        if links and isinstance(links, list) and record_type == "contact":
             linked = list(identity.sales_account_ids) if identity is not None else []
             fresh = [
-                link for link in links
+                link.get("id") for link in links
                 if isinstance(link, dict) and link.get("id") not in linked
             ]
-            if fresh and linked:
-                # Keep the links the person has (the first stays primary), add the new ones.
-                fields["sales_accounts"] = [
-                    *({"id": a, "is_primary": i == 0} for i, a in enumerate(linked)),
-                    *({"id": link.get("id"), "is_primary": False} for link in fresh),
-                ]
-            elif fresh:
-                fields["sales_accounts"] = fresh
-            links = fresh
+        linked_now: list[Any] | None = None
         result: Any = None
         if known_id is not None:
             changed = self.memory.changed_fields(record, fields)
-            if not changed:
+            if not changed and not fresh:
                 self.counter.skipped += 1
                 result = known_id
             else:
                 record_id = known_id
                 try:
-                    if record_type == "contact":
-                        reply = await self._call(
-                            op, lambda: self.client.update_contact(record_id, changed)
-                        )
-                    else:
-                        reply = await self._call(
-                            op, lambda: self.client.update_lead(record_id, changed)
-                        )
-                    result = reply.id or record_id
+                    reply, linked_now = await self.keeper.update(
+                        op, record_type, record_id, changed, new_links=fresh
+                    )
+                    result = (reply.id if reply is not None else None) or record_id
                 except NotFound:
                     # Deleted in Freshsales since we wrote it: forget it and write it anew.
                     self.memory.forget(user or "", self.now())
                     self.memory.forget_written(record)
                     known_id = None
+                    if record_type == "contact" and isinstance(links, list):
+                        fresh = [link.get("id") for link in links if isinstance(link, dict)]
+                    if email:
+                        self.memory.forget_email(record_type, email, self.now())
+                        if ctx.create_claim is None and self._known_or_claim(record_type, email, ctx):
+                            # Another lane made its record meanwhile: use it, shortly.
+                            raise self._in_progress(self.now(), settling=False) from None
         if known_id is None and record_type == "contact":
             # Match an existing person by email first (a salesperson may have entered them,
             # without our external_id); the external_id rides along as a field.
@@ -240,17 +300,26 @@ class Executor:
             body = dict(fields)
             if external:
                 body.setdefault("external_id", external)
-            reply = await self._call(op, lambda: self.client.upsert_contact(identifier, body))
+            # The contact may exist with custom values and links we never saw: unless the
+            # destination merges, its custom fields wait for the answer, which shows them.
+            body, held = self.keeper.hold_back(body)
+            include = "sales_accounts" if fresh else None
+            reply = await self._call(
+                op, lambda: self.client.upsert_contact(identifier, body, include=include)
+            )
             result = reply.id
+            if held is not None or fresh:
+                reply, linked_now = await self.keeper.after_upsert(
+                    op, "contact", reply, held, new_links=fresh
+                )
         elif known_id is None:
             result = await self._create_or_update_lead(op, fields, email, external)
+        self._created(ctx, record_type, result)
         ctx.person_type = record_type
         ctx.person_email = email
         if result is not None:
             self.memory.remember_written(record, fields, now)
-            accounts = [
-                link.get("id") for link in (links or []) if isinstance(link, dict)
-            ] or [None]
+            accounts = linked_now or fresh or [None]
             for account in accounts:
                 self.memory.remember_person(
                     user or "", record_type=record_type, record_id=result, email=email,
@@ -260,6 +329,64 @@ class Executor:
             self.memory.mark_done(op.idempotency_key, result, now)
         return result
 
+    def _known_or_claim(self, record_type: str, email: str, ctx: UnitContext) -> Any:
+        """The id remembered for this email; else None, with our claim to create its record in
+        `ctx.create_claim`. Raises `CreateInProgress` while another lane holds the claim."""
+        known = self.memory.person_by_email(record_type, email)
+        if known is not None:
+            return known
+        owner = f"create-{uuid.uuid4().hex}"
+        claim = self.memory.claim_create(email, owner, now=self.now(), hold=CREATE_CLAIM_SECONDS)
+        if not claim.granted:
+            raise self._in_progress(claim.until, claim.settling)
+        # The holder may have finished between our look and our claim: look again.
+        known = self.memory.person_by_email(record_type, email)
+        if known is not None:
+            self.memory.end_claim(email, owner, now=self.now())
+            return known
+        ctx.create_claim = (email, owner)
+        return None
+
+    def _in_progress(self, until: float, settling: bool) -> CreateInProgress:
+        wait = max(until - self.now(), 0.0)
+        if settling:
+            return CreateInProgress(
+                "a create for this email had an unknown outcome; waiting until lookups can "
+                "show its record", retry_in=min(wait, LOOKUP_SETTLE_SECONDS) or CREATE_POLL_SECONDS,
+            )
+        return CreateInProgress(
+            "another lane is creating the record for this email; using its id once it has one",
+            retry_in=min(wait, CREATE_POLL_SECONDS) or CREATE_POLL_SECONDS,
+        )
+
+    def _created(self, ctx: UnitContext, record_type: str, result: Any) -> None:
+        """The create under our claim is done: remember the id by email, give the claim back."""
+        if ctx.create_claim is None:
+            return
+        email, owner = ctx.create_claim
+        ctx.create_claim = None
+        if result is not None:
+            self.memory.remember_email(record_type, email, result, self.now())
+        self.memory.end_claim(email, owner, now=self.now())
+
+    def _create_failed(self, ctx: UnitContext, exc: BaseException) -> BaseException:
+        """A create under our claim failed: end the claim; the error to raise instead, if any.
+
+        A create whose outcome is unknown (timeout, 5xx, cancelled) may have made the record, so
+        nobody creates again until lookups would show it; a refused or unsent one made nothing.
+        "Email already taken" means a record exists that our look could not see yet: retried.
+        """
+        if ctx.create_claim is None:
+            return exc
+        email, owner = ctx.create_claim
+        ctx.create_claim = None
+        duplicate = _not_visible(exc) if isinstance(exc, InvalidRequest) else None
+        unknown = duplicate is not None or isinstance(exc, RetryableError | asyncio.CancelledError)
+        self.memory.end_claim(
+            email, owner, now=self.now(), settle=LOOKUP_SETTLE_SECONDS if unknown else 0.0
+        )
+        return duplicate or exc
+
     async def _create_or_update_lead(
         self, op: Operation, fields: dict[str, Any], email: str | None, external: str | None
     ) -> Any:
@@ -268,8 +395,8 @@ class Executor:
             reply = await self._call(op, lambda: self.client.lookup(email, "email", "lead"))
             found = _first_id(reply.data, "leads")
         if found is not None:
-            reply = await self._call(op, lambda: self.client.update_lead(found, fields))
-            return reply.id or found
+            written, _ = await self.keeper.update(op, "lead", found, fields)
+            return (written.id if written is not None else None) or found
         body = dict(fields)
         if external:
             body.setdefault("external_id", external)
@@ -284,23 +411,41 @@ class Executor:
             ctx.person_type = identity.record_type
             return identity.record_id
         external, email = self._person_key(op)
-        entities = "lead,contact" if self.product == "classic" else "contact"
-        searches = [(email, "email")] if email else []
-        if external:
-            searches.append((external, "external_id"))
-        for value, field_name in searches:
-            reply = await self._call(
-                op, functools.partial(self.client.lookup, value, field_name, entities)
+        if not email:
+            # Lookups by external_id are unattested (reference 13.2): without an email the
+            # person can only be one delivery already knows.
+            ctx.missing_person = True
+            ctx.missing_why = (
+                "the person is unknown to delivery and has no email; Freshsales is not searched "
+                "by external_id (that lookup is unattested), so nothing needing them was sent"
             )
-            for plural, kind in (("contacts", "contact"), ("leads", "lead")):
-                found = _first_id(reply.data, plural)
-                if found is not None:
-                    ctx.person_type = kind
-                    self.memory.remember_person(
-                        op.user_id or ctx.user_id or value, record_type=kind, record_id=found,
-                        email=email, now=self.now(),
-                    )
-                    return found
+            return None
+        kinds = ("contact", "lead") if self.product == "classic" else ("contact",)
+        owner = op.user_id or ctx.user_id or external or email
+        for kind in kinds:
+            known = self.memory.person_by_email(kind, email)
+            if known is not None:
+                ctx.person_type = kind
+                self.memory.remember_person(
+                    owner, record_type=kind, record_id=known, email=email, now=self.now()
+                )
+                return known
+        holder = self.memory.claim_holder(email, now=self.now())
+        if not holder.granted:
+            raise self._in_progress(holder.until, holder.settling)
+        entities = "lead,contact" if self.product == "classic" else "contact"
+        reply = await self._call(
+            op, functools.partial(self.client.lookup, email, "email", entities)
+        )
+        for plural, kind in (("contacts", "contact"), ("leads", "lead")):
+            found = _first_id(reply.data, plural)
+            if found is not None:
+                ctx.person_type = kind
+                self.memory.remember_person(
+                    owner, record_type=kind, record_id=found, email=email, now=self.now(),
+                )
+                self.memory.remember_email(kind, email, found, self.now())
+                return found
         ctx.missing_person = True
         return None
 
@@ -323,8 +468,20 @@ class Executor:
         if known is not None and not changed:
             self.counter.skipped += 1
             return known
-        reply = await self._call(op, lambda: call(name, changed if known is not None else fields))
-        result = reply.id or known
+        reply: Reply | None = None
+        if known is not None and self.keeper.needs_read(changed):
+            try:  # custom fields are sent complete: read the record's current ones first
+                reply, _ = await self.keeper.update(op, entity, known, changed)
+            except NotFound:
+                known = None  # deleted in Freshsales since: upsert it anew by name
+        elif known is not None:
+            reply = await self._call(op, lambda: call(name, changed))
+        if known is None:
+            body, held = self.keeper.hold_back(fields)
+            reply = await self._call(op, lambda: call(name, body))
+            if held is not None:
+                reply, _ = await self.keeper.after_upsert(op, entity, reply, held)
+        result = (reply.id if reply is not None else None) or known
         now = self.now()
         if result is not None:
             self.memory.remember_record(entity, name, result, now)
@@ -345,19 +502,18 @@ class Executor:
         if account in linked:
             self.counter.skipped += 1
             return account
-        entries = [{"id": a, "is_primary": i == 0} for i, a in enumerate([*linked, account])]
         if ctx.person_type == "lead":
             self.counter.skipped += 1  # Classic leads carry their company on the lead itself
             return account
-        await self._call(
-            op, lambda: self.client.update_contact(person, {"sales_accounts": entries})
-        )
+        # Added to the contact's current links (a salesperson's included), primary kept.
+        _, linked_now = await self.keeper.update(op, "contact", person, {}, new_links=[account])
         if identity is not None and ctx.user_id:
-            self.memory.remember_person(
-                ctx.user_id, record_type=identity.record_type or "contact",
-                record_id=identity.record_id, email=identity.email, now=self.now(),
-                account_id=account,
-            )
+            for linked_id in linked_now or [account]:
+                self.memory.remember_person(
+                    ctx.user_id, record_type=identity.record_type or "contact",
+                    record_id=identity.record_id, email=identity.email, now=self.now(),
+                    account_id=linked_id,
+                )
         return account
 
     # -- events --------------------------------------------------------------------------------
@@ -426,8 +582,24 @@ class Executor:
         except NotFound:
             pass  # already gone: the goal is reached
         if ctx.user_id:
+            identity = self.memory.identity(ctx.user_id)
+            if identity is not None and identity.email:
+                self.memory.forget_email(identity.record_type or "contact", identity.email, self.now())
             self.memory.forget(ctx.user_id, self.now())
         return None
+
+
+def _not_visible(exc: InvalidRequest) -> DuplicateNotVisible | None:
+    """A create refused because the email is taken, when our look found no such record: the
+    record is newer than lookups show (or the upsert's match lags), so it is retried."""
+    text = (exc.freshsales_message or exc.message or "").lower()
+    if "already been taken" not in text and "already exists" not in text:
+        return None
+    return DuplicateNotVisible(
+        "Freshsales has a record with this email that lookups do not show yet",
+        status=exc.status, messages=exc.messages, error_code=exc.error_code,
+        method=exc.method, path=exc.path,
+    )
 
 
 def _first_id(data: Any, plural: str) -> Any:

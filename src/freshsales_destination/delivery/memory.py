@@ -3,7 +3,9 @@
 * the identity map: userId (and aliases) -> Freshsales record type and id, linked accounts;
 * the digest of the fields last written to each record, so unchanged writes make no call;
 * ids of accounts and deals by name, so links need no lookup;
-* the ledger of completed operations, so a retry or replay never repeats a side effect.
+* the ledger of completed operations, so a retry or replay never repeats a side effect;
+* people by email (the record delivery created or found for an address), and short-lived
+  create claims, so that two lanes naming one new email make one record (see `claim_create`).
 
 All of it lives in the store's key/value table under a namespace per destination.
 """
@@ -19,9 +21,64 @@ import orjson
 from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.store.base import Store
 
+CLAIM_NAMESPACE = "create-claim"
+
+
+def email_key(email: str) -> str:
+    """The form an email is remembered and claimed under: trimmed, lower case.
+
+    Freshsales' matching of email case is not documented (reference section 6); folding case
+    here can only make two spellings of one address share a record, never split one.
+    """
+    return email.strip().lower()
+
+
+@dataclass(frozen=True)
+class CreateClaim:
+    """The answer to `DeliveryMemory.claim_create`."""
+
+    granted: bool
+    until: float = 0.0  # when another holder's claim lapses (when not granted)
+    settling: bool = False  # the holder's create ended without a known outcome
+
+
+def _claim_value(raw: bytes | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("until"), int | float):
+        return None
+    return value
+
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
+
+
+_CUSTOM = "custom_field"
+
+
+def _flat(fields: dict[str, Any]) -> dict[str, Any]:
+    """``custom_field: {cf_a: 1}`` as ``custom_field.cf_a: 1``, so each is remembered alone."""
+    custom = fields.get(_CUSTOM)
+    if not isinstance(custom, dict):
+        return fields
+    flat = {name: value for name, value in fields.items() if name != _CUSTOM}
+    flat.update((f"{_CUSTOM}.{name}", value) for name, value in custom.items())
+    return flat
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        if name.startswith(_CUSTOM + "."):
+            out.setdefault(_CUSTOM, {})[name[len(_CUSTOM) + 1:]] = value
+        else:
+            out[name] = value
+    return out
 
 
 @dataclass
@@ -115,21 +172,83 @@ class DeliveryMemory:
         self._put("record", f"{entity}:{key}", record_id, now)
 
     def changed_fields(self, record: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """The fields whose value differs from what we last wrote to `record`."""
+        """The fields whose value differs from what we last wrote to `record`.
+
+        Custom fields are compared one by one: ``custom_field`` holds only the changed ones,
+        so a value a salesperson changed in the CRM is not written over while our value for it
+        stays the same (whoever sends custom fields to a destination that replaces them sends
+        the record's whole object, ``delivery/preserve.py``)."""
         written = self._get("written", record) or {}
-        return {
+        return _nest({
             name: value
-            for name, value in fields.items()
+            for name, value in _flat(fields).items()
             if written.get(name) != _digest(value)
-        }
+        })
 
     def forget_written(self, record: str) -> None:
         self._put("written", record, {}, 0.0)
 
     def remember_written(self, record: str, fields: dict[str, Any], now: float) -> None:
         written = self._get("written", record) or {}
-        written.update({name: _digest(value) for name, value in fields.items()})
+        written.update({name: _digest(value) for name, value in _flat(fields).items()})
         self._put("written", record, written, now)
+
+    # -- people by email and create claims ------------------------------------------------------
+
+    def person_by_email(self, record_type: str, email: str | None) -> Any:
+        """The id of the `record_type` record delivery created or found for this email."""
+        if not email:
+            return None
+        return self._get("email", f"{record_type}:{email_key(email)}")
+
+    def remember_email(self, record_type: str, email: str, record_id: Any, now: float) -> None:
+        self._put("email", f"{record_type}:{email_key(email)}", record_id, now)
+
+    def forget_email(self, record_type: str, email: str, now: float) -> None:
+        self._put("email", f"{record_type}:{email_key(email)}", None, now)
+
+    def claim_create(self, email: str, owner: str, *, now: float, hold: float) -> CreateClaim:
+        """Take the right to create the record for `email` for `hold` seconds, atomically.
+
+        Refused while another owner holds an unexpired claim (by this process's clock; `hold`
+        is long enough that clocks of different machines agreeing to a few seconds suffice).
+        The store's `kv_update` makes this one transaction on SQLite and on PostgreSQL, so
+        exactly one lane of all processes on the store gets it.
+        """
+
+        def update(raw: bytes | None) -> tuple[CreateClaim, bytes]:
+            held = _claim_value(raw)
+            if held is not None and held.get("owner") != owner and float(held["until"]) > now:
+                refused = CreateClaim(False, float(held["until"]), held.get("state") == "settling")
+                return refused, raw or b""
+            mine = {"owner": owner, "until": now + hold, "state": "creating"}
+            return CreateClaim(True, now + hold), orjson.dumps(mine)
+
+        return self.store.kv_update(
+            self._ns(CLAIM_NAMESPACE), email_key(email), update, now=now
+        )
+
+    def claim_holder(self, email: str, *, now: float) -> CreateClaim:
+        """Who may be creating `email`'s record now (`granted` means: nobody)."""
+        held = _claim_value(self.store.kv_get(self._ns(CLAIM_NAMESPACE), email_key(email)))
+        if held is None or float(held["until"]) <= now:
+            return CreateClaim(True)
+        return CreateClaim(False, float(held["until"]), held.get("state") == "settling")
+
+    def end_claim(self, email: str, owner: str, *, now: float, settle: float = 0.0) -> None:
+        """Give the claim back; with `settle`, keep it that long first (nobody, not even its
+        owner's next attempt, may create until a record the failed call may have made shows
+        in lookups)."""
+
+        def update(raw: bytes | None) -> tuple[None, bytes]:
+            held = _claim_value(raw)
+            if held is None or held.get("owner") != owner:
+                return None, raw or b""
+            if settle <= 0:
+                return None, b""
+            return None, orjson.dumps({"owner": "", "until": now + settle, "state": "settling"})
+
+        self.store.kv_update(self._ns(CLAIM_NAMESPACE), email_key(email), update, now=now)
 
     # -- ledger --------------------------------------------------------------------------------
 

@@ -40,7 +40,12 @@ from freshsales_destination.delivery.events_route import (
     TrackingApiAbsent,
     has_tracking,
 )
-from freshsales_destination.delivery.executor import Executor, UnitContext, UnresolvedReference
+from freshsales_destination.delivery.executor import (
+    CreateInProgress,
+    Executor,
+    UnitContext,
+    UnresolvedReference,
+)
 from freshsales_destination.delivery.health import DestinationHealth
 from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.delivery.schema_cache import SchemaCache
@@ -84,6 +89,7 @@ class DeliveryStats:
     dead: int = 0
     retried: int = 0
     throttled: int = 0
+    deferred: int = 0  # units that waited for another lane creating their person
 
 
 class DestinationWorker:
@@ -360,6 +366,10 @@ class DestinationWorker:
                 self.events.way(self.now()).describe(),
             )
             return "replan"
+        except CreateInProgress as exc:
+            # Another lane is creating this person: wait for its id, spending no attempt.
+            await self._defer(claim, unit, exc)
+            return "stop"
         except (UnresolvedReference, FreshsalesError) as exc:
             if self.health is not None and self.health.holds(exc):
                 # The destination's fault (a refused key, no connection): the messages stay
@@ -386,7 +396,8 @@ class DestinationWorker:
         if ctx.missing_person:
             # The executor skipped what needs the person: nothing of it reached Freshsales.
             status = "skipped"
-            notes.insert(0, "Freshsales has no such person, so nothing needing them was sent")
+            notes.insert(0, ctx.missing_why or (
+                "Freshsales has no such person, so nothing needing them was sent"))
         if status == "delivered":
             self.stats.delivered += len(seqs)
         else:
@@ -396,6 +407,16 @@ class DestinationWorker:
             reason = "nothing to send to Freshsales for this message"
         await self._store(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
         return "done"
+
+    async def _defer(self, claim: LaneClaim, unit: Unit, exc: CreateInProgress) -> None:
+        """Hold the unit briefly; its attempts and its retry window stay as they were."""
+        head = unit.messages[0]
+        self.stats.deferred += 1
+        await self._store(
+            self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+            attempts=head.attempts, available_at=self.now() + exc.retry_in,
+            first_failure_at=head.first_failure_at, last_error=f"waiting: {exc}",
+        )
 
     async def _fail(
         self, claim: LaneClaim, unit: Unit, kind: str, error: str, retry_after: float | None

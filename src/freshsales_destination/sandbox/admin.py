@@ -83,6 +83,25 @@ async def post_reset(request: Request) -> Response:
     return json_response(200, {"reset": True})
 
 
+async def post_salesperson_edit(request: Request) -> Response:
+    """``POST /_sandbox/salesperson/{kind}/{id}`` ``{"custom_field": {...}, "sales_accounts": [...]}``:
+    a salesperson's edit in the web app (see ``sandbox/crm_user.py``)."""
+    from freshsales_destination.sandbox.crm_user import salesperson_edit
+
+    state = sandbox_state(request)
+    body = await read_json(request, state, allow_empty=False)
+    custom, links = body.get("custom_field"), body.get("sales_accounts")
+    if custom is not None and not isinstance(custom, dict):
+        raise validation_error("custom_field must be an object")
+    if links is not None and not isinstance(links, list):
+        raise validation_error("sales_accounts must be a list")
+    record_id = request.path_params["id"]
+    record = salesperson_edit(state, request.path_params["kind"], record_id,
+                              custom_field=custom, sales_accounts=links)
+    return json_response(200, {"id": record["id"], "custom_field": record.get("custom_field"),
+                               "sales_accounts": record.get("_sales_accounts")})
+
+
 def admin_routes() -> list[Route]:
     return [
         Route("/state", get_state, methods=["GET"]),
@@ -93,4 +112,5 @@ def admin_routes() -> list[Route]:
         Route("/faults", post_faults, methods=["POST"]),
         Route("/faults", get_faults, methods=["GET"]),
         Route("/reset", post_reset, methods=["POST"]),
+        Route("/salesperson/{kind}/{id:int}", post_salesperson_edit, methods=["POST"]),
     ]

@@ -40,6 +40,14 @@ def sandbox_command(
              "in its validation-error shape), error_code, or mixed (either, at random).")] = "mixed",
     tracking_api: Annotated[str, typer.Option(
         help="present, absent (404 on /track/*) or html (an HTML page on /track/*).")] = "present",
+    custom_fields: Annotated[str, typer.Option(
+        help="merge or replace: a partial custom_field write keeps or wipes the unsent keys.")] = "merge",
+    account_links: Annotated[str, typer.Option(
+        help="replace or merge: sales_accounts on a contact write replaces or adds to its links.")] = "replace",
+    lookup_delay: Annotated[float, typer.Option(
+        help="Seconds a new record stays invisible to lookup and search.")] = 0.0,
+    lookup_delay_upserts: Annotated[bool, typer.Option(
+        "--lookup-delay-upserts", help="Upserts match by the same delayed view (a duplicate answers 400).")] = False,
 ) -> None:
     """Serve a local emulator of the Freshsales API (in memory unless --data is given)."""
     import uvicorn
@@ -58,6 +66,11 @@ def sandbox_command(
         raise typer.BadParameter(f"must be one of {', '.join(get_args(ErrorBody))}", param_hint="--error-body")
     if error_status is not None and not all(500 <= code <= 599 for code in error_status):
         raise typer.BadParameter("must be a 5xx status", param_hint="--error-status")
+    for name, reading in (("--custom-fields", custom_fields), ("--account-links", account_links)):
+        if reading not in ("merge", "replace"):
+            raise typer.BadParameter("must be merge or replace", param_hint=name)
+    if lookup_delay < 0:
+        raise typer.BadParameter("must be 0 or more", param_hint="--lookup-delay")
     options = SandboxOptions(
         host=host, port=port, api_key=api_key, app_token=app_token,
         product="classic" if product == "classic" else "suite", data_path=data, retry_after=retry_after,
@@ -65,6 +78,9 @@ def sandbox_command(
         seed_path=seed, error_rate=error_rate, slow_rate=slow_rate, slow_seconds=slow_seconds,
         drop_rate=drop_rate, fault_seed=fault_seed,
         tracking_api="absent" if tracking_api == "absent" else "html" if tracking_api == "html" else "present",
+        custom_fields="replace" if custom_fields == "replace" else "merge",
+        account_links="merge" if account_links == "merge" else "replace",
+        lookup_delay=lookup_delay, lookup_delay_upserts=lookup_delay_upserts,
     )
     options = options.with_changes(error_body=error_body)
     if error_status:

@@ -11,6 +11,7 @@ ResetFormat = Literal["epoch", "delta", "dmyHis"]
 # The body of an injected 5xx (``error_rate``): see sandbox/faults.py.
 ErrorBody = Literal["mixed", "errors.message", "error_code"]
 TrackingApi = Literal["present", "absent", "html"]
+WriteReading = Literal["merge", "replace"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,17 @@ class SandboxOptions:
     utc_offset_minutes: int = 0
     max_body_bytes: int = 1_048_576
     max_per_page: int = 100
+    custom_fields: WriteReading = "merge"
+    """A write's ``custom_field`` is merged into the record's (``merge``) or replaces it whole
+    (``replace``: the keys not sent are wiped), the two readings of reference §13.2."""
+    account_links: WriteReading = "replace"
+    """``sales_accounts`` on a contact write replaces its links (``replace``, reference §4.3 and
+    §13.2) or is added to them (``merge``: sent links are added, a sent primary becomes primary)."""
+    # Eventually consistent lookups (reference 13.2): a record created is invisible to lookup,
+    # filtered search and search for this many seconds; with lookup_delay_upserts, to the
+    # match of an upsert too (its uniqueness check still sees it: a duplicate answers 400).
+    lookup_delay: float = 0.0
+    lookup_delay_upserts: bool = False
     sdks: tuple[str, ...] = ("ruby", "php", "python", "javascript", "freshsales-destination")
     # The tracking API (/track/*, reference §13.3): "absent" answers 404 as for an unknown
     # route, "html" answers 200 with an HTML page (a web app serving the path).

@@ -19,6 +19,7 @@ from freshsales_destination.sandbox.records import (
     unwrap,
     update_record,
     upsert_first,
+    visible,
 )
 from freshsales_destination.sandbox.state import SandboxState
 
@@ -201,6 +202,13 @@ def _apply_account_links(state: SandboxState, record: dict[str, Any], attrs: dic
     if links is None:
         record.setdefault("_sales_accounts", [])
         return
+    if "sales_accounts" in attrs and state.options.account_links == "merge":
+        sent = {link["id"] for link in links}
+        kept = [dict(link) for link in record.get("_sales_accounts", []) if link["id"] not in sent]
+        if any(link["is_primary"] for link in links):
+            for link in kept:
+                link["is_primary"] = False
+        links = [*kept, *links]
     primaries = [link for link in links if link["is_primary"]]
     for link in links:
         link["is_primary"] = False
@@ -293,6 +301,8 @@ def upsert_contact(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str,
     key, value = unique_identifier(body, CONTACT_IDENTIFIERS)
     attrs = dict(unwrap(body, "contact"))
     matches = sorted(match_contacts(state, key, value), key=lambda r: r["id"])
+    if state.options.lookup_delay_upserts:
+        matches = [r for r in matches if visible(state, r)]
     if key == "emails":
         ident = str(value).strip()
         wanted = requested_emails(attrs)
@@ -362,6 +372,8 @@ def upsert_lead(state: SandboxState, body: dict[str, Any]) -> tuple[dict[str, An
         matches = [r for r in state.table("leads").values() if str(r.get(key)) == str(value)]
         attrs[key] = value
     matches.sort(key=lambda r: r["id"])
+    if state.options.lookup_delay_upserts:
+        matches = [r for r in matches if visible(state, r)]
     return upsert_first(state, "leads", matches, attrs, _new_lead, _apply_lead)
 
 

@@ -135,6 +135,10 @@ def apply_custom(state: SandboxState, entity: str, record: dict[str, Any], attrs
     if "custom_field" not in attrs:
         return
     values = validate_custom_fields(state.fields, entity, attrs["custom_field"], strict=state.options.strict)
+    if state.options.custom_fields == "replace":
+        # The pessimistic reading of reference §13.2: the keys not sent are wiped.
+        record["custom_field"] = dict(values)
+        return
     merged = dict(record.get("custom_field") or {})
     merged.update(values)
     record["custom_field"] = merged
@@ -162,7 +166,20 @@ def stamp_new(state: SandboxState, record: dict[str, Any]) -> dict[str, Any]:
     record.setdefault("id", state.new_id())
     record["created_at"] = now
     record["updated_at"] = now
+    record["_created_epoch"] = state.clock()
     return record
+
+
+def visible(state: SandboxState, record: dict[str, Any]) -> bool:
+    """Whether lookups and searches see ``record`` yet (``lookup_delay`` after its creation).
+
+    Records without a creation time (loaded from an older data file) are always visible.
+    """
+    delay = state.options.lookup_delay
+    if delay <= 0:
+        return True
+    created = record.get("_created_epoch")
+    return not isinstance(created, int | float) or state.clock() - created >= delay
 
 
 def touch(state: SandboxState, record: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from freshsales_destination.sandbox.people import (
     render_contact,
     render_lead,
 )
-from freshsales_destination.sandbox.records import page_params, paginate
+from freshsales_destination.sandbox.records import page_params, paginate, visible
 from freshsales_destination.sandbox.state import SandboxState
 
 ENTITY_KINDS = {"contact": "contacts", "lead": "leads", "sales_account": "sales_accounts", "deal": "deals"}
@@ -71,7 +71,10 @@ def lookup(state: SandboxState, query: Mapping[str, str]) -> dict[str, Any]:
             continue
         kind = _kind(state, entity)
         needle = _needle(state, f, q)
-        found = [render_any(state, kind, r) for r in state.table(kind).values() if needle in _values(state, r, f)]
+        found = [
+            render_any(state, kind, r) for r in state.table(kind).values()
+            if needle in _values(state, r, f) and visible(state, r)
+        ]
         out[kind] = {kind: found}
     return out
 
@@ -113,7 +116,7 @@ def filtered_search(
     if not isinstance(rules_raw, list):
         raise validation_error("The type for filter_rule is invalid.")
     rules = [_rule(state, r) for r in rules_raw]
-    items = [r for r in state.table(kind).values() if all(rule(r) for rule in rules)]
+    items = [r for r in state.table(kind).values() if visible(state, r) and all(rule(r) for rule in rules)]
     sort = body.get("sort") or query.get("sort") or "id"
     reverse = (body.get("sort_type") or query.get("sort_type") or "asc") == "desc"
     items.sort(key=lambda r: (str(r.get(sort) or ""), r["id"]), reverse=reverse)
@@ -140,6 +143,8 @@ def search(state: SandboxState, query: Mapping[str, str]) -> list[dict[str, Any]
             continue
         kind = _kind(state, entity)
         for record in state.table(kind).values():
+            if not visible(state, record):
+                continue
             name = str(record.get("display_name") or record.get("name") or "")
             emails = record_emails(record)
             if q in name.lower() or any(q in e.lower() for e in emails):

@@ -76,6 +76,16 @@ class RunningSandbox:
     def reset(self) -> None:
         self.state.reset()
 
+    def salesperson_edit(
+        self, kind: str, record_id: int, *, custom_field: dict[str, Any] | None = None,
+        sales_accounts: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Play a salesperson editing a record in the web app (no API call, no budget)."""
+        from freshsales_destination.sandbox.crm_user import salesperson_edit
+
+        return salesperson_edit(self.state, kind, record_id, custom_field=custom_field,
+                                sales_accounts=sales_accounts)
+
 
 def _free_socket(host: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
