@@ -17,6 +17,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from freshsales_destination.delivery.check import check_command
     from freshsales_destination.delivery.cli import dead_letters, status_command
     from freshsales_destination.explain import explain_command
     from freshsales_destination.sandbox.cli import sandbox_command
@@ -26,6 +27,7 @@ def _register() -> None:
     app.command("sandbox")(sandbox_command)
     app.command("explain")(explain_command)
     app.command("status")(status_command)
+    app.command("check")(check_command)
     app.add_typer(dead_letters, name="dead-letters")
 
 

@@ -61,7 +61,10 @@ def test_list_retry_and_drop(tmp_path: Path) -> None:
     status = runner.invoke(app, ["status", "--config", str(config)])
     out = json.loads(status.output)
     assert out.pop("events_via")["acme"].startswith("note (no app_token)")
+    destinations = out.pop("destinations")
     assert out == {"dead": 1, "dropped": 1, "pending": 1, "unsorted": 0}
+    assert destinations["acme"]["state"] == "healthy"
+    assert destinations["acme"]["backlog"] == 1
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:

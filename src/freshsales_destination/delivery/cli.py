@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from freshsales_destination.config import load_settings
+from freshsales_destination.config import DestinationConfig, Settings, load_settings
+from freshsales_destination.core.budget import HOUR, MINUTE
 from freshsales_destination.delivery.events_route import EventsRoute
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.store.base import Store
@@ -23,9 +25,13 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML configu
 
 
 def _store(config: Path) -> Store:
+    return _open(config)[1]
+
+
+def _open(config: Path) -> tuple[Settings, Store]:
     try:
         settings = load_settings(config)
-        return open_store(settings.store.url)
+        return settings, open_store(settings.store.url)
     except FreshsalesDestinationError as exc:  # bad configuration, unreachable store
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -88,20 +94,105 @@ def drop_dead(
 
 
 def status_command(config: ConfigOption) -> None:
-    """Print how many messages are in each state, as JSON; "unsorted": acknowledged messages
-    still in the inbox, waiting to be sorted into the queue; "events_via": per destination,
-    which way its track and page events go and whether that is configured or learned."""
-    store = _store(config)
+    """Print the queue and each destination's state, as JSON.
+
+    Top level: messages per state; "unsorted": acknowledged, not yet sorted.
+
+    "events_via": per destination, which way track and page events go.
+
+    "destinations": per destination, its health (healthy, auth_failed,
+    unreachable, misconfigured, rate_limited) and what to do, when it last
+    succeeded, its backlog, the budget used this hour and the time to drain.
+    """
+    settings, store = _open(config)
     try:
         counts: dict[str, Any] = dict(store.count_by_status())
         counts["unsorted"] = store.inbox_count()[1]
-        destinations = load_settings(config).destinations
         counts["events_via"] = {
             name: EventsRoute(
                 store, name, events_via=dest.events_via, has_app_token=dest.app_token is not None
             ).describe(time.time())
-            for name, dest in sorted(destinations.items())
+            for name, dest in sorted(settings.destinations.items())
         }
+        counts["destinations"] = destinations_status(store, settings, time.time())
         typer.echo(json.dumps(counts, sort_keys=True))
     finally:
         store.close()
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def account_budget(store: Store, config: DestinationConfig, now: float) -> dict[str, Any]:
+    """The account's budget as delivery spends it (``StoreBudget.summary``: the effective
+    limits, the lower of the configured and the account's, and where each came from)."""
+    from freshsales_destination.delivery.budget import StoreBudget
+    from freshsales_destination.delivery.engine import budget_account_key
+
+    budget = StoreBudget(
+        store=store, account=budget_account_key(config), per_hour=config.rate_limit_per_hour,
+        per_minute=config.rate_limit_per_minute, now=lambda: now,
+    )
+    summary = budget.summary()
+    for key in ("blocked_until", "last_throttled_at"):
+        if isinstance(summary.get(key), int | float):
+            summary[key] = _iso(summary[key])
+    return summary
+
+
+def drain_seconds(backlog: int, budget: dict[str, Any]) -> float:
+    """Rough time to deliver `backlog` messages at one call each: what is left of this hour
+    at the minute's pace, the rest at the hourly limit."""
+    now_part = min(backlog, int(budget["left_this_hour"]))
+    later = backlog - now_part
+    return now_part / int(budget["per_minute"]) * MINUTE + later / int(budget["per_hour"]) * HOUR
+
+
+def destinations_status(store: Store, settings: Settings, now: float) -> dict[str, Any]:
+    from freshsales_destination.delivery.engine import budget_account_key
+    from freshsales_destination.delivery.health import explain, read_health
+
+    backlogs = {name: store.pending_count(name) for name in settings.destinations}
+    out: dict[str, Any] = {}
+    for name, config in sorted(settings.destinations.items()):
+        health = read_health(store, name)
+        budget = account_budget(store, config, now)
+        account = budget_account_key(config)
+        # Destinations on one account share its budget: the account's backlog drains first.
+        shared = sum(
+            backlogs[other] for other, c in settings.destinations.items()
+            if budget_account_key(c) == account
+        )
+        entry: dict[str, Any] = {
+            "state": health.state,
+            "detail": health.detail or None,
+            "since": _iso(health.since),
+            "last_success_at": _iso(health.last_success_at),
+            "last_failure_at": _iso(health.last_failure_at),
+            "backlog": backlogs[name],
+            "budget": budget,
+        }
+        if health.paused:
+            entry["next_probe_at"] = _iso(health.next_probe_at)
+            entry["action"] = explain(name, health, config.resolved_base_url(), now)
+            entry["drain_estimate_seconds"] = None
+            entry["drain_estimate"] = "paused until the destination is fixed"
+        else:
+            seconds = drain_seconds(shared, budget)
+            entry["drain_estimate_seconds"] = round(seconds)
+            entry["drain_estimate"] = _duration(seconds)
+        out[name] = entry
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "nothing to deliver" if seconds <= 0 else "under a second"
+    if seconds < 120:
+        return f"about {seconds:.0f} s"
+    if seconds < 2 * HOUR:
+        return f"about {seconds / MINUTE:.0f} min"
+    return f"about {seconds / HOUR:.1f} h"

@@ -18,6 +18,7 @@ from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.retry import RetryPolicy
 from freshsales_destination.delivery.budget import StoreBudget
 from freshsales_destination.delivery.executor import Executor
+from freshsales_destination.delivery.health import DestinationHealth, HealthObservingBudget
 from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.delivery.schema_cache import SchemaCache
 from freshsales_destination.delivery.worker import DestinationWorker
@@ -35,6 +36,7 @@ class DestinationRuntime:
     executor: Executor
     schema: SchemaCache
     workers: list[DestinationWorker]
+    health: DestinationHealth | None = None
 
 
 def budget_account_key(config: DestinationConfig) -> str:
@@ -68,11 +70,15 @@ def build_runtime(
         destination=name,
     )
     memory = DeliveryMemory(store, name)
+    # Every call's outcome also tells the destination's health (delivery/health.py).
+    health = DestinationHealth(store, name, base_url=client.base_url, now=now)
     executor = Executor(
-        client=client, memory=memory, budget=budget, product=config.product, now=now
+        client=client, memory=memory, budget=HealthObservingBudget(budget, health),
+        product=config.product, now=now,
     )
     schema = SchemaCache(
-        store=store, destination=name, client=client, budget=budget, product=config.product,
+        store=store, destination=name, client=client,
+        budget=HealthObservingBudget(budget, health, schema=True), product=config.product,
         now=now,
     )
     mapping = DestinationSettings.build(
@@ -90,10 +96,11 @@ def build_runtime(
         DestinationWorker(
             name=name, store=store, settings=mapping, executor=executor, memory=memory,
             schema=schema, policy=policy, records_first=budget.scarce, now=now, rng=rng,
+            health=health,
         )
         for _ in range(delivery.workers)
     ]
-    return DestinationRuntime(name, client, budget, executor, schema, workers)
+    return DestinationRuntime(name, client, budget, executor, schema, workers, health)
 
 
 class DeliveryEngine:

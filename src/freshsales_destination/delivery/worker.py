@@ -46,6 +46,7 @@ from freshsales_destination.delivery.executor import (
     UnitContext,
     UnresolvedReference,
 )
+from freshsales_destination.delivery.health import DestinationHealth
 from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.delivery.schema_cache import SchemaCache
 from freshsales_destination.freshsales.errors import FreshsalesError, InvalidRequest
@@ -110,8 +111,10 @@ class DestinationWorker:
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         events: EventsRoute | None = None,
+        health: DestinationHealth | None = None,
     ) -> None:
         self.name = name
+        self.health = health
         self.store = store
         self.settings = settings
         self.executor = executor
@@ -136,6 +139,18 @@ class DestinationWorker:
 
     async def run_once(self) -> bool:
         """Deliver one lane; False when nothing was ready."""
+        if self.health is None:
+            return await self._run_once()
+        # A destination paused for its own fault (a wrong key, ...) takes no lane but the
+        # probe's: one worker at a time, with backoff (delivery/health.py).
+        if not await self.health.admit():
+            return False
+        try:
+            return await self._run_once()
+        finally:
+            self.health.done()
+
+    async def _run_once(self) -> bool:
         claim: LaneClaim | None = None
         if self.records_first():
             claim = await self._store(
@@ -239,10 +254,14 @@ class DestinationWorker:
             schema = await self.schema.get()
         except BudgetExhausted:
             return False
-        except FreshsalesError as exc:
-            # The schema could not be fetched: nothing is wrong with the messages; try later.
-            log.warning("destination %s: cannot read the field schema: %s", self.name, exc)
-            if exc.kind == "throttled":
+        except (FreshsalesError, MappingConfigError) as exc:
+            # The schema could not be fetched or read: nothing is wrong with the messages.
+            # The destination's health pauses it and says so once (no line per poll).
+            if self.health is not None:
+                self.health.schema_failed(exc)
+            else:
+                log.warning("destination %s: cannot read the field schema: %s", self.name, exc)
+            if isinstance(exc, FreshsalesError) and exc.kind == "throttled":
                 self.stats.throttled += 1
             return False
         identifies = [m for m in claim.messages if m.type == "identify"]
@@ -352,6 +371,10 @@ class DestinationWorker:
             await self._defer(claim, unit, exc)
             return "stop"
         except (UnresolvedReference, FreshsalesError) as exc:
+            if self.health is not None and self.health.holds(exc):
+                # The destination's fault (a refused key, no connection): the messages stay
+                # pending as they were, their attempts and retry window unspent.
+                return "budget"
             if isinstance(exc, UnresolvedReference):
                 kind, text, retry_after = "permanent", str(exc), None
             else:

@@ -27,6 +27,7 @@ from freshsales_destination.config import is_freshworks_https_url
 from freshsales_destination.errors import ConfigError
 from freshsales_destination.freshsales.errors import (
     ConnectionFailed,
+    DestinationURLRefused,
     FreshsalesError,
     InvalidArgument,
     RequestTimeout,
@@ -266,12 +267,23 @@ class FreshsalesClient:
                 headers=headers,
                 timeout=httpx2.Timeout(self._timeout),
             )
+        except (httpx2.InvalidURL, httpx2.UnsupportedProtocol, ValueError, OverflowError) as exc:
+            raise self._transport_error(DestinationURLRefused, method, path, exc) from None
         except httpx2.TimeoutException as exc:
             raise self._transport_error(RequestTimeout, method, path, exc) from None
         except httpx2.ConnectError as exc:
             raise self._transport_error(ConnectionFailed, method, path, exc) from None
         except httpx2.RequestError as exc:
             raise self._transport_error(TransportFailure, method, path, exc) from None
+        except ExceptionGroup as group:
+            # The connection layer reports a port out of range as a group of one
+            # OverflowError; anything else in a group is not ours to hide.
+            refused, rest = group.split((ValueError, OverflowError))
+            if refused is None or rest is not None:
+                raise
+            raise self._transport_error(
+                DestinationURLRefused, method, path, refused.exceptions[0]
+            ) from None
 
         rate = parse_rate_limit_headers(response.headers, self._clock())
         error = error_from_response(

@@ -194,6 +194,11 @@ class InvalidArgument(PermanentError, ValueError):
     """The client refused to send the request because an argument is invalid."""
 
 
+class DestinationURLRefused(InvalidArgument):
+    """The HTTP library refused to send to the destination's URL (a bad host or port): the
+    destination is misconfigured, whatever the message."""
+
+
 class RequestRejected(PermanentError, FreshsalesStatusError):
     """Freshsales rejected the request."""
 
