@@ -3,6 +3,7 @@ limits), end to end through ingest, store and delivery into the sandbox."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,28 @@ import pytest
 from freshsales_destination.delivery.budget import StoreBudget
 from freshsales_destination.delivery.engine import budget_account_key
 from tests.delivery.conftest import FakeClock, Pipeline, make_pipeline
+
+
+def _status_budget(pipeline: Pipeline, tmp_path: Path) -> dict[str, Any]:
+    """The budget `freshsales-destination status --config FILE` shows, as another process."""
+    from typer.testing import CliRunner
+
+    from freshsales_destination.cli import _register, app
+
+    config = pipeline.settings.destinations["crm"]
+    path = tmp_path / "status.toml"
+    path.write_text(
+        f'[store]\nurl = "{pipeline.settings.store.url}"\n\n'
+        f'[destinations.crm]\nbase_url = "{pipeline.sandbox.base_url}"\n'
+        f'allow_custom_base_url = true\napi_key = "k"\n'
+        f"rate_limit_per_hour = {config.rate_limit_per_hour}\n"
+        f"rate_limit_per_minute = {config.rate_limit_per_minute}\n"
+    )
+    _register()
+    result = CliRunner().invoke(app, ["status", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    budget: dict[str, Any] = json.loads(result.output)["destinations"]["crm"]["budget"]
+    return budget
 
 
 def _messages(count: int) -> list[dict[str, Any]]:
@@ -67,6 +90,10 @@ def test_configured_above_the_account_everything_is_delivered_without_a_429(
         limits = _budget(pipeline, clock).effective()
         assert limits.per_hour == 1000
         assert limits.hour_source == "account"
+        shown = _status_budget(pipeline, tmp_path)
+        assert (shown["per_hour"], shown["per_hour_source"]) == (1000, "account")
+        assert shown["account"]["limit"] == 1000 and shown["account"]["window"] == "hour"
+        assert "set rate_limit_per_hour = 1000" in shown["mismatch"]
         # The mismatch is logged once, with what to change, however many rounds ran.
         told = [r.getMessage() for r in caplog.records if "rate_limit_per_hour" in r.getMessage()]
         assert len(told) == 1, told
@@ -92,6 +119,9 @@ def test_configured_below_the_account_the_configuration_wins(tmp_path: Path) -> 
         limits = _budget(pipeline, clock).effective()
         assert (limits.per_hour, limits.hour_source) == (500, "configured")
         assert limits.mismatch() is None
+        shown = _status_budget(pipeline, tmp_path)
+        assert (shown["per_hour"], shown["per_hour_source"]) == (500, "configured")
+        assert shown["mismatch"] is None
         assert limits.account_per_hour == 1000
     finally:
         pipelines.close()
