@@ -70,10 +70,15 @@ DEFAULT_RESERVE_FRACTION = 0.2
 DEFAULT_THROTTLE_BLOCK_SECONDS = 60.0
 MAX_THROTTLE_BLOCK_SECONDS = 900.0
 ACCOUNT_LIMIT_TTL = 24 * HOUR
-# Resets this far away can only belong to an hourly window; a run of resets at most a minute
-# away that lasts this long can only belong to a window of a minute.
+# Resets this far away can only belong to an hourly window (proven once, it stays proven). A
+# window of a minute shows itself by resets at most a minute away for two minutes on end from
+# the first answers on, or by refills: the remaining count back near the limit within a minute
+# of being low, twice.
 _HOURLY_RESET_AFTER = MINUTE + 1.0
 _SHORT_WINDOW_PROOF = 2 * MINUTE
+_LOW_FRACTION = 0.5
+_REFILLED_FRACTION = 0.9
+_REFILLS_FOR_A_MINUTE = 2
 _FORMAT_VERSION = 2
 
 Priority = Literal["record", "event"]
@@ -126,11 +131,16 @@ class AccountLimit:
     window: Window
     seen_at: float
     short_resets_since: float | None = None
-    """Start of the current run of answers whose reset was at most a minute away."""
+    """Start of the run of answers whose reset was at most a minute away (window unknown)."""
+    low_at: float | None = None
+    """When the remaining count was last seen below half the limit (window not yet known)."""
+    refills: int = 0
+    """Times the remaining count came back near the limit within a minute of being low."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"limit": self.limit, "window": self.window, "seen_at": self.seen_at,
-                "short_resets_since": self.short_resets_since}
+                "short_resets_since": self.short_resets_since, "low_at": self.low_at,
+                "refills": self.refills}
 
     @classmethod
     def from_dict(cls, data: Any) -> AccountLimit:
@@ -145,6 +155,8 @@ class AccountLimit:
         return cls(
             limit=limit, window=window, seen_at=_finite(data.get("seen_at"), "seen_at"),
             short_resets_since=_optional(data.get("short_resets_since"), "short_resets_since"),
+            low_at=_optional(data.get("low_at"), "low_at"),
+            refills=_count(data.get("refills", 0), "refills"),
         )
 
 
@@ -376,6 +388,13 @@ def _reserve(limits: BudgetLimits, priority: Priority, fraction: float) -> int:
     raise ValueError(f"unknown priority {priority!r}")
 
 
+def _view_reserve(limits: BudgetLimits, priority: Priority, fraction: float) -> int:
+    """The reserve kept of what the server says is left. Its count may describe the minute
+    (headers do not say which window): kept as a share of the minute's limit, events can
+    spend whenever the account has more than that share left, whichever window it counts."""
+    return _reserve(BudgetLimits(limits.per_minute, limits.per_minute), priority, fraction)
+
+
 def _blocked(state: BudgetState, now: float) -> float | None:
     """How long a caller must wait whatever the counts say, if at all."""
     if state.last_grant_at is not None and now < state.last_grant_at:
@@ -409,7 +428,8 @@ def try_acquire(
     if len(minute) >= effective.per_minute:
         waits.append(_wait_until(minute[len(minute) - effective.per_minute], now))
     server_left = _server_left(state, now)
-    if server_left is not None and server_left <= reserve and state.server is not None:
+    view_reserve = _view_reserve(effective, priority, reserve_fraction_for_records)
+    if server_left is not None and server_left <= view_reserve and state.server is not None:
         waits.append(_wait_until(state.server.trusted_until, now))
     if waits:
         return Acquisition(False, state, max(waits))
@@ -441,26 +461,48 @@ def available(
     left = min(by_hour, by_minute)
     server_left = _server_left(state, now)
     if server_left is not None:
-        left = min(left, server_left - reserve)
+        left = min(left, server_left - _view_reserve(effective, priority, reserve_fraction_for_records))
     return max(0, left)
 
 
 def _learn_limit(
-    previous: AccountLimit | None, limit: int, reset_seconds: float | None, now: float
+    previous: AccountLimit | None,
+    limit: int,
+    reset_seconds: float | None,
+    remaining: int | None,
+    now: float,
 ) -> AccountLimit:
-    """Which window a stated limit describes, from how far away its resets are."""
-    window: Window = previous.window if previous is not None else "unknown"
-    short_since = previous.short_resets_since if previous is not None else None
-    if previous is not None and previous.limit != limit:
-        window, short_since = "unknown", None  # a new plan: learn its window again
+    """Which window a stated limit describes, from its resets and refills.
+
+    A reset more than a minute away proves an hourly window (and it stays proven: a sliding
+    hour under steady traffic also shows resets seconds away). Otherwise the window is a minute
+    once resets have stayed within a minute for two minutes on end, or once the remaining
+    count has twice come back near the limit within a minute of being low; until then it is
+    unknown (which caps both windows).
+    """
+    if previous is None or previous.limit != limit:
+        previous = AccountLimit(limit=limit, window="unknown", seen_at=now)  # a new plan
+    if previous.window == "hour":
+        return replace(previous, seen_at=now)
+    if reset_seconds is not None and reset_seconds > _HOURLY_RESET_AFTER:
+        return AccountLimit(limit=limit, window="hour", seen_at=now)
+    short_since = previous.short_resets_since
     if reset_seconds is not None:
-        if reset_seconds > _HOURLY_RESET_AFTER:
-            window, short_since = "hour", None
-        else:
-            short_since = now if short_since is None else short_since
-            if now - short_since >= _SHORT_WINDOW_PROOF:
-                window = "minute"
-    return AccountLimit(limit=limit, window=window, seen_at=now, short_resets_since=short_since)
+        short_since = now if short_since is None else short_since
+    low_at, refills = previous.low_at, previous.refills
+    if remaining is not None:
+        if remaining < limit * _LOW_FRACTION:
+            low_at = now
+        elif remaining >= limit * _REFILLED_FRACTION and low_at is not None:
+            if now - low_at <= MINUTE + 1.0:
+                refills += 1
+            low_at = None
+    proven = refills >= _REFILLS_FOR_A_MINUTE or (
+        short_since is not None and now - short_since >= _SHORT_WINDOW_PROOF
+    )
+    window: Window = "minute" if proven else previous.window
+    return AccountLimit(limit=limit, window=window, seen_at=now, short_resets_since=short_since,
+                        low_at=low_at, refills=refills)
 
 
 def observe_server_headers(
@@ -483,7 +525,8 @@ def observe_server_headers(
     reset = None if reset_seconds is None else max(_finite(reset_seconds, "reset_seconds"), 0.0)
     updated = state
     if limit is not None and limit >= 1:
-        updated = replace(updated, account=_learn_limit(updated.account, int(limit), reset, now))
+        account = _learn_limit(updated.account, int(limit), reset, remaining, now)
+        updated = replace(updated, account=account)
     if remaining is not None:
         ticket = updated.issued if ticket is None else min(ticket, updated.issued)
         current = updated.server
