@@ -237,3 +237,44 @@ def test_create_claims_are_exclusive_expire_and_settle(tmp_path: Path) -> None:
         assert one.person_by_email("contact", "C@example.com") is None
     finally:
         store.close()
+
+
+def test_a_failed_write_after_the_create_never_creates_the_person_again(tmp_path: Path) -> None:
+    """The upsert made the record; the write that follows it (the complete custom fields) is
+    answered 429. The record's id is remembered at once, so the retry writes to it by id
+    instead of creating the person again (which, with lookups lagging, would make a second
+    record or be refused as a duplicate until the message died)."""
+    from tests.delivery.test_preserve import SEED
+
+    seed = tmp_path / "seed.toml"
+    seed.write_text(SEED)
+    clock = ConftestClock()
+    pipelines = make_pipeline(
+        tmp_path, "suite", clock=clock, app_token=False,
+        sandbox_options={"seed_path": seed, "lookup_delay": 100_000.0,
+                         "lookup_delay_upserts": True, "custom_fields": "replace"},
+    )
+    pipeline = next(pipelines)
+    try:
+        scripted = httpx2.post(
+            f"{pipeline.sandbox.root_url}/_sandbox/script", headers=pipeline.sandbox.auth_headers,
+            json={"method": "PUT", "path": "/crm/sales/api/contacts/*", "responses": [
+                {"status": 429, "body": {"error_code": 429}, "headers": {"Retry-After": "1"}}]},
+        )
+        assert scripted.status_code == 200, scripted.text
+        pipeline.send("/v1/identify", {"userId": "u-1", "messageId": "m1",
+                                       "traits": {"email": "ada@example.com", "cfPlan": "Pro"}})
+        for _ in range(5):
+            pipeline.deliver(now=clock)
+            clock.advance(120)
+        stored = pipeline.store.get_message("web", "m1")
+        assert stored is not None and stored.status == "delivered", stored
+        (contact,) = pipeline.records("contacts")
+        assert (contact.get("custom_field") or {}).get("cf_plan") == "Pro"
+        memory = DeliveryMemory(pipeline.store, "crm")
+        assert memory.person_by_email("contact", "ada@example.com") == contact["id"]
+        upserts = [e for e in pipeline.sandbox.request_log()
+                   if e["path"].endswith("/contacts/upsert")]
+        assert len(upserts) == 1, upserts
+    finally:
+        pipelines.close()

@@ -308,6 +308,13 @@ class Executor:
                 op, lambda: self.client.upsert_contact(identifier, body, include=include)
             )
             result = reply.id
+            if result is not None:
+                # The record exists now: remember it before the write that follows, so that a
+                # failure of that write never makes a retry create the person again.
+                self._created(ctx, record_type, result)
+                self.memory.remember_person(
+                    user or "", record_type=record_type, record_id=result, email=email, now=now
+                )
             if held is not None or fresh:
                 reply, linked_now = await self.keeper.after_upsert(
                     op, "contact", reply, held, new_links=fresh
