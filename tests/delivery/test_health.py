@@ -293,3 +293,35 @@ def test_a_base_url_that_is_not_the_api_is_misconfigured_and_the_schema_fetch_ne
         assert all(m.status == "pending" and m.attempts == 0 for m in messages(pipeline))
     finally:
         next(gen, None)
+
+
+def test_an_unreadable_schema_answer_is_fetched_again_once_the_account_answers_well(
+    tmp_path: Path,
+) -> None:
+    """One fields answer the schema cannot read makes the destination misconfigured; it is
+    not kept for a day: the next probe fetches afresh, and once Freshsales answers well the
+    message is delivered."""
+    from freshsales_destination.delivery.health import read_health
+
+    clock = FakeClock()
+    pipelines = make_pipeline(tmp_path, "suite", clock=clock, app_token=False)
+    pipeline = next(pipelines)
+    try:
+        scripted = httpx2.post(
+            f"{pipeline.sandbox.root_url}/_sandbox/script", headers=pipeline.sandbox.auth_headers,
+            json={"method": "GET", "path": "/crm/sales/api/settings/contacts/fields",
+                  "responses": [{"status": 200, "body": {"fields": [{"label": "no name"}]}}]},
+        )
+        assert scripted.status_code == 200, scripted.text
+        pipeline.send("/v1/identify", {"userId": "u-1", "messageId": "m1",
+                                       "traits": {"email": "ada@example.com"}})
+        pipeline.deliver(now=clock)
+        assert read_health(pipeline.store, "crm").state == "misconfigured"
+        for _ in range(12):  # two hours; every deliver() is a new engine, as after a restart
+            clock.advance(600)
+            pipeline.deliver(now=clock)
+        stored = pipeline.store.get_message("web", "m1")
+        assert stored is not None and stored.status == "delivered"
+        assert read_health(pipeline.store, "crm").state == "healthy"
+    finally:
+        pipelines.close()

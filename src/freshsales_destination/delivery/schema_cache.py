@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from freshsales_destination.core.schema import SELECTOR_KINDS, FieldSchema
+from freshsales_destination.core.schema import SELECTOR_KINDS, FieldSchema, MappingConfigError
 from freshsales_destination.delivery.executor import Budget
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
 from freshsales_destination.freshsales.errors import NotFound, PermanentError
@@ -65,14 +65,23 @@ class SchemaCache:
             data = orjson.loads(cached)
             fetched_at = float(data.get("fetched_at") or 0)
             if now - fetched_at < self.ttl and isinstance(data.get("schema"), dict):
-                self._schema = FieldSchema.from_json(data["schema"], product=self.product)
-                self._fetched_at = fetched_at
-                return self._schema
+                try:
+                    self._schema = FieldSchema.from_json(data["schema"], product=self.product)
+                except MappingConfigError:
+                    self.invalidate()  # an unreadable copy is fetched again, never kept a day
+                else:
+                    self._fetched_at = fetched_at
+                    return self._schema
         raw = await self._fetch()
+        try:
+            schema = FieldSchema.from_json(raw, product=self.product)
+        except MappingConfigError:
+            self.invalidate()  # the next probe fetches afresh (a fixed account then works)
+            raise
         self.store.kv_put(
             NAMESPACE, self.destination, orjson.dumps({"fetched_at": now, "schema": raw}), now=now
         )
-        self._schema = FieldSchema.from_json(raw, product=self.product)
+        self._schema = schema
         self._fetched_at = now
         return self._schema
 
