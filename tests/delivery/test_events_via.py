@@ -8,6 +8,7 @@ the missing API is called at most once per day, not once per event.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,38 @@ def test_while_another_worker_probes_events_wait_without_spending_their_window(t
         suite.deliver(clock)
         assert _status(suite, "t-1").status == "delivered" and len(_track_calls(suite)) == 1
         assert [n["description"].split("\n")[0] for n in suite.records("notes")] == ["Order Completed"]
+
+
+def test_a_configuration_error_is_logged_once_and_spends_no_retry_window(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """events_via = "tracking" on an account without the tracking API: twenty people's
+    events wait; one log line says why (not one per lane per re-check), and the waiting
+    messages keep their retry window untouched for when the configuration is fixed."""
+    caplog.set_level(logging.WARNING)
+    clock = FakeClock()
+    pipelines = make_pipeline(
+        tmp_path, "classic", clock=clock, sandbox_options={"tracking_api": "absent"},
+        destination={"events_via": "tracking"},
+    )
+    pipeline = next(pipelines)
+    try:
+        batch: list[dict[str, Any]] = [
+            {"type": "identify", "userId": f"u{n}", "messageId": f"i{n}",
+             "traits": {"email": f"u{n}@example.com", "lastName": f"L{n}"}} for n in range(20)
+        ]
+        batch += [{"type": "track", "userId": f"u{n}", "messageId": f"t{n}", "event": "Clicked"}
+                  for n in range(20)]
+        pipeline.send("/v1/batch", {"batch": batch})
+        for _ in range(6):  # half an hour of re-checks every 5 minutes
+            pipeline.deliver(now=clock)
+            clock.advance(301)
+        lines = [r.getMessage() for r in caplog.records
+                 if "configuration error" in r.getMessage()]
+        assert len(lines) == 1, lines
+        waiting = [pipeline.store.get_message("web", f"t{n}") for n in range(20)]
+        assert all(m is not None and m.status == "pending" for m in waiting)
+        assert all(m is not None and m.attempts == 0 and m.first_failure_at is None
+                   for m in waiting)
+    finally:
+        pipelines.close()

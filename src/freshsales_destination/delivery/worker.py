@@ -54,6 +54,9 @@ from freshsales_destination.store.base import LaneClaim, Store, StoredMessage
 
 log = logging.getLogger(__name__)
 
+# The configuration error each destination's messages wait on, as last logged by this process.
+_CONFIG_TOLD: dict[tuple[str, int], str] = {}
+
 RECORD_TYPES = ("identify", "group", "delete")
 
 
@@ -309,13 +312,20 @@ class DestinationWorker:
         return True
 
     async def _park(self, claim: LaneClaim, head: StoredMessage, exc: MappingConfigError) -> None:
-        """A configuration problem is not the messages' fault: hold them, loudly."""
+        """A configuration problem is not the messages' fault: hold them without spending their
+        attempts or retry window, and say so once per destination and problem (not per lane)."""
         self.config_error = exc.message
-        log.error("destination %s: configuration error: %s", self.name, exc.message)
+        told = (self.name, id(self.store))
+        if _CONFIG_TOLD.get(told) != exc.message:
+            _CONFIG_TOLD[told] = exc.message
+            log.error(
+                "destination %s: configuration error: %s (its messages wait, re-checked every "
+                "5 minutes)", self.name, exc.message,
+            )
         await self._store(
             self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
             attempts=head.attempts, available_at=self.now() + 300,
-            first_failure_at=head.first_failure_at or self.now(),
+            first_failure_at=head.first_failure_at,
             last_error=f"configuration error: {exc.message}",
         )
 
