@@ -34,7 +34,10 @@ class EventCall:
 
 
 # check(rule, where, settings, schema): raise MappingConfigError for what the account or the
-# destination lacks. apply(builder, rule, call): the operations and their explanation.
+# destination lacks. apply(builder, rule, call): the operations and their explanation. apply
+# resolves names through the same helpers check calls, each at the point where planning needs
+# it, so an event discarded for its own reasons (no timestamp, no deal name) is discarded
+# before a settings problem further on is raised, as it always was.
 RuleCheck = Callable[[Any, str, DestinationSettings, FieldSchema], None]
 RuleApply = Callable[[PlanBuilder, Any, EventCall], None]
 
