@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from freshsales_destination.core.statuses import PlanStatus
+
 Outcome = Literal["mapped", "used", "dropped", "info"]
-Status = Literal["planned", "discarded", "filtered"]
+Status = PlanStatus  # the planner's verdict (core/statuses.py)
 
 
 @dataclass(frozen=True)

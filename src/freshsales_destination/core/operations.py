@@ -54,25 +54,33 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
-OPERATION_KINDS: tuple[str, ...] = (
-    "upsert_contact",
-    "upsert_lead",
-    "lookup_person",
-    "upsert_sales_account",
-    "link_sales_account",
-    "upsert_deal",
-    "track_event",
-    "track_page_view",
-    "create_note",
-    "create_sales_activity",
-    "update_lifecycle_stage",
-    "forget_contact",
-    "alias",
-)
 
-PERSON_UPSERT_KINDS: frozenset[str] = frozenset({"upsert_contact", "upsert_lead"})
+class OperationKind(StrEnum):
+    """What an operation does (the table above). Values are the stored and JSON strings."""
+
+    UPSERT_CONTACT = "upsert_contact"
+    UPSERT_LEAD = "upsert_lead"
+    LOOKUP_PERSON = "lookup_person"
+    UPSERT_SALES_ACCOUNT = "upsert_sales_account"
+    LINK_SALES_ACCOUNT = "link_sales_account"
+    UPSERT_DEAL = "upsert_deal"
+    TRACK_EVENT = "track_event"
+    TRACK_PAGE_VIEW = "track_page_view"
+    CREATE_NOTE = "create_note"
+    CREATE_SALES_ACTIVITY = "create_sales_activity"
+    UPDATE_LIFECYCLE_STAGE = "update_lifecycle_stage"
+    FORGET_CONTACT = "forget_contact"
+    ALIAS = "alias"
+
+
+OPERATION_KINDS: tuple[OperationKind, ...] = tuple(OperationKind)
+
+PERSON_UPSERT_KINDS: frozenset[OperationKind] = frozenset(
+    {OperationKind.UPSERT_CONTACT, OperationKind.UPSERT_LEAD}
+)
 
 
 def ref(name: str) -> dict[str, str]:
@@ -102,7 +110,7 @@ class Operation:
     ``key`` and ``fields`` are plain JSON values: treat them as read-only.
     """
 
-    kind: str
+    kind: OperationKind
     entity: str
     key: dict[str, Any] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)
@@ -124,7 +132,7 @@ class Operation:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kind": self.kind,
+            "kind": str(self.kind),
             "entity": self.entity,
             "key": _copy(self.key),
             "fields": _copy(self.fields),
@@ -139,14 +147,14 @@ class Operation:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Operation:
         kind = data.get("kind")
-        if kind not in OPERATION_KINDS:
+        if not isinstance(kind, str) or kind not in OPERATION_KINDS:
             raise ValueError(f"unknown operation kind {kind!r}")
         key = data.get("key") or {}
         fields_ = data.get("fields") or {}
         if not isinstance(key, dict) or not isinstance(fields_, dict):
             raise ValueError("operation key and fields must be objects")
         return cls(
-            kind=str(kind),
+            kind=OperationKind(kind),
             entity=str(data.get("entity") or ""),
             key=_copy(key),
             fields=_copy(fields_),
@@ -212,6 +220,7 @@ __all__ = [
     "OPERATION_KINDS",
     "PERSON_UPSERT_KINDS",
     "Operation",
+    "OperationKind",
     "is_ref",
     "merge_person_operations",
     "operations_to_json",
