@@ -252,3 +252,25 @@ def test_data_postgres_cannot_hold_is_refused(pg_schema: PgSchema) -> None:
         assert store.count_by_status() == {}
     finally:
         store.close()
+
+
+def test_a_dropped_postgres_connection_is_unavailable_and_the_store_goes_on(
+    pg_schema: PgSchema,
+) -> None:
+    import psycopg
+
+    store = PostgresStore(pg_schema.dsn, schema=pg_schema.schema, min_size=1, max_size=1)
+    store.open()
+    try:
+        store.append([msg("1")])
+        pool = store._pool  # its one connection
+        assert pool is not None
+        with pool.connection() as conn:
+            (pid,) = conn.execute("SELECT pg_backend_pid()").fetchone() or (None,)
+        with psycopg.connect(pg_schema.dsn, autocommit=True) as admin:  # as a server restart
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreUnavailable):
+            store.count_by_status()
+        assert store.count_by_status() == {"pending": 1}  # the pool replaced the connection
+    finally:
+        store.close()

@@ -22,7 +22,7 @@ import functools
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, ParamSpec, Protocol, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from freshsales_destination.errors import StoreError
 from freshsales_destination.store.base import (
@@ -47,23 +47,6 @@ PUBLIC_METHODS = frozenset({
     "renew_lease", "release_lane", "finish", "reschedule", "requeue", "list_messages",
     "pending_count", "kv_get", "kv_put", "kv_update", "kv_prune",
 })
-
-
-class Cursor(Protocol):
-    """What the rules use of a DB-API cursor (sqlite3's and psycopg's both fit)."""
-
-    @property
-    def rowcount(self) -> int: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
-class Connection(Protocol):
-    """What the rules use of a connection (sqlite3's and psycopg's both fit)."""
-
-    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
 
 
 def guarded(method: Callable[P, T]) -> Callable[P, T]:
