@@ -127,7 +127,7 @@ def test_requeue_brings_a_dead_letter_back_with_fresh_attempts_and_frees_its_lan
     assert [m.message_id for m in store.list_messages(status="dead")] == ["1"]
     assert store.prune(older_than=10_000) == 0  # dead letters wait for an operator
     assert claim(store, "w", 400) is None  # the lane is still held by the last retry time
-    assert store.requeue([seq, stored(store, "2").seq], now=500) == 1  # "2" is not dead
+    assert store.requeue([seq, stored(store, "2").seq, seq], now=500) == 1  # "2" is not dead
     back = stored(store, "1")
     assert (back.status, back.attempts, back.available_at, back.first_failure_at) == (
         "pending", 0, 0, None

@@ -308,9 +308,11 @@ class PostgresStore(SQLStore):
         name: str,
         params: Sequence[object],
         seqs: Sequence[int],
+        *,
+        fetch: bool = False,
     ) -> list[Any]:
         cursor = conn.execute(_Q[name], (*params, list(seqs)))
-        return cursor.fetchall() if cursor.description is not None else []
+        return cursor.fetchall() if fetch else []
 
     def _candidate(
         self,

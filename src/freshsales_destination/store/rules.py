@@ -119,10 +119,16 @@ class SQLStore:
 
     @abstractmethod
     def _for_seqs(
-        self, conn: Any, name: str, params: Sequence[object], seqs: Sequence[int]
+        self,
+        conn: Any,
+        name: str,
+        params: Sequence[object],
+        seqs: Sequence[int],
+        *,
+        fetch: bool = False,
     ) -> list[Any]:
         """Run query `name` with `params` followed by the seqs (one at a time or as an array,
-        as the query expects); the rows it returned, if any."""
+        as the dialect's query expects); with `fetch`, the rows it returned."""
 
     @abstractmethod
     def _candidate(
@@ -321,8 +327,10 @@ class SQLStore:
     def requeue(self, seqs: Sequence[int], *, now: float) -> int:
         if not seqs:
             return 0
+        distinct = sorted(set(seqs))
         with self._write() as conn:
-            rows = self._for_seqs(conn, "requeue", (), seqs)
+            rows = self._for_seqs(conn, "dead_lanes", (), distinct, fetch=True)
+            self._for_seqs(conn, "requeue", (), distinct)
             lanes = sorted({(str(d), str(lane)) for d, lane in rows if lane is not None})
             for lane_key in lanes:
                 self._run(conn, "unhold_lane", lane_key)

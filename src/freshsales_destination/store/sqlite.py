@@ -343,10 +343,16 @@ class SQLiteStore(SQLStore):
             conn.execute(_Q["ping"]).fetchone()
 
     def _for_seqs(
-        self, conn: sqlite3.Connection, name: str, params: Sequence[object], seqs: Sequence[int]
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        params: Sequence[object],
+        seqs: Sequence[int],
+        *,
+        fetch: bool = False,
     ) -> list[Any]:
         query = _Q[name]
-        if "RETURNING" not in query:
+        if not fetch:
             conn.executemany(query, [(*params, seq) for seq in seqs])
             return []
         rows: list[Any] = []

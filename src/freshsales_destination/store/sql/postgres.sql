@@ -145,11 +145,16 @@ INSERT INTO lanes AS l (destination, lane, hold_until, owner, lease_until)
 VALUES (%s, %s, %s, NULL, 0) ON CONFLICT (destination, lane) DO UPDATE SET
 hold_until = excluded.hold_until
 
+-- name: dead_lanes
+-- All seqs at once (an array). FOR UPDATE: a concurrent requeue of the same seqs waits, then
+-- finds them no longer dead.
+SELECT destination, lane FROM messages WHERE seq = ANY(%s::bigint[]) AND status = 'dead'
+FOR UPDATE
+
 -- name: requeue
 -- All seqs at once (an array).
 UPDATE messages SET status = 'pending', attempts = 0, available_at = 0,
-first_failure_at = NULL, finished_at = NULL
-WHERE seq = ANY(%s::bigint[]) AND status = 'dead' RETURNING destination, lane
+first_failure_at = NULL, finished_at = NULL WHERE seq = ANY(%s::bigint[]) AND status = 'dead'
 
 -- name: unhold_lane
 UPDATE lanes SET hold_until = 0 WHERE destination = %s AND lane = %s

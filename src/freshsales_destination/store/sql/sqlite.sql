@@ -121,11 +121,14 @@ INSERT INTO lanes (destination, lane, hold_until, owner, lease_until)
 VALUES (?, ?, ?, NULL, 0) ON CONFLICT (destination, lane) DO UPDATE SET
 hold_until = excluded.hold_until
 
+-- name: dead_lanes
+-- One seq at a time. (No UPDATE ... RETURNING: that needs SQLite 3.35.)
+SELECT destination, lane FROM messages WHERE seq = ? AND status = 'dead'
+
 -- name: requeue
--- One row per seq.
+-- One row per seq (executemany).
 UPDATE messages SET status = 'pending', attempts = 0, available_at = 0,
-first_failure_at = NULL, finished_at = NULL
-WHERE seq = ? AND status = 'dead' RETURNING destination, lane
+first_failure_at = NULL, finished_at = NULL WHERE seq = ? AND status = 'dead'
 
 -- name: unhold_lane
 UPDATE lanes SET hold_until = 0 WHERE destination = ? AND lane = ?
