@@ -101,6 +101,36 @@ def test_an_sqlite_database_of_an_older_version_is_brought_up_to_date(tmp_path: 
     assert _sqlite_schema(path)[0] == 5
 
 
+def test_a_queue_made_before_the_sql_files_opens_as_it_was(tmp_path: Path) -> None:
+    """A real database of the code before this layout (its dump, see the file's header):
+    a message held for a retry, a dead letter, a filtered one, an inbox entry, a budget."""
+    path = tmp_path / "old.db"
+    dump = (Path(__file__).parent / "data" / "sqlite_v5_before_sql_files.sql").read_text()
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.executescript(dump)
+        conn.execute("PRAGMA user_version = 5")
+    before = _sqlite_schema(path)
+    store = SQLiteStore(path)
+    store.open()
+    try:
+        assert store.count_by_status() == {"pending": 2, "dead": 1, "filtered": 1}
+        assert store.inbox_count() == (1, 3)
+        assert store.kv_get("budget", "acct") == b"42"
+        claim = store.claim_lane("acme", owner="w", now=899, lease_seconds=30, max_messages=5)
+        assert claim is None  # u:a is held for its retry at 900; u:b's only message is dead
+        claim = store.claim_lane("acme", owner="w", now=900, lease_seconds=30, max_messages=5)
+        assert claim is not None and [m.message_id for m in claim.messages] == ["p1", "p2"]
+        assert (claim.messages[0].attempts, claim.messages[0].last_error) == (1, "HTTP 500")
+        (dead,) = store.list_messages(status="dead")
+        assert store.requeue([dead.seq], now=901) == 1
+        assert store.append([msg("p1", source="web")]) == [False]  # dedup still holds
+        (entry,) = store.inbox_oldest(10)
+        assert store.inbox_sorted([entry], []) == [] and store.inbox_count() == (0, 0)
+    finally:
+        store.close()
+    assert _sqlite_schema(path) == before  # no migration ran again
+
+
 def _pg_versions(pg: PgSchema) -> list[tuple[int, object]]:
     import psycopg
 
