@@ -164,29 +164,18 @@ class PostgresStore(SQLStore):
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
             # Serialise migrations of this schema across processes (one key per schema).
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                (f"freshsales_destination.migrate.{self.schema}",),
-            )
+            conn.execute(_Q["migrate_lock"], (f"freshsales_destination.migrate.{self.schema}",))
             # CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege even when the
             # schema exists, so only ask for it when the schema is missing.
-            exists = conn.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
-            ).fetchone()
-            if exists is None:
-                conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+            if conn.execute(_Q["schema_exists"], (self.schema,)).fetchone() is None:
+                create = sql.SQL(_Q["create_schema"])
+                conn.execute(create.format(schema=sql.Identifier(self.schema)))
+            conn.execute(_Q["create_schema_migrations"])
+            row = conn.execute(_Q["applied_version"]).fetchone()
             version = int(row[0]) if row else 0
             for target, script in pending_migrations(MIGRATIONS, version):
                 conn.execute(script.encode())  # several statements, no params
-                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (target,))
+                conn.execute(_Q["record_migration"], (target,))
 
     def close(self) -> None:
         with self._lifecycle:

@@ -179,3 +179,26 @@ updated_at = excluded.updated_at
 
 -- name: kv_prune
 DELETE FROM kv WHERE namespace LIKE %s ESCAPE '\' AND updated_at < %s
+
+-- name: migrate_lock
+-- Serialises migrations of one schema across processes (one key per schema).
+SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))
+
+-- name: schema_exists
+SELECT 1 FROM pg_namespace WHERE nspname = %s
+
+-- name: create_schema
+-- {schema}: the schema's name, quoted as an identifier.
+CREATE SCHEMA IF NOT EXISTS {schema}
+
+-- name: create_schema_migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: applied_version
+SELECT COALESCE(MAX(version), 0) FROM schema_migrations
+
+-- name: record_migration
+INSERT INTO schema_migrations (version) VALUES (%s)
