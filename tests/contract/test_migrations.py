@@ -304,3 +304,15 @@ def test_a_dropped_postgres_connection_is_unavailable_and_the_store_goes_on(
         assert store.count_by_status() == {"pending": 1}  # the pool replaced the connection
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_every_named_query_is_used(dialect: str) -> None:
+    package = Path(__file__).parents[2] / "src" / "freshsales_destination" / "store"
+    code = "".join(path.read_text() for path in package.glob("*.py"))
+    fragments = {"columns"}  # filled into the others by the loader
+    unused = [
+        name for name in queries(dialect)  # type: ignore[arg-type]
+        if name not in fragments and f'"{name}"' not in code
+    ]
+    assert unused == []
