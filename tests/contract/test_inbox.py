@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from freshsales_destination.errors import StoreUnavailable
+from freshsales_destination.errors import StoreRefused
 from freshsales_destination.store.base import InboxEntry, NewMessage, SortRaced, Store
 from freshsales_destination.store.postgres import PostgresStore
 from freshsales_destination.store.sqlite import SQLiteStore
@@ -117,7 +117,7 @@ def test_an_append_that_fails_commits_none_of_its_entries(store: Store, size: in
     before = snapshot(store)
     bad = [entry(n) for n in range(size)]
     bad[-1].body = None  # type: ignore[assignment]  # NOT NULL: the last row fails
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(StoreRefused):  # the data is refused: sending it again fails again
         store.inbox_append(bad)
     assert snapshot(store) == before
     store.inbox_append([entry(101)])  # the store is still usable

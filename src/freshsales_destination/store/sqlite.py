@@ -12,143 +12,58 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
-from freshsales_destination.errors import ConfigError, StoreRefused, StoreUnavailable
+from freshsales_destination.errors import (
+    ConfigError,
+    StoreError,
+    StoreRefused,
+    StoreUnavailable,
+)
 from freshsales_destination.private_files import private_sqlite
 from freshsales_destination.store.base import (
     InboxEntry,
-    LaneClaim,
     NewMessage,
-    SortRaced,
-    StoredMessage,
     inbox_entry,
     within_limits,
 )
-
-T = TypeVar("T")
+from freshsales_destination.store.queries import migrations, queries
+from freshsales_destination.store.rules import SQLStore, pending_migrations
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+MIGRATIONS = migrations("sqlite")
+SCHEMA_VERSION = max(MIGRATIONS)
 
-MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE messages (
-        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-        source        TEXT    NOT NULL,
-        message_id    TEXT    NOT NULL,
-        destination   TEXT    NOT NULL,
-        type          TEXT    NOT NULL,
-        status        TEXT    NOT NULL,
-        reason        TEXT,
-        lane          TEXT,
-        received_at   REAL    NOT NULL,
-        event_at      REAL    NOT NULL,
-        attempts      INTEGER NOT NULL DEFAULT 0,
-        available_at  REAL    NOT NULL DEFAULT 0,
-        first_failure_at REAL,
-        last_error    TEXT,
-        finished_at   REAL,
-        raw           BLOB    NOT NULL,
-        message       BLOB    NOT NULL,
-        UNIQUE (source, message_id)
-    );
-    CREATE INDEX messages_pending ON messages (destination, seq) WHERE status = 'pending';
-    CREATE INDEX messages_lane ON messages (destination, lane, seq) WHERE status = 'pending';
-    CREATE INDEX messages_finished ON messages (finished_at) WHERE finished_at IS NOT NULL;
-    """,
-    2: """
-    CREATE TABLE lanes (
-        destination TEXT NOT NULL,
-        lane        TEXT NOT NULL,
-        hold_until  REAL NOT NULL DEFAULT 0,
-        owner       TEXT,
-        lease_until REAL NOT NULL DEFAULT 0,
-        PRIMARY KEY (destination, lane)
-    ) WITHOUT ROWID;
-    CREATE TABLE kv (
-        namespace  TEXT NOT NULL,
-        key        TEXT NOT NULL,
-        value      BLOB NOT NULL,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (namespace, key)
-    ) WITHOUT ROWID;
-    CREATE INDEX messages_status ON messages (status, seq);
-    """,
-    # Only dead letters are listed by status often enough to index: pending and delivered rows
-    # (almost all of them) stay out of the index, so ingest does not pay for it.
-    3: """
-    DROP INDEX IF EXISTS messages_status;
-    CREATE INDEX messages_dead ON messages (seq) WHERE status = 'dead';
-    """,
-    # Acknowledged requests waiting to be sorted into messages: one row per request, no
-    # index but the rowid, so the cost of answering 200 is one small insert per request.
-    4: """
-    CREATE TABLE inbox (
-        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-        source      TEXT    NOT NULL,
-        destination TEXT    NOT NULL,
-        kind        TEXT    NOT NULL,
-        received_at REAL    NOT NULL,
-        count       INTEGER NOT NULL,
-        body        BLOB    NOT NULL
-    );
-    """,
-    # The inbox's size, kept exact by triggers in the transactions that change the inbox
-    # (every process sees the same figure; counting millions of rows is never needed).
-    5: """
-    CREATE TABLE inbox_size (
-        id       INTEGER PRIMARY KEY CHECK (id = 1),
-        entries  INTEGER NOT NULL,
-        messages INTEGER NOT NULL
-    );
-    INSERT INTO inbox_size SELECT 1, COUNT(*), COALESCE(SUM(count), 0) FROM inbox;
-    CREATE TRIGGER inbox_size_add AFTER INSERT ON inbox BEGIN UPDATE inbox_size SET entries = entries + 1, messages = messages + NEW.count WHERE id = 1; END;
-    CREATE TRIGGER inbox_size_remove AFTER DELETE ON inbox BEGIN UPDATE inbox_size SET entries = entries - 1, messages = messages - OLD.count WHERE id = 1; END;
-    """,
-}
-
-_INSERT = """
-INSERT INTO messages (source, message_id, destination, type, status, reason, lane,
-                      received_at, event_at, finished_at, raw, message)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (source, message_id) DO NOTHING
-"""
+_Q = queries("sqlite")
 
 # Ids per duplicate lookup, and rows per INSERT (x 12 parameters): under the 32,766
 # parameters SQLite allows since 3.32.
 _ID_CHUNK = 500
 _INSERT_CHUNK = 500
-_INSERT_HEAD = _INSERT.split("VALUES")[0]
-_INSERT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 @functools.lru_cache(maxsize=64)
 def _insert_many(rows: int) -> str:
-    values = ", ".join([_INSERT_ROW] * rows)
-    return f"{_INSERT_HEAD}VALUES {values}\nON CONFLICT (source, message_id) DO NOTHING"
+    return _Q["append_messages"].replace("{rows}", ", ".join([_Q["append_row"]] * rows))
+
 
 _INBOX_CHUNK = 2_000  # x 6 parameters
-_INBOX_ROW = "(?, ?, ?, ?, ?, ?)"
 
 
 @functools.lru_cache(maxsize=64)
 def _inbox_insert(rows: int) -> str:
-    values = ", ".join([_INBOX_ROW] * rows)
-    return f"INSERT INTO inbox (source, destination, kind, received_at, count, body) VALUES {values}"
+    return _Q["inbox_append"].replace("{rows}", ", ".join([_Q["inbox_row"]] * rows))
 
 
-_LITERAL_STATES = frozenset({"dead", "discarded", "filtered", "dropped", "skipped"})
-
-_COLUMNS = (
-    "seq, source, destination, message_id, type, status, reason, lane, received_at, event_at, "
-    "attempts, available_at, last_error, raw, message, first_failure_at"
-)
+@functools.lru_cache(maxsize=64)
+def _marks(query: str, count: int) -> str:
+    """`query` with ``{marks}`` replaced by `count` placeholders."""
+    return _Q[query].replace("{marks}", ",".join("?" * count))
 
 
 class _Checkpointer:
@@ -222,31 +137,12 @@ def sqlite_path_from_url(url: str) -> Path | None:
     return Path(path[1:]) if path.startswith("/") else Path(path)
 
 
-def _row_to_message(row: sqlite3.Row | tuple[Any, ...]) -> StoredMessage:
-    (seq, source, destination, message_id, kind, status, reason, lane, received_at, event_at,
-     attempts, available_at, last_error, raw, message, first_failure_at) = row
-    return StoredMessage(
-        seq=int(seq),
-        source=str(source),
-        destination=str(destination),
-        message_id=str(message_id),
-        type=str(kind),
-        status=str(status),
-        reason=None if reason is None else str(reason),
-        lane=None if lane is None else str(lane),
-        received_at=float(received_at),
-        event_at=float(event_at),
-        attempts=int(attempts),
-        available_at=float(available_at),
-        last_error=None if last_error is None else str(last_error),
-        raw=bytes(raw),
-        message=bytes(message),
-        first_failure_at=None if first_failure_at is None else float(first_failure_at),
-    )
+class SQLiteStore(SQLStore):
+    """A :class:`~freshsales_destination.store.base.Store` on one SQLite file (the rules are
+    `SQLStore`'s; this class holds the connection, the checkpoints and what SQLite does its
+    own way)."""
 
-
-class SQLiteStore:
-    """A :class:`~freshsales_destination.store.base.Store` on one SQLite file."""
+    dialect = "sqlite"
 
     def __init__(self, path: Path | None, *, busy_timeout: float = 10.0) -> None:
         self.path = path
@@ -291,13 +187,12 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            for target in sorted(MIGRATIONS):
-                if target > version:
-                    # Statements end a line with ";" (a trigger's inner ";" is mid-line).
-                    for statement in re.split(r";[ \t]*\n", MIGRATIONS[target]):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {int(target)}")
+            for target, script in pending_migrations(MIGRATIONS, version):
+                # Statements end a line with ";" (a trigger's inner ";" is mid-line).
+                for statement in re.split(r";[ \t]*\n", script):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {int(target)}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -346,16 +241,14 @@ class SQLiteStore:
                 raise StoreUnavailable("the store is not open")
             yield self._conn
 
-    # -- ingest ------------------------------------------------------------------------------
+    def translate(self, exc: Exception, operation: str) -> StoreError | None:
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)):
+            return StoreRefused(f"the store refused the data ({operation}): {exc}")
+        if isinstance(exc, sqlite3.Error):
+            return StoreUnavailable(f"the store could not {operation}: {exc}")
+        return None
 
-    def append(self, messages: Sequence[NewMessage]) -> list[bool]:
-        if not messages:
-            return []
-        try:
-            with self._write() as conn:
-                return self._append_rows(conn, messages)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the store could not commit: {exc}") from None
+    # -- what only SQLite does -----------------------------------------------------------------
 
     def _append_rows(self, conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> list[bool]:
         # Under the write lock (BEGIN IMMEDIATE) no other writer can insert, so the ids found
@@ -392,72 +285,6 @@ class SQLiteStore:
             raise sqlite3.IntegrityError("duplicate detection disagreed with the insert")
         return results
 
-    def inbox_append(self, entries: Sequence[InboxEntry]) -> None:
-        if not entries:
-            return
-        values = [
-            (e.source, e.destination, e.kind, e.received_at, e.count, e.body) for e in entries
-        ]
-        try:
-            if len(values) <= _INBOX_CHUNK:
-                # One statement outside BEGIN/COMMIT is its own transaction: the writer
-                # thread gives up and takes back the GIL once per commit, not three times
-                # (each take can wait for the event loop's switch interval).
-                with self._read() as conn:
-                    conn.execute(_inbox_insert(len(values)), [v for row in values for v in row])
-                    self._check_checkpointer(conn)
-                return
-            with self._write() as conn:
-                for start in range(0, len(values), _INBOX_CHUNK):
-                    chunk = values[start : start + _INBOX_CHUNK]
-                    conn.execute(_inbox_insert(len(chunk)), [v for row in chunk for v in row])
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the store could not commit: {exc}") from None
-
-    def inbox_oldest(self, max_messages: int, max_bytes: int = 8 << 20) -> list[InboxEntry]:
-        with self._read() as conn:
-            # The cursor is lazy: rows past the cut (and their bodies) are never read.
-            cursor = conn.execute(
-                "SELECT seq, source, destination, kind, received_at, count, body "
-                "FROM inbox ORDER BY seq LIMIT ?",
-                (max(1, max_messages),),
-            )
-            rows = within_limits(
-                cursor, lambda row: (int(row[5]), len(row[6])), max_messages, max_bytes
-            )
-            cursor.close()
-        return [inbox_entry(row) for row in rows]
-
-    def inbox_sorted(
-        self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage]
-    ) -> list[bool]:
-        if not entries:
-            return self.append(messages)
-        seqs = [entry.seq for entry in entries]
-        try:
-            with self._write() as conn:
-                deleted = 0
-                for start in range(0, len(seqs), _ID_CHUNK):
-                    chunk = seqs[start : start + _ID_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    deleted += conn.execute(
-                        f"DELETE FROM inbox WHERE seq IN ({marks})", chunk
-                    ).rowcount
-                if deleted != len(set(seqs)):
-                    raise SortRaced()
-                return self._append_rows(conn, messages)
-        except (sqlite3.IntegrityError, sqlite3.DataError) as exc:
-            raise StoreRefused(f"the store refused sorted messages: {exc}") from None
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the store could not sort the inbox: {exc}") from None
-
-    def inbox_count(self) -> tuple[int, int]:
-        with self._read() as conn:
-            entries, messages = conn.execute(
-                "SELECT entries, messages FROM inbox_size WHERE id = 1"
-            ).fetchone()
-        return int(entries), int(messages)
-
     @staticmethod
     def _existing_ids(
         conn: sqlite3.Connection, messages: Sequence[NewMessage]
@@ -469,259 +296,84 @@ class SQLiteStore:
         for source, ids in by_source.items():
             for start in range(0, len(ids), _ID_CHUNK):
                 chunk = ids[start : start + _ID_CHUNK]
-                marks = ",".join("?" * len(chunk))
                 for (message_id,) in conn.execute(
-                    f"SELECT message_id FROM messages WHERE source = ? AND message_id IN ({marks})",
-                    (source, *chunk),
+                    _marks("existing_ids", len(chunk)), (source, *chunk)
                 ):
                     found.add((source, str(message_id)))
         return found
 
-    def ping(self) -> None:
-        try:
-            with self._write() as conn:
-                conn.execute("PRAGMA user_version").fetchone()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the store is not writable: {exc}") from None
-
-    # -- inspection --------------------------------------------------------------------------
-
-    def get_message(self, source: str, message_id: str) -> StoredMessage | None:
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE source = ? AND message_id = ?",
-                (source, message_id),
-            ).fetchone()
-        return None if row is None else _row_to_message(row)
-
-    def list_messages(self, *, limit: int = 100, status: str | None = None) -> list[StoredMessage]:
-        query = f"SELECT {_COLUMNS} FROM messages"
-        params: tuple[object, ...] = ()
-        if status is not None:
-            if status in _LITERAL_STATES:
-                # A literal lets SQLite prove the partial index applies.
-                query += f" WHERE status = '{status}'"
-            else:
-                query += " WHERE status = ?"
-                params = (status,)
-        query += " ORDER BY seq LIMIT ?"
-        with self._read() as conn:
-            rows = conn.execute(query, (*params, limit)).fetchall()
-        return [_row_to_message(row) for row in rows]
-
-    def count_by_status(self) -> dict[str, int]:
-        with self._read() as conn:
-            rows = conn.execute("SELECT status, COUNT(*) FROM messages GROUP BY status").fetchall()
-        return {str(status): int(count) for status, count in rows}
-
-    def prune(self, *, older_than: float) -> int:
+    def inbox_append(self, entries: Sequence[InboxEntry]) -> None:
+        if not entries:
+            return
+        values = [
+            (e.source, e.destination, e.kind, e.received_at, e.count, e.body) for e in entries
+        ]
+        if len(values) <= _INBOX_CHUNK:
+            # One statement outside BEGIN/COMMIT is its own transaction: the writer thread
+            # gives up and takes back the GIL once per commit, not three times (each take
+            # can wait for the event loop's switch interval).
+            with self._read() as conn:
+                conn.execute(_inbox_insert(len(values)), [v for row in values for v in row])
+                self._check_checkpointer(conn)
+            return
         with self._write() as conn:
-            cursor = conn.execute(
-                "DELETE FROM messages WHERE finished_at IS NOT NULL AND finished_at < ? "
-                "AND received_at < ? AND status != 'dead'",
-                (older_than, older_than),
+            for start in range(0, len(values), _INBOX_CHUNK):
+                chunk = values[start : start + _INBOX_CHUNK]
+                conn.execute(_inbox_insert(len(chunk)), [v for row in chunk for v in row])
+
+    def inbox_oldest(self, max_messages: int, max_bytes: int = 8 << 20) -> list[InboxEntry]:
+        with self._read() as conn:
+            # The cursor is lazy: rows past the cut (and their bodies) are never read.
+            cursor = conn.execute(_Q["inbox_oldest"], (max(1, max_messages),))
+            rows = within_limits(
+                cursor, lambda row: (int(row[5]), len(row[6])), max_messages, max_bytes
             )
-            return int(cursor.rowcount)
+            cursor.close()
+        return [inbox_entry(row) for row in rows]
 
-    # -- delivery ------------------------------------------------------------------------------
+    def _delete_inbox(self, conn: sqlite3.Connection, seqs: Sequence[int]) -> int:
+        deleted = 0
+        for start in range(0, len(seqs), _ID_CHUNK):
+            chunk = seqs[start : start + _ID_CHUNK]
+            deleted += conn.execute(_marks("inbox_delete", len(chunk)), chunk).rowcount
+        return deleted
 
-    def claim_lane(
+    def ping(self) -> None:
+        with self._write() as conn:
+            conn.execute(_Q["ping"]).fetchone()
+
+    def _for_seqs(
         self,
-        destination: str,
+        conn: sqlite3.Connection,
+        name: str,
+        params: Sequence[object],
+        seqs: Sequence[int],
         *,
-        owner: str,
+        fetch: bool = False,
+    ) -> list[Any]:
+        query = _Q[name]
+        if not fetch:
+            conn.executemany(query, [(*params, seq) for seq in seqs])
+            return []
+        rows: list[Any] = []
+        for seq in seqs:
+            rows.extend(conn.execute(query, (*params, seq)).fetchall())
+        return rows
+
+    def _candidate(
+        self,
+        conn: sqlite3.Connection,
+        destination: str,
         now: float,
-        lease_seconds: float,
-        max_messages: int,
-        head_types: Sequence[str] | None = None,
-    ) -> LaneClaim | None:
+        head_types: Sequence[str] | None,
+        lost: Sequence[str],
+    ) -> str | None:
+        # Inside BEGIN IMMEDIATE no other claimer runs: no lane is ever lost (claim_tries 1).
         type_filter = ""
         params: list[object] = [destination, now, now]
         if head_types:
-            # Only lanes whose *next* message is of these types: order within a lane holds.
-            type_filter = (
-                f" AND m.type IN ({', '.join('?' for _ in head_types)})"
-                " AND NOT EXISTS (SELECT 1 FROM messages p INDEXED BY messages_lane "
-                "WHERE p.destination = m.destination AND p.lane = m.lane "
-                "AND p.status = 'pending' AND p.seq < m.seq)"
-            )
+            type_filter = _marks("claim_head_types", len(head_types))
             params.extend(head_types)
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT m.lane FROM messages m INDEXED BY messages_pending "
-                "WHERE m.destination = ? AND m.status = 'pending' AND m.lane IS NOT NULL "
-                "AND NOT EXISTS (SELECT 1 FROM lanes l WHERE l.destination = m.destination "
-                "AND l.lane = m.lane AND (l.hold_until > ? OR l.lease_until > ?))"
-                f"{type_filter} ORDER BY m.seq LIMIT 1",
-                params,
-            ).fetchone()
-            if row is None:
-                return None
-            lane = str(row[0])
-            lease_until = now + lease_seconds
-            conn.execute(
-                "INSERT INTO lanes (destination, lane, hold_until, owner, lease_until) "
-                "VALUES (?, ?, 0, ?, ?) ON CONFLICT (destination, lane) DO UPDATE SET "
-                "hold_until = 0, owner = excluded.owner, lease_until = excluded.lease_until",
-                (destination, lane, owner, lease_until),
-            )
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages INDEXED BY messages_lane "
-                "WHERE destination = ? AND lane = ? AND status = 'pending' ORDER BY seq LIMIT ?",
-                (destination, lane, max_messages),
-            ).fetchall()
-        return LaneClaim(
-            destination=destination,
-            lane=lane,
-            owner=owner,
-            lease_until=lease_until,
-            messages=[_row_to_message(r) for r in rows],
-        )
-
-    def renew_lease(
-        self, destination: str, lane: str, owner: str, *, now: float, lease_seconds: float
-    ) -> bool:
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE lanes SET lease_until = ? WHERE destination = ? AND lane = ? "
-                "AND owner = ? AND lease_until > ?",
-                (now + lease_seconds, destination, lane, owner, now),
-            )
-            return cursor.rowcount == 1
-
-    def release_lane(self, destination: str, lane: str, owner: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE lanes SET owner = NULL, lease_until = 0 "
-                "WHERE destination = ? AND lane = ? AND owner = ?",
-                (destination, lane, owner),
-            )
-            # Forget lanes that hold nothing back any more, so the table stays small.
-            conn.execute(
-                "DELETE FROM lanes WHERE destination = ? AND lane = ? AND owner IS NULL "
-                "AND hold_until = 0",
-                (destination, lane),
-            )
-
-    def finish(
-        self, seqs: Sequence[int], *, status: str, now: float, reason: str | None = None
-    ) -> None:
-        if not seqs:
-            return
-        with self._write() as conn:
-            conn.executemany(
-                "UPDATE messages SET status = ?, finished_at = ?, "
-                "reason = COALESCE(?, reason) WHERE seq = ?",
-                [(status, now, reason, seq) for seq in seqs],
-            )
-
-    def reschedule(
-        self,
-        seq: int,
-        *,
-        destination: str,
-        lane: str,
-        attempts: int,
-        available_at: float,
-        first_failure_at: float | None,
-        last_error: str,
-    ) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE messages SET attempts = ?, available_at = ?, first_failure_at = ?, "
-                "last_error = ? WHERE seq = ?",
-                (attempts, available_at, first_failure_at, last_error, seq),
-            )
-            conn.execute(
-                "INSERT INTO lanes (destination, lane, hold_until, owner, lease_until) "
-                "VALUES (?, ?, ?, NULL, 0) ON CONFLICT (destination, lane) DO UPDATE SET "
-                "hold_until = excluded.hold_until",
-                (destination, lane, available_at),
-            )
-
-    def requeue(self, seqs: Sequence[int], *, now: float) -> int:
-        changed = 0
-        with self._write() as conn:
-            for seq in seqs:
-                row = conn.execute(
-                    "SELECT destination, lane FROM messages WHERE seq = ? AND status = 'dead'",
-                    (seq,),
-                ).fetchone()
-                if row is None:
-                    continue
-                conn.execute(
-                    "UPDATE messages SET status = 'pending', attempts = 0, available_at = 0, "
-                    "first_failure_at = NULL, finished_at = NULL WHERE seq = ?",
-                    (seq,),
-                )
-                conn.execute(
-                    "UPDATE lanes SET hold_until = 0 WHERE destination = ? AND lane = ?", row
-                )
-                changed += 1
-        return changed
-
-    def get_by_seq(self, seq: int) -> StoredMessage | None:
-        with self._read() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else _row_to_message(row)
-
-    def pending_count(self, destination: str | None = None) -> int:
-        with self._read() as conn:
-            if destination is None:
-                row = conn.execute("SELECT COUNT(*) FROM messages WHERE status = 'pending'").fetchone()
-            else:
-                row = conn.execute(
-                    "SELECT COUNT(*) FROM messages WHERE status = 'pending' AND destination = ?",
-                    (destination,),
-                ).fetchone()
-        return int(row[0])
-
-    # -- key/value state -----------------------------------------------------------------------
-
-    def kv_get(self, namespace: str, key: str) -> bytes | None:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
-            ).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def kv_put(self, namespace: str, key: str, value: bytes, *, now: float) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at",
-                (namespace, key, value, now),
-            )
-
-    def kv_update(
-        self,
-        namespace: str,
-        key: str,
-        update: Callable[[bytes | None], tuple[T, bytes]],
-        *,
-        now: float,
-    ) -> T:
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT value FROM kv WHERE namespace = ? AND key = ?", (namespace, key)
-            ).fetchone()
-            result, value = update(None if row is None else bytes(row[0]))
-            conn.execute(
-                "INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at",
-                (namespace, key, value, now),
-            )
-            return result
-
-    def kv_prune(self, namespace_prefix: str, *, older_than: float) -> int:
-        escaped = (
-            namespace_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        )
-        with self._write() as conn:
-            cursor = conn.execute(
-                "DELETE FROM kv WHERE namespace LIKE ? ESCAPE '\\' AND updated_at < ?",
-                (escaped + "%", older_than),
-            )
-            return int(cursor.rowcount)
+        query = _Q["claim_candidate"].replace("{type_filter}", type_filter)
+        row = conn.execute(query, params).fetchone()
+        return None if row is None else str(row[0])
