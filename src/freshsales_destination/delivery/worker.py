@@ -51,6 +51,7 @@ from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.delivery.schema_cache import SchemaCache
 from freshsales_destination.freshsales.errors import FreshsalesError, InvalidRequest
 from freshsales_destination.store.base import LaneClaim, Store, StoredMessage
+from freshsales_destination.store.wakeups import WorkSignal
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,19 @@ class DestinationWorker:
         self.stats = DeliveryStats()
         self.config_error: str | None = None
         self.should_stop: Callable[[], bool] = lambda: False
+        self.signal: WorkSignal | None = None  # set by the engine: held lanes wake a worker
         self.events = events or EventsRoute(
             store, name, events_via=settings.events_via, has_app_token=settings.has_app_token
         )
 
     async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def _reschedule(self, seq: int, *, available_at: float, **kwargs: Any) -> None:
+        """Hold the lane until `available_at`, and have a worker woken then (wakeups.py)."""
+        await self._store(self.store.reschedule, seq, available_at=available_at, **kwargs)
+        if self.signal is not None:
+            self.signal.notify_at(available_at)
 
     async def run_once(self) -> bool:
         """Deliver one lane; False when nothing was ready."""
@@ -312,8 +320,8 @@ class DestinationWorker:
         """A configuration problem is not the messages' fault: hold them, loudly."""
         self.config_error = exc.message
         log.error("destination %s: configuration error: %s", self.name, exc.message)
-        await self._store(
-            self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+        await self._reschedule(
+            head.seq, destination=self.name, lane=claim.lane,
             attempts=head.attempts, available_at=self.now() + 300,
             first_failure_at=head.first_failure_at or self.now(),
             last_error=f"configuration error: {exc.message}",
@@ -343,8 +351,8 @@ class DestinationWorker:
         return outcome
 
     async def _hold(self, claim: LaneClaim, head: StoredMessage, hold: _Hold) -> None:
-        await self._store(
-            self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+        await self._reschedule(
+            head.seq, destination=self.name, lane=claim.lane,
             attempts=head.attempts, available_at=self.now() + hold.seconds,
             first_failure_at=head.first_failure_at, last_error=hold.reason,
         )
@@ -412,8 +420,8 @@ class DestinationWorker:
         """Hold the unit briefly; its attempts and its retry window stay as they were."""
         head = unit.messages[0]
         self.stats.deferred += 1
-        await self._store(
-            self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+        await self._reschedule(
+            head.seq, destination=self.name, lane=claim.lane,
             attempts=head.attempts, available_at=self.now() + exc.retry_in,
             first_failure_at=head.first_failure_at, last_error=f"waiting: {exc}",
         )
@@ -438,8 +446,8 @@ class DestinationWorker:
                 self.stats.throttled += 1
             else:
                 self.stats.retried += 1
-            await self._store(
-                self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+            await self._reschedule(
+                head.seq, destination=self.name, lane=claim.lane,
                 attempts=decision.attempts_after, available_at=decision.at,
                 first_failure_at=first_failure, last_error=error,
             )

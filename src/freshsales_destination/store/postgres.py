@@ -32,6 +32,7 @@ from psycopg.errors import ProgramLimitExceeded
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from freshsales_destination.errors import ConfigError, StoreRefused, StoreUnavailable
+from freshsales_destination.store import wakeups
 from freshsales_destination.store.base import (
     InboxEntry,
     LaneClaim,
@@ -407,6 +408,8 @@ class PostgresStore:
         # whole inbox chunks, so this serialises transactions, not messages.
         conn.execute(_APPEND_TURN)
         inserted = {(str(s), str(i)) for s, i in conn.execute(_APPEND, params).fetchall()}
+        if inserted:  # idle workers of every process wake on commit (store/wakeups.py)
+            conn.execute(wakeups.NOTIFY_SQL, (wakeups.payload_for(None),))
         results = [False] * len(messages)
         for key, index in first.items():
             results[index] = key in inserted
@@ -663,6 +666,7 @@ class PostgresStore:
                 "hold_until = excluded.hold_until",
                 (destination, lane, available_at),
             )
+            conn.execute(wakeups.NOTIFY_SQL, (wakeups.payload_for(available_at),))
 
     def requeue(self, seqs: Sequence[int], *, now: float) -> int:
         if not seqs:
@@ -675,6 +679,8 @@ class PostgresStore:
                 (list(seqs),),
             ).fetchall()
             lanes = sorted({(str(d), str(lane)) for d, lane in rows if lane is not None})
+            if rows:
+                conn.execute(wakeups.NOTIFY_SQL, (wakeups.payload_for(None),))
             if lanes:
                 with conn.cursor() as cur:
                     cur.executemany(
