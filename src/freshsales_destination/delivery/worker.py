@@ -173,6 +173,8 @@ class DestinationWorker:
             )
         if claim is None:
             return False
+        if self.signal is not None:
+            self.signal.notify()  # the baton: another idle worker looks for another lane
         self.stats.lanes += 1
         try:
             progressed = await self._deliver(claim)

@@ -41,12 +41,18 @@ class WorkSignal:
     `generation` counts notifications: a waiter reads it before looking for work and passes it
     to `wait`, which returns at once if anything was notified since, so a notification that
     lands between "found nothing" and "wait" is never lost.
+
+    `notify` wakes one sleeping waiter, not all: a new message needs one worker, and every
+    worker woken for nothing costs a lane claim (a store transaction) on a 2-core machine. A
+    worker that claims a lane notifies again (the baton), so a burst over many lanes still
+    wakes every worker, one after another.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._generation = 0
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        # An ordered set (dict keys): the longest sleeper is woken first.
+        self._waiters: dict[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]], None] = {}
         self._due: list[float] = []  # epoch seconds at which held work becomes ready
 
     @property
@@ -54,13 +60,17 @@ class WorkSignal:
         return self._generation
 
     def notify(self) -> None:
-        """Wake every waiter now (from any thread)."""
+        """Wake one sleeping waiter now (from any thread); a busy one looks again anyway."""
         with self._lock:
             self._generation += 1
-            waiters = list(self._waiters)
-        for loop, future in waiters:
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there
-                loop.call_soon_threadsafe(_resolve, future)
+            while self._waiters:
+                loop, future = entry = next(iter(self._waiters))
+                del self._waiters[entry]
+                try:
+                    loop.call_soon_threadsafe(_resolve, future)
+                except RuntimeError:  # that loop is closed: nobody waits there
+                    continue
+                return
 
     def notify_at(self, when: float) -> None:
         """Wake a waiter when `when` (epoch seconds, the clock of `wait`'s `now`) comes."""
@@ -104,13 +114,13 @@ class WorkSignal:
             with self._lock:
                 if self._generation != since:
                     return True
-                self._waiters.add(entry)
+                self._waiters[entry] = None
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(future, left)
             finally:
                 with self._lock:
-                    self._waiters.discard(entry)
+                    self._waiters.pop(entry, None)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
