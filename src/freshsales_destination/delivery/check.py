@@ -30,6 +30,7 @@ from freshsales_destination.delivery.events_route import EventsRoute
 from freshsales_destination.delivery.health import NAMESPACE as HEALTH_NAMESPACE
 from freshsales_destination.delivery.health import read_health, schema_fault
 from freshsales_destination.delivery.learned import LearnedFacts
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.schema_cache import (
     add_part,
     fetch_part,
@@ -133,8 +134,8 @@ async def check_destination(
                 "value": fact.value, "evidence": fact.evidence,
                 "learned_at": _iso(fact.learned_at), "recheck_at": _iso(fact.recheck_at),
             }
-        health = read_health(store, name)
-        known = store.kv_get(HEALTH_NAMESPACE, name) is not None
+        health = await store_call(read_health, store, name)
+        known = await store_call(store.kv_get, HEALTH_NAMESPACE, name) is not None
         result.delivery = {
             "state": health.state if known else "unknown",
             "detail": health.detail or None,
