@@ -223,3 +223,32 @@ def test_a_held_lane_wakes_a_waiter_when_its_time_comes() -> None:
 def test_without_a_notification_the_wait_ends_at_its_timeout() -> None:
     signal = WorkSignal()
     assert asyncio.run(signal.wait(0.01, since=signal.generation)) is False
+
+
+def test_the_listener_reconnects_after_losing_its_connection(pg_schema: object) -> None:
+    import psycopg
+
+    from freshsales_destination.store.wakeups import NOTIFY_SQL, PostgresListener
+
+    dsn = pg_schema.dsn  # type: ignore[attr-defined]
+    name = f"fsd-listen-{pg_schema.schema}"  # type: ignore[attr-defined]
+    signal = WorkSignal()
+    listener = PostgresListener(f"{dsn}{'&' if '?' in dsn else '?'}application_name={name}",
+                                signal)
+    listener.start(wait=10)
+    try:
+        assert listener.listening
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s", (name,),
+            ).fetchone()
+            assert killed is not None and killed[0] == 1
+            before = listener.received
+            deadline = time.monotonic() + WITHIN
+            while listener.received == before and time.monotonic() < deadline:
+                conn.execute(NOTIFY_SQL, ("",))  # lost while it reconnects, then received
+                time.sleep(0.1)
+        assert listener.received > before, "the listener did not come back"
+    finally:
+        listener.stop()

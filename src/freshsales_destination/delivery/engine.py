@@ -128,7 +128,10 @@ class DeliveryEngine:
     ) -> None:
         self.runtimes = runtimes
         self.poll_interval = poll_interval
-        self.signal = signal or WorkSignal()
+        if signal is None:  # the store's own, which its sorting in this process notifies
+            stores = [w.store for r in runtimes for w in r.workers]
+            signal = signal_for(stores[0]) if stores else WorkSignal()
+        self.signal = signal
         self.listener = listener
         self.now = now
         self._stop = asyncio.Event()

@@ -161,10 +161,17 @@ class PostgresListener:
         self._listening = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, *, wait: float = 5.0) -> None:
+    def start(self, *, wait: float = 0.0) -> None:
+        """Start listening; `wait` seconds at most for LISTEN to be in place. Not waiting loses
+        nothing: once it listens, it wakes a worker to look for what came before."""
         self._thread = threading.Thread(target=self._run, name="fsd-listen", daemon=True)
         self._thread.start()
-        self._listening.wait(wait)  # best effort: the slow poll covers a late start
+        if wait > 0:
+            self._listening.wait(wait)
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -187,6 +194,7 @@ class PostgresListener:
                             self.received += 1
                             self._deliver(note.payload)
             except Exception as exc:  # noqa: BLE001 - reconnect; the slow poll covers the gap
+                self._listening.clear()
                 if self._stop.is_set():
                     return
                 log.warning("listening for work on PostgreSQL failed (%s); retrying in %.0f s",
