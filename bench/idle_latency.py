@@ -3,7 +3,7 @@
 The service runs as `serve` in a subprocess (its own store, delivery on, defaults otherwise);
 the sandbox runs in this process and logs every call with its time. One event at a time, each
 for a new person (so it needs a call), sent only once the previous one reached the sandbox and
-the service is idle again: every event finds delivery idle. Latency = the sandbox's log time of
+the service is idle again (a random 0.2-0.7 s gap): every event finds delivery idle. Latency = the sandbox's log time of
 the first call after the event minus the time its 200 reached the client (one clock: same
 machine, same process).
 
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -83,7 +85,8 @@ def _last_seq(sandbox: RunningSandbox) -> int:
 
 
 def measure(
-    store: str, events: int, poll_interval: float | None, workers: int = 4, warmup: int = 5
+    store: str, events: int, poll_interval: float | None, workers: int = 4, warmup: int = 5,
+    seed: int = 7,
 ) -> dict[str, Any]:
     options = SandboxOptions(api_key="idle-api-key", app_token="idle-app-token",
                              rate_limit_per_hour=1_000_000, rate_limit_per_minute=100_000)
@@ -115,8 +118,11 @@ def measure(
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise SystemExit("the service did not start")
                     time.sleep(0.05)
+                rng = random.Random(seed)
                 for n in range(warmup + events):
-                    time.sleep(0.3)  # idle again: the last unit is finished, workers sleep
+                    # Idle again: the last unit is finished, workers sleep. A random gap, so
+                    # a poll's phase is not locked to the events' (which would flatter it).
+                    time.sleep(rng.uniform(0.2, 0.7))
                     mark = _last_seq(sandbox)
                     user = f"idle-{n}-{uuid.uuid4().hex[:6]}"
                     answer = client.post(f"{base}/v1/identify", json={
@@ -145,17 +151,25 @@ def measure(
                 with psycopg.connect(PG_DSN, autocommit=True) as conn:
                     conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     ordered = sorted(latencies)
+    samples = [round(x, 2) for x in latencies]
     return {
         "store": store,
         "events": len(ordered),
         "poll_interval": poll_interval,
         "workers": workers,
+        "load_average": os.getloadavg(),
         "p50_ms": round(statistics.median(ordered), 1),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
-        "p90_ms": round(ordered[int(len(ordered) * 0.9)], 1),
+        "p99_ms": round(_rank(ordered, 0.99), 1),
+        "p90_ms": round(_rank(ordered, 0.90), 1),
         "max_ms": round(ordered[-1], 1),
         "min_ms": round(ordered[0], 1),
+        "samples_ms": samples,
     }
+
+
+def _rank(ordered: list[float], p: float) -> float:
+    """The nearest-rank percentile: the smallest value with at least p of them at or below."""
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
 
 
 def main() -> None:
