@@ -151,11 +151,15 @@ class _StoreUse:
                     self.attributes.setdefault(target.attr, set()).update(types)
 
     def owners(self, receiver: ast.expr, here: str) -> set[str]:
-        if isinstance(receiver, ast.Name) and receiver.id == "self":
-            return {here}
+        """The delivery classes a receiver may be: `self`, `self.a` and a local `a` (by the
+        attribute of that name), `Cls(...)`."""
+        if isinstance(receiver, ast.Name):
+            return {here} if receiver.id == "self" else self.attributes.get(receiver.id, set())
         if isinstance(receiver, ast.Attribute) and isinstance(receiver.value, ast.Name) \
                 and receiver.value.id == "self":
             return self.attributes.get(receiver.attr, set())
+        if isinstance(receiver, ast.Call) and isinstance(receiver.func, ast.Name):
+            return {receiver.func.id}
         return set()
 
     def reaches_store(self, call: ast.Call, here: str) -> bool:
@@ -242,6 +246,10 @@ class Worker:
         self.store.claim_lane("d")
         self.memory.known("u")
 
+    async def indirect(self, memory, store):
+        memory.identity("u")
+        Memory(store).known("u")
+
     async def good(self, data):
         await store_call(self.store.claim_lane, "d")
         await store_call(self.memory.known, "u")
@@ -255,4 +263,8 @@ class Worker:
         fn.name: sorted(ast.unparse(c.func) for c in _own_calls(fn) if use.reaches_store(c, owner))
         for owner, fn in _async_functions(tree)
     }
-    assert calls == {"bad": ["self.memory.known", "self.store.claim_lane"], "good": []}
+    assert calls == {
+        "bad": ["self.memory.known", "self.store.claim_lane"],
+        "indirect": ["Memory(store).known", "memory.identity"],
+        "good": [],
+    }
