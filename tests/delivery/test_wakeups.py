@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -38,6 +40,7 @@ url = "{store_url}"
 [delivery]
 workers = 2
 poll_interval = {poll}
+backoff_base_seconds = 1.0
 
 [[sources]]
 write_key = "wk_wake"
@@ -81,46 +84,89 @@ def _wait_for(predicate: object, timeout: float) -> bool:
     return bool(predicate())
 
 
+@contextmanager
+def _serving(tmp_path: Path, store_url: str, sandbox: RunningSandbox) -> Iterator[str]:
+    """`serve` in a subprocess with the long poll; yields its base URL once it is ready and
+    its workers have looked once, found nothing, and sleep."""
+    port = free_port()
+    config = tmp_path / "wake.toml"
+    config.write_text(CONFIG.format(port=port, store_url=store_url,
+                                    base_url=sandbox.base_url, poll=LONG_POLL))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSD_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "freshsales_destination", "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                return httpx2.get(f"{base}/readyz").status_code == 200
+            except httpx2.TransportError:
+                return False
+
+        assert _wait_for(ready, 30), "the service did not start"
+        time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 @pytest.mark.slow
 def test_an_idle_service_delivers_a_new_event_without_waiting_for_the_poll(
     tmp_path: Path, store_url: str
 ) -> None:
-    with running_sandbox(OPTIONS) as sandbox:
-        port = free_port()
-        config = tmp_path / "wake.toml"
-        config.write_text(CONFIG.format(port=port, store_url=store_url,
-                                        base_url=sandbox.base_url, poll=LONG_POLL))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FSD_")}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "freshsales_destination", "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+    with running_sandbox(OPTIONS) as sandbox, _serving(tmp_path, store_url, sandbox) as base:
+        for n in range(3):  # each one arrives at idle workers
+            answer = httpx2.post(
+                f"{base}/v1/identify", auth=("wk_wake", ""),
+                json={"userId": f"u{n}", "messageId": f"m{n}",
+                      "traits": {"email": f"u{n}@example.com"}},
+            )
+            assert answer.status_code == 200
+            assert _wait_for(lambda n=n: len(_contacts(sandbox)) == n + 1, WITHIN), (
+                f"event {n} was not delivered within {WITHIN} s (poll: {LONG_POLL} s)"
+            )
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_held_lane_is_taken_again_when_its_time_comes_without_the_poll(
+    tmp_path: Path, store_url: str
+) -> None:
+    with running_sandbox(OPTIONS) as sandbox, _serving(tmp_path, store_url, sandbox) as base:
+        answer = httpx2.post(f"{base}/v1/identify", auth=("wk_wake", ""), json={
+            "userId": "held", "messageId": "m-held-1", "traits": {"email": "held@example.com"},
+        })
+        assert answer.status_code == 200
+        assert _wait_for(lambda: len(_contacts(sandbox)) == 1, WITHIN)
+        # The next write to the known person fails once (503: retryable): the lane is held
+        # for the backoff (about a second); only a wake-up at its end brings a worker back
+        # before LONG_POLL.
+        scripted = httpx2.post(
+            f"{sandbox.base_url}/_sandbox/script", headers=sandbox.auth_headers,
+            json={"method": "PUT", "path": "/api/contacts/*", "responses": [{"status": 503}]},
         )
-        try:
-            base = f"http://127.0.0.1:{port}"
+        assert scripted.status_code < 300, scripted.text
+        time.sleep(0.5)  # idle again
+        answer = httpx2.post(f"{base}/v1/identify", auth=("wk_wake", ""), json={
+            "userId": "held", "messageId": "m-held-2",
+            "traits": {"email": "held@example.com", "firstName": "Ada"},
+        })
+        assert answer.status_code == 200
 
-            def ready() -> bool:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                try:
-                    return httpx2.get(f"{base}/readyz").status_code == 200
-                except httpx2.TransportError:
-                    return False
+        def updates() -> list[int]:
+            return [e["status"] for e in sandbox.request_log()
+                    if e["method"] == "PUT" and "/contacts/" in e["path"]]
 
-            assert _wait_for(ready, 30), "the service did not start"
-            time.sleep(0.5)  # the workers have looked once, found nothing, and sleep
-            for n in range(3):  # each one arrives at idle workers
-                answer = httpx2.post(
-                    f"{base}/v1/identify", auth=("wk_wake", ""),
-                    json={"userId": f"u{n}", "messageId": f"m{n}",
-                          "traits": {"email": f"u{n}@example.com"}},
-                )
-                assert answer.status_code == 200
-                assert _wait_for(lambda n=n: len(_contacts(sandbox)) == n + 1, WITHIN), (
-                    f"event {n} was not delivered within {WITHIN} s (poll: {LONG_POLL} s)"
-                )
-                time.sleep(0.2)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+        assert _wait_for(lambda: any(status < 300 for status in updates()), WITHIN), (
+            f"the held event was not retried within {WITHIN} s (poll: {LONG_POLL} s): "
+            f"{updates()}"
+        )
+        assert updates()[0] == 503
 
 
 def test_another_process_s_messages_wake_the_workers_through_notify(pg_schema: object) -> None:
