@@ -229,7 +229,7 @@ class DeliveryConfig(_Strict):
     throttle_window_hours: float = Field(default=24.0, gt=0)
     backoff_base_seconds: float = Field(default=5.0, gt=0)
     backoff_cap_seconds: float = Field(default=900.0, gt=0)
-    poll_interval: float = Field(default=0.5, gt=0)
+    poll_interval: float = Field(default=5.0, gt=0)  # a safety net: workers are woken
     records_first: bool = True
 
 

@@ -26,6 +26,7 @@ from freshsales_destination.core.budget import (
     observe_throttle,
     try_acquire,
 )
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.errors import FreshsalesError, Throttled
 from freshsales_destination.store.base import Store
@@ -142,7 +143,7 @@ class StoreBudget:
         """Take one call's worth of budget; the ticket returned goes back with `observe`."""
         wanted: Priority = "record" if priority == "record" else "event"
         while True:
-            result = await asyncio.to_thread(self._try, wanted)
+            result = await store_call(self._try, wanted)
             if result.granted:
                 self._wait_hint = 0.0
                 self.granted += 1

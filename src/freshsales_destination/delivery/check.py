@@ -30,6 +30,7 @@ from freshsales_destination.delivery.events_route import EventsRoute
 from freshsales_destination.delivery.health import NAMESPACE as HEALTH_NAMESPACE
 from freshsales_destination.delivery.health import read_health, schema_fault
 from freshsales_destination.delivery.learned import LearnedFacts
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.schema_cache import (
     add_part,
     fetch_part,
@@ -125,16 +126,18 @@ async def check_destination(
     base_url = config.resolved_base_url()
     result = CheckResult(name, config.product, base_url, app_token=config.app_token is not None)
     if store is not None:
-        result.events_via = EventsRoute(
+        route = EventsRoute(
             store, name, events_via=config.events_via, has_app_token=config.app_token is not None
-        ).describe(now)
-        for fact_name, fact in LearnedFacts(store, name).all().items():
+        )
+        result.events_via = await store_call(route.describe, now)
+        facts = await store_call(LearnedFacts(store, name).all)
+        for fact_name, fact in facts.items():
             result.learned[fact_name] = {
                 "value": fact.value, "evidence": fact.evidence,
                 "learned_at": _iso(fact.learned_at), "recheck_at": _iso(fact.recheck_at),
             }
-        health = read_health(store, name)
-        known = store.kv_get(HEALTH_NAMESPACE, name) is not None
+        health = await store_call(read_health, store, name)
+        known = await store_call(store.kv_get, HEALTH_NAMESPACE, name) is not None
         result.delivery = {
             "state": health.state if known else "unknown",
             "detail": health.detail or None,
@@ -183,7 +186,7 @@ async def check_destination(
     finally:
         await client.aclose()
     if budget is not None:
-        result.budget = budget.summary()
+        result.budget = await store_call(budget.summary)
     if result.state != "healthy":
         return result
     try:
@@ -203,10 +206,10 @@ async def _observed(budget: StoreBudget | None, call: Any, ticket: int | None) -
         reply: Reply = await call
     except Exception as exc:
         if budget is not None:
-            budget.observe(exc, ticket)
+            await store_call(budget.observe, exc, ticket)
         raise
     if budget is not None:
-        budget.observe(reply, ticket)
+        await store_call(budget.observe, reply, ticket)
     return reply
 
 

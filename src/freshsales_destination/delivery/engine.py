@@ -24,6 +24,12 @@ from freshsales_destination.delivery.schema_cache import SchemaCache
 from freshsales_destination.delivery.worker import DestinationWorker
 from freshsales_destination.freshsales.client import FreshsalesClient
 from freshsales_destination.store.base import Store
+from freshsales_destination.store.wakeups import (
+    PostgresListener,
+    WorkSignal,
+    listener_for,
+    signal_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +110,30 @@ def build_runtime(
 
 
 class DeliveryEngine:
-    """Runs every destination's workers until stopped."""
+    """Runs every destination's workers until stopped.
 
-    def __init__(self, runtimes: list[DestinationRuntime], *, poll_interval: float = 0.5) -> None:
+    An idle worker sleeps until the store's work signal wakes it (store/wakeups.py: sorting
+    stored messages, a held lane's time came, a PostgreSQL NOTIFY from another process), or
+    `poll_interval` passes: the slow poll is only a safety net.
+    """
+
+    def __init__(
+        self,
+        runtimes: list[DestinationRuntime],
+        *,
+        poll_interval: float = 5.0,
+        signal: WorkSignal | None = None,
+        listener: PostgresListener | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.runtimes = runtimes
         self.poll_interval = poll_interval
+        if signal is None:  # the store's own, which its sorting in this process notifies
+            stores = [w.store for r in runtimes for w in r.workers]
+            signal = signal_for(stores[0]) if stores else WorkSignal()
+        self.signal = signal
+        self.listener = listener
+        self.now = now
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -126,9 +151,14 @@ class DeliveryEngine:
             build_runtime(name, config, settings, store, now=now, transport=transport, sleep=sleep)
             for name, config in sorted(settings.destinations.items())
         ]
-        return cls(runtimes, poll_interval=settings.delivery.poll_interval)
+        return cls(
+            runtimes, poll_interval=settings.delivery.poll_interval, signal=signal_for(store),
+            listener=listener_for(store), now=now,
+        )
 
     def start(self) -> None:
+        if self.listener is not None:
+            self.listener.start()
         for runtime in self.runtimes:
             for index, worker in enumerate(runtime.workers):
                 worker.should_stop = self._stop.is_set
@@ -137,7 +167,9 @@ class DeliveryEngine:
                 )
 
     async def _loop(self, worker: DestinationWorker) -> None:
+        worker.signal = self.signal
         while not self._stop.is_set():
+            seen = self.signal.generation  # before looking: a later notification is not lost
             try:
                 worked = await worker.run_once()
             except asyncio.CancelledError:
@@ -146,12 +178,31 @@ class DeliveryEngine:
                 log.exception("delivery worker for %s failed; retrying shortly", worker.name)
                 worked = False
             if not worked:
-                wait = self.poll_interval
                 budget_wait = worker.executor.budget.wait_hint()
                 if budget_wait:
-                    wait = max(wait, min(budget_wait, 30.0))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=wait)
+                    # Spent budget or a paused destination: new work changes nothing, so
+                    # signals are not listened to (they would only make it claim and let go).
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(
+                            self._stop.wait(), timeout=max(min(budget_wait, 30.0), 0.05)
+                        )
+                    continue
+                await self._idle(seen)
+
+    async def _idle(self, seen: int) -> None:
+        """Sleep until signalled (or the slow poll), or until stopped."""
+        stopping = asyncio.ensure_future(self._stop.wait())
+        woken = asyncio.ensure_future(
+            self.signal.wait(self.poll_interval, since=seen, now=self.now)
+        )
+        try:
+            await asyncio.wait({stopping, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stopping, woken):
+                task.cancel()
+            for task in (stopping, woken):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def drain(self, *, timeout: float = 30.0) -> None:
         """Run until no destination has ready work (for tests and the CLI), then return."""
@@ -171,6 +222,8 @@ class DeliveryEngine:
         ledger entry, so a restart would repeat it: workers get time to finish first.
         """
         self._stop.set()
+        if self.listener is not None:
+            await asyncio.to_thread(self.listener.stop)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace)
         for task in self._tasks:

@@ -39,6 +39,7 @@ from freshsales_destination.core.operations import Operation, is_ref
 from freshsales_destination.delivery.events_route import TrackingApiAbsent, absent_evidence
 from freshsales_destination.delivery.learned import LearnedFacts
 from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.preserve import RecordKeeper
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
@@ -151,9 +152,9 @@ class Executor:
         try:
             reply = await action()
         except Exception as exc:
-            self.budget.observe(exc, ticket)
+            await store_call(self.budget.observe, exc, ticket)
             raise
-        self.budget.observe(reply, ticket)
+        await store_call(self.budget.observe, reply, ticket)
         return reply
 
     # -- reference resolution -----------------------------------------------------------------
@@ -197,10 +198,10 @@ class Executor:
         if op.kind == "alias":
             previous, user = op.fields.get("previous_id"), op.fields.get("user_id")
             if isinstance(previous, str) and isinstance(user, str):
-                self.memory.add_alias(previous, user, self.now())
+                await store_call(self.memory.add_alias, previous, user, self.now())
             return
         if op.idempotency_key:
-            done = self.memory.done(op.idempotency_key)
+            done = await store_call(self.memory.done, op.idempotency_key)
             if done is not None:
                 self.counter.skipped += 1
                 if op.provides and done.get("result") is not None:
@@ -215,14 +216,14 @@ class Executor:
         try:
             result = await handler(op, ctx)
         except BaseException as exc:
-            replacement = self._create_failed(ctx, exc)
+            replacement = await store_call(self._create_failed, ctx, exc)
             if replacement is exc:
                 raise
             raise replacement from exc
         if op.provides and result is not None:
             ctx.refs[op.provides] = result
         if op.idempotency_key and op.kind not in ("upsert_contact", "upsert_lead"):
-            self.memory.mark_done(op.idempotency_key, result, self.now())
+            await store_call(self.memory.mark_done, op.idempotency_key, result, self.now())
 
     # -- people --------------------------------------------------------------------------------
 
@@ -247,17 +248,17 @@ class Executor:
         external, email = self._person_key(op)
         user = op.user_id or ctx.user_id or external
         if user:
-            user = self.memory.canonical_user(user)
-        fields = self._resolve(op.fields, ctx)
+            user = await store_call(self.memory.canonical_user, user)
+        fields = await store_call(self._resolve, op.fields, ctx)
         links = fields.pop("sales_accounts", None) if isinstance(fields, dict) else None
-        identity = self.memory.identity(user)
+        identity = await store_call(self.memory.identity, user)
         known_id = (
             identity.record_id
             if identity is not None and identity.record_type == record_type
             else None
         )
         if known_id is None and email:
-            known_id = self._known_or_claim(record_type, email, ctx)
+            known_id = await store_call(self._known_or_claim, record_type, email, ctx)
         record = f"{record_type}:{user}"
         # Accounts not yet known to be linked: added to the contact's current links (read first).
         fresh: list[Any] = []
@@ -270,7 +271,7 @@ class Executor:
         linked_now: list[Any] | None = None
         result: Any = None
         if known_id is not None:
-            changed = self.memory.changed_fields(record, fields)
+            changed = await store_call(self.memory.changed_fields, record, fields)
             if not changed and not fresh:
                 self.counter.skipped += 1
                 result = known_id
@@ -283,14 +284,16 @@ class Executor:
                     result = (reply.id if reply is not None else None) or record_id
                 except NotFound:
                     # Deleted in Freshsales since we wrote it: forget it and write it anew.
-                    self.memory.forget(user or "", self.now())
-                    self.memory.forget_written(record)
+                    await store_call(self.memory.forget, user or "", self.now())
+                    await store_call(self.memory.forget_written, record)
                     known_id = None
                     if record_type == "contact" and isinstance(links, list):
                         fresh = [link.get("id") for link in links if isinstance(link, dict)]
                     if email:
-                        self.memory.forget_email(record_type, email, self.now())
-                        if ctx.create_claim is None and self._known_or_claim(record_type, email, ctx):
+                        await store_call(self.memory.forget_email, record_type, email, self.now())
+                        if ctx.create_claim is None and await store_call(
+                            self._known_or_claim, record_type, email, ctx
+                        ):
                             # Another lane made its record meanwhile: use it, shortly.
                             raise self._in_progress(self.now(), settling=False) from None
         if known_id is None and record_type == "contact":
@@ -302,7 +305,7 @@ class Executor:
                 body.setdefault("external_id", external)
             # The contact may exist with custom values and links we never saw: unless the
             # destination merges, its custom fields wait for the answer, which shows them.
-            body, held = self.keeper.hold_back(body)
+            body, held = await store_call(self.keeper.hold_back, body)
             include = "sales_accounts" if fresh else None
             reply = await self._call(
                 op, lambda: self.client.upsert_contact(identifier, body, include=include)
@@ -311,9 +314,10 @@ class Executor:
             if result is not None:
                 # The record exists now: remember it before the write that follows, so that a
                 # failure of that write never makes a retry create the person again.
-                self._created(ctx, record_type, result)
-                self.memory.remember_person(
-                    user or "", record_type=record_type, record_id=result, email=email, now=now
+                await store_call(self._created, ctx, record_type, result)
+                await store_call(
+                    self.memory.remember_person, user or "", record_type=record_type,
+                    record_id=result, email=email, now=now,
                 )
             if held is not None or fresh:
                 reply, linked_now = await self.keeper.after_upsert(
@@ -321,19 +325,19 @@ class Executor:
                 )
         elif known_id is None:
             result = await self._create_or_update_lead(op, fields, email, external)
-        self._created(ctx, record_type, result)
+        await store_call(self._created, ctx, record_type, result)
         ctx.person_type = record_type
         ctx.person_email = email
         if result is not None:
-            self.memory.remember_written(record, fields, now)
+            await store_call(self.memory.remember_written, record, fields, now)
             accounts = linked_now or fresh or [None]
             for account in accounts:
-                self.memory.remember_person(
-                    user or "", record_type=record_type, record_id=result, email=email,
-                    now=now, account_id=account,
+                await store_call(
+                    self.memory.remember_person, user or "", record_type=record_type,
+                    record_id=result, email=email, now=now, account_id=account,
                 )
         if op.idempotency_key:
-            self.memory.mark_done(op.idempotency_key, result, now)
+            await store_call(self.memory.mark_done, op.idempotency_key, result, now)
         return result
 
     def _known_or_claim(self, record_type: str, email: str, ctx: UnitContext) -> Any:
@@ -413,7 +417,7 @@ class Executor:
         return reply.id
 
     async def _op_lookup_person(self, op: Operation, ctx: UnitContext) -> Any:
-        identity = self.memory.identity(op.user_id or ctx.user_id)
+        identity = await store_call(self.memory.identity, op.user_id or ctx.user_id)
         if identity is not None and identity.record_id is not None:
             ctx.person_type = identity.record_type
             return identity.record_id
@@ -430,14 +434,15 @@ class Executor:
         kinds = ("contact", "lead") if self.product == "classic" else ("contact",)
         owner = op.user_id or ctx.user_id or external or email
         for kind in kinds:
-            known = self.memory.person_by_email(kind, email)
+            known = await store_call(self.memory.person_by_email, kind, email)
             if known is not None:
                 ctx.person_type = kind
-                self.memory.remember_person(
-                    owner, record_type=kind, record_id=known, email=email, now=self.now()
+                await store_call(
+                    self.memory.remember_person, owner, record_type=kind, record_id=known,
+                    email=email, now=self.now(),
                 )
                 return known
-        holder = self.memory.claim_holder(email, now=self.now())
+        holder = await store_call(self.memory.claim_holder, email, now=self.now())
         if not holder.granted:
             raise self._in_progress(holder.until, holder.settling)
         entities = "lead,contact" if self.product == "classic" else "contact"
@@ -448,10 +453,11 @@ class Executor:
             found = _first_id(reply.data, plural)
             if found is not None:
                 ctx.person_type = kind
-                self.memory.remember_person(
-                    owner, record_type=kind, record_id=found, email=email, now=self.now(),
+                await store_call(
+                    self.memory.remember_person, owner, record_type=kind, record_id=found,
+                    email=email, now=self.now(),
                 )
-                self.memory.remember_email(kind, email, found, self.now())
+                await store_call(self.memory.remember_email, kind, email, found, self.now())
                 return found
         ctx.missing_person = True
         return None
@@ -468,15 +474,15 @@ class Executor:
         name = op.key.get("name")
         if not isinstance(name, str) or not name:
             raise FreshsalesDestinationError(f"{entity} upsert without a name")
-        fields = self._resolve(op.fields, ctx)
+        fields = await store_call(self._resolve, op.fields, ctx)
         record = f"{entity}:{name}"
-        known = self.memory.record_id(entity, name)
-        changed = self.memory.changed_fields(record, fields)
+        known = await store_call(self.memory.record_id, entity, name)
+        changed = await store_call(self.memory.changed_fields, record, fields)
         if known is not None and not changed:
             self.counter.skipped += 1
             return known
         reply: Reply | None = None
-        if known is not None and self.keeper.needs_read(changed):
+        if known is not None and await store_call(self.keeper.needs_read, changed):
             try:  # custom fields are sent complete: read the record's current ones first
                 reply, _ = await self.keeper.update(op, entity, known, changed)
             except NotFound:
@@ -484,15 +490,15 @@ class Executor:
         elif known is not None:
             reply = await self._call(op, lambda: call(name, changed))
         if known is None:
-            body, held = self.keeper.hold_back(fields)
+            body, held = await store_call(self.keeper.hold_back, fields)
             reply = await self._call(op, lambda: call(name, body))
             if held is not None:
                 reply, _ = await self.keeper.after_upsert(op, entity, reply, held)
         result = (reply.id if reply is not None else None) or known
         now = self.now()
         if result is not None:
-            self.memory.remember_record(entity, name, result, now)
-            self.memory.remember_written(record, fields, now)
+            await store_call(self.memory.remember_record, entity, name, result, now)
+            await store_call(self.memory.remember_written, record, fields, now)
         return result
 
     async def _op_upsert_sales_account(self, op: Operation, ctx: UnitContext) -> Any:
@@ -502,9 +508,9 @@ class Executor:
         return await self._upsert_named(op, ctx, "deal", self.client.upsert_deal)
 
     async def _op_link_sales_account(self, op: Operation, ctx: UnitContext) -> Any:
-        person = self._resolve(op.key.get("id"), ctx)
-        account = self._resolve(op.fields.get("sales_account_id"), ctx)
-        identity = self.memory.identity(ctx.user_id)
+        person = await store_call(self._resolve, op.key.get("id"), ctx)
+        account = await store_call(self._resolve, op.fields.get("sales_account_id"), ctx)
+        identity = await store_call(self.memory.identity, ctx.user_id)
         linked = list(identity.sales_account_ids) if identity else []
         if account in linked:
             self.counter.skipped += 1
@@ -516,8 +522,9 @@ class Executor:
         _, linked_now = await self.keeper.update(op, "contact", person, {}, new_links=[account])
         if identity is not None and ctx.user_id:
             for linked_id in linked_now or [account]:
-                self.memory.remember_person(
-                    ctx.user_id, record_type=identity.record_type or "contact",
+                await store_call(
+                    self.memory.remember_person, ctx.user_id,
+                    record_type=identity.record_type or "contact",
                     record_id=identity.record_id, email=identity.email, now=self.now(),
                     account_id=linked_id,
                 )
@@ -536,19 +543,19 @@ class Executor:
         return reply.id
 
     async def _op_track_event(self, op: Operation, ctx: UnitContext) -> Any:
-        identifier = str(self._resolve(op.fields.get("identifier"), ctx))
+        identifier = str(await store_call(self._resolve, op.fields.get("identifier"), ctx))
         event = dict(op.fields.get("event") or {})
         name = str(event.pop("name", "") or "event")
         return await self._track(op, lambda: self.client.track_event(identifier, name, event))
 
     async def _op_track_page_view(self, op: Operation, ctx: UnitContext) -> Any:
-        identifier = str(self._resolve(op.fields.get("identifier"), ctx))
+        identifier = str(await store_call(self._resolve, op.fields.get("identifier"), ctx))
         page = dict(op.fields.get("page_view") or {})
         url = str(page.pop("url", "") or "")
         return await self._track(op, lambda: self.client.track_page_view(identifier, url, page))
 
     async def _op_create_note(self, op: Operation, ctx: UnitContext) -> Any:
-        fields = self._resolve(op.fields, ctx)
+        fields = await store_call(self._resolve, op.fields, ctx)
         reply = await self._call(
             op,
             lambda: self.client.create_note(
@@ -560,25 +567,25 @@ class Executor:
         return reply.id
 
     async def _op_create_sales_activity(self, op: Operation, ctx: UnitContext) -> Any:
-        fields = self._resolve(op.fields, ctx)
+        fields = await store_call(self._resolve, op.fields, ctx)
         reply = await self._call(op, lambda: self.client.create_sales_activity(fields))
         return reply.id
 
     async def _op_update_lifecycle_stage(self, op: Operation, ctx: UnitContext) -> Any:
-        person = self._resolve(op.key.get("id"), ctx)
-        fields = self._resolve(op.fields, ctx)
-        record = f"contact:{self.memory.canonical_user(ctx.user_id or '')}"
-        changed = self.memory.changed_fields(record, fields)
+        person = await store_call(self._resolve, op.key.get("id"), ctx)
+        fields = await store_call(self._resolve, op.fields, ctx)
+        record = f"contact:{await store_call(self.memory.canonical_user, ctx.user_id or '')}"
+        changed = await store_call(self.memory.changed_fields, record, fields)
         if not changed:
             self.counter.skipped += 1
             return person
         await self._call(op, lambda: self.client.update_contact(person, changed))
-        self.memory.remember_written(record, fields, self.now())
+        await store_call(self.memory.remember_written, record, fields, self.now())
         return person
 
     async def _op_forget_contact(self, op: Operation, ctx: UnitContext) -> Any:
         try:
-            person = self._resolve(op.key.get("id"), ctx)
+            person = await store_call(self._resolve, op.key.get("id"), ctx)
         except UnresolvedReference:
             return None  # nothing of this person ever reached Freshsales through us
         try:
@@ -589,10 +596,13 @@ class Executor:
         except NotFound:
             pass  # already gone: the goal is reached
         if ctx.user_id:
-            identity = self.memory.identity(ctx.user_id)
+            identity = await store_call(self.memory.identity, ctx.user_id)
             if identity is not None and identity.email:
-                self.memory.forget_email(identity.record_type or "contact", identity.email, self.now())
-            self.memory.forget(ctx.user_id, self.now())
+                await store_call(
+                    self.memory.forget_email, identity.record_type or "contact", identity.email,
+                    self.now(),
+                )
+            await store_call(self.memory.forget, ctx.user_id, self.now())
         return None
 
 

@@ -21,7 +21,6 @@ One log line per fault, one when it clears (per process: a restarted process say
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from freshsales_destination.core.health import (
 )
 from freshsales_destination.core.schema import MappingConfigError
 from freshsales_destination.delivery.budget import BudgetExhausted
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.freshsales.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -165,7 +165,7 @@ class DestinationHealth:
         read_at = self._read_at
         if not self._health.paused and read_at is not None and self.now() - read_at < REFRESH_SECONDS:
             return True  # healthy, and seen so lately that the store need not be read
-        return await asyncio.to_thread(self._admit)
+        return await store_call(self._admit)
 
     def _admit(self) -> bool:
         now = self.now()

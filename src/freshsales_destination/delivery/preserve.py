@@ -35,6 +35,7 @@ from typing import Any
 
 from freshsales_destination.core.operations import Operation
 from freshsales_destination.delivery.learned import CUSTOM_FIELDS, Fact, LearnedFacts
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
 
 log = logging.getLogger(__name__)
@@ -222,12 +223,14 @@ class RecordKeeper:
         ``current`` is the record's custom object as last read (``None``: unknown, which is
         only allowed once the destination is known to merge). ``where`` names the write in
         evidence texts (never values)."""
-        mode = self.mode()
+        mode = await store_call(self.mode)
         if mode == MERGE:
             reply = await send({**base, "custom_field": dict(changes)})
             verdict, names = custom_evidence(current, changes, custom_of(reply.data))
             if verdict == REPLACE:
-                self._learn(REPLACE, f"{where}: a partial write wiped {', '.join(names)}")
+                await store_call(
+                    self._learn, REPLACE, f"{where}: a partial write wiped {', '.join(names)}"
+                )
                 reply = await send({"custom_field": complete_custom(current, changes)})
             return reply
         complete = complete_custom(current, changes)
@@ -241,10 +244,14 @@ class RecordKeeper:
                 before if before is not None else first, {last: changes[last]}, custom_of(reply.data)
             )
             if verdict == MERGE:
-                self._learn(MERGE, f"{where}: a write of {last} alone kept {', '.join(names)}")
+                await store_call(
+                    self._learn, MERGE, f"{where}: a write of {last} alone kept {', '.join(names)}"
+                )
                 return reply
             if verdict == REPLACE:
-                self._learn(REPLACE, f"{where}: a write of {last} alone wiped {', '.join(names)}")
+                await store_call(
+                    self._learn, REPLACE, f"{where}: a write of {last} alone wiped {', '.join(names)}"
+                )
             return await send({"custom_field": complete})
         return await send({**base, "custom_field": complete})
 
@@ -267,7 +274,7 @@ class RecordKeeper:
         changes = body.pop("custom_field", None)
         current: dict[str, Any] | None = None
         linked: list[Any] | None = None
-        if (changes is not None and self.mode() != MERGE) or new_links:
+        if (changes is not None and await store_call(self.mode) != MERGE) or new_links:
             got = await self.read(op, entity, record_id, links=bool(new_links))
             current = custom_of(got.data) or {}
             if new_links:

@@ -15,6 +15,7 @@ import orjson
 
 from freshsales_destination.core.schema import SELECTOR_KINDS, FieldSchema, MappingConfigError
 from freshsales_destination.delivery.executor import Budget
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
 from freshsales_destination.freshsales.errors import NotFound, PermanentError
 from freshsales_destination.store.base import Store
@@ -60,7 +61,7 @@ class SchemaCache:
         now = self.now()
         if self._schema is not None and now - self._fetched_at < self.ttl:
             return self._schema
-        cached = self.store.kv_get(NAMESPACE, self.destination)
+        cached = await store_call(self.store.kv_get, NAMESPACE, self.destination)
         if cached is not None:
             data = orjson.loads(cached)
             fetched_at = float(data.get("fetched_at") or 0)
@@ -68,7 +69,8 @@ class SchemaCache:
                 try:
                     self._schema = FieldSchema.from_json(data["schema"], product=self.product)
                 except MappingConfigError:
-                    self.invalidate()  # an unreadable copy is fetched again, never kept a day
+                    # An unreadable copy is fetched again, never kept for a day.
+                    await store_call(self.invalidate)
                 else:
                     self._fetched_at = fetched_at
                     return self._schema
@@ -76,10 +78,11 @@ class SchemaCache:
         try:
             schema = FieldSchema.from_json(raw, product=self.product)
         except MappingConfigError:
-            self.invalidate()  # the next probe fetches afresh (a fixed account then works)
+            await store_call(self.invalidate)  # the next probe fetches afresh
             raise
-        self.store.kv_put(
-            NAMESPACE, self.destination, orjson.dumps({"fetched_at": now, "schema": raw}), now=now
+        await store_call(
+            self.store.kv_put, NAMESPACE, self.destination,
+            orjson.dumps({"fetched_at": now, "schema": raw}), now=now,
         )
         self._schema = schema
         self._fetched_at = now
@@ -93,7 +96,7 @@ class SchemaCache:
         never finished under a budget of fewer calls per minute than parts, and wasted them).
         """
         self.fetches += 1
-        progress = self._load_progress()
+        progress = await store_call(self._load_progress)
         raw: dict[str, Any] = progress["raw"]
         raw.setdefault("selectors", {})
         done: list[str] = progress["done"]
@@ -106,17 +109,18 @@ class SchemaCache:
             )
             if reply is not None:
                 add_part(raw, part, reply)
-            self._save_progress(progress, part)
-        self.store.kv_put(NAMESPACE, self._progress_key, b"{}", now=self.now())
+            await store_call(self._save_progress, progress, part)
+        await store_call(self.store.kv_put, NAMESPACE, self._progress_key, b"{}", now=self.now())
         return raw
 
     async def _observed(self, call: Awaitable[Reply], ticket: int) -> Reply:
         try:
             reply = await call
         except Exception as exc:
-            self.budget.observe(exc, ticket)  # a 429 here must pause the account like any other
+            # A 429 here must pause the account like any other.
+            await store_call(self.budget.observe, exc, ticket)
             raise
-        self.budget.observe(reply, ticket)
+        await store_call(self.budget.observe, reply, ticket)
         return reply
 
     @property

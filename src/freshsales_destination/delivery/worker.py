@@ -14,7 +14,6 @@ pending messages in order, and:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -48,9 +47,11 @@ from freshsales_destination.delivery.executor import (
 )
 from freshsales_destination.delivery.health import DestinationHealth
 from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.schema_cache import SchemaCache
 from freshsales_destination.freshsales.errors import FreshsalesError, InvalidRequest
 from freshsales_destination.store.base import LaneClaim, Store, StoredMessage
+from freshsales_destination.store.wakeups import WorkSignal
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +134,16 @@ class DestinationWorker:
         self.stats = DeliveryStats()
         self.config_error: str | None = None
         self.should_stop: Callable[[], bool] = lambda: False
+        self.signal: WorkSignal | None = None  # set by the engine: held lanes wake a worker
         self.events = events or EventsRoute(
             store, name, events_via=settings.events_via, has_app_token=settings.has_app_token
         )
 
-    async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+    async def _reschedule(self, seq: int, *, available_at: float, **kwargs: Any) -> None:
+        """Hold the lane until `available_at`, and have a worker woken then (wakeups.py)."""
+        await store_call(self.store.reschedule, seq, available_at=available_at, **kwargs)
+        if self.signal is not None:
+            self.signal.notify_at(available_at)
 
     async def run_once(self) -> bool:
         """Deliver one lane; False when nothing was ready."""
@@ -156,23 +161,25 @@ class DestinationWorker:
     async def _run_once(self) -> bool:
         claim: LaneClaim | None = None
         if self.records_first():
-            claim = await self._store(
+            claim = await store_call(
                 self.store.claim_lane, self.name, owner=self.owner, now=self.now(),
                 lease_seconds=self.lease_seconds, max_messages=self.batch_size,
                 head_types=RECORD_TYPES,
             )
         if claim is None:
-            claim = await self._store(
+            claim = await store_call(
                 self.store.claim_lane, self.name, owner=self.owner, now=self.now(),
                 lease_seconds=self.lease_seconds, max_messages=self.batch_size,
             )
         if claim is None:
             return False
+        if self.signal is not None:
+            self.signal.notify()  # the baton: another idle worker looks for another lane
         self.stats.lanes += 1
         try:
             progressed = await self._deliver(claim)
         finally:
-            await self._store(self.store.release_lane, self.name, claim.lane, self.owner)
+            await store_call(self.store.release_lane, self.name, claim.lane, self.owner)
         # A lane stopped by the spent budget (or an unreadable schema) made no progress: say
         # so, or the caller takes the same lane again at once and spins until the budget frees.
         return progressed
@@ -183,16 +190,17 @@ class DestinationWorker:
         """Plan one message with the identity as it is now; None when it was finished here."""
         event = message.normalized()
         user = event.get("userId") if isinstance(event.get("userId"), str) else None
-        identity = self.memory.identity(user)
+        identity = await store_call(self.memory.identity, user)
         tracking: TrackingApi | None = None
         probe = False
         if message.type in EVENT_TYPES and self.settings.has_app_token:
             # Plan with what is known; only a plan that calls the tracking API while nothing
             # is known (or a re-check is due) takes the probe: one such event at a time.
-            tracking = await self._store(self.events.state, self.now())
-            result = plan_event(event, replace(self.settings, tracking_api=tracking), schema, identity)
+            known: TrackingApi = await store_call(self.events.state, self.now())
+            tracking = known
+            result = plan_event(event, replace(self.settings, tracking_api=known), schema, identity)
             if tracking == "unknown" and result.status == "planned" and has_tracking(result.operations):
-                claim = await self._store(self.events.claim_probe, self.now())
+                claim = await store_call(self.events.claim_probe, self.now())
                 if claim == "wait":
                     raise _Hold("waiting for the tracking API's first answer (another worker asked it)", 5.0)
                 probe = claim == "probe"
@@ -202,8 +210,9 @@ class DestinationWorker:
         else:
             result = plan_event(event, self.settings, schema, identity)
         if tracking == "absent" and result.status == "planned" and has_tracking(result.operations):
+            evidence = await store_call(self.events.evidence)
             raise MappingConfigError(
-                f"the tracking API is absent on this account ({self.events.evidence()}; "
+                f"the tracking API is absent on this account ({evidence}; "
                 "re-checked daily), and events_via = \"tracking\" (or a track_api rule) "
                 "insists on it: the events wait; set events_via = \"auto\" or \"note\" to "
                 "deliver them as notes",
@@ -211,7 +220,7 @@ class DestinationWorker:
             )
         if result.status != "planned":
             self.stats.discarded += 1
-            await self._store(
+            await store_call(
                 self.store.finish, [message.seq], status=result.status, now=self.now(),
                 reason=result.reason or "not deliverable",
             )
@@ -261,7 +270,7 @@ class DestinationWorker:
             # The schema could not be fetched or read: nothing is wrong with the messages.
             # The destination's health pauses it and says so once (no line per poll).
             if self.health is not None:
-                self.health.schema_failed(exc)
+                await store_call(self.health.schema_failed, exc)
             else:
                 log.warning("destination %s: cannot read the field schema: %s", self.name, exc)
             if isinstance(exc, FreshsalesError) and exc.kind == "throttled":
@@ -277,7 +286,7 @@ class DestinationWorker:
         for step in steps:
             if self.should_stop():
                 return True  # shutting down: what is left stays pending, in order
-            renewed = await self._store(
+            renewed = await store_call(
                 self.store.renew_lease, self.name, claim.lane, self.owner,
                 now=self.now(), lease_seconds=self.lease_seconds,
             )
@@ -322,8 +331,8 @@ class DestinationWorker:
                 "destination %s: configuration error: %s (its messages wait, re-checked every "
                 "5 minutes)", self.name, exc.message,
             )
-        await self._store(
-            self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+        await self._reschedule(
+            head.seq, destination=self.name, lane=claim.lane,
             attempts=head.attempts, available_at=self.now() + 300,
             first_failure_at=head.first_failure_at,
             last_error=f"configuration error: {exc.message}",
@@ -353,8 +362,8 @@ class DestinationWorker:
         return outcome
 
     async def _hold(self, claim: LaneClaim, head: StoredMessage, hold: _Hold) -> None:
-        await self._store(
-            self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+        await self._reschedule(
+            head.seq, destination=self.name, lane=claim.lane,
             attempts=head.attempts, available_at=self.now() + hold.seconds,
             first_failure_at=head.first_failure_at, last_error=hold.reason,
         )
@@ -370,10 +379,10 @@ class DestinationWorker:
         except BudgetExhausted:
             return "budget"
         except TrackingApiAbsent as exc:
-            await self._store(self.events.learn_absent, exc.evidence, self.now())
+            await store_call(self.events.learn_absent, exc.evidence, self.now())
             log.warning(
                 "destination %s: %s; events now go by %s", self.name, exc.message,
-                self.events.way(self.now()).describe(),
+                (await store_call(self.events.way, self.now())).describe(),
             )
             return "replan"
         except CreateInProgress as exc:
@@ -389,7 +398,7 @@ class DestinationWorker:
                 kind, text, retry_after = "permanent", str(exc), None
             else:
                 if isinstance(exc, InvalidRequest) and _unknown_field(exc):
-                    self.schema.invalidate()
+                    await store_call(self.schema.invalidate)
                 kind, text, retry_after = exc.kind, _error_text(exc), exc.retry_after
             if kind == "permanent" and unit.parts:
                 # One message's bad value must not cost the others: deliver them one by one.
@@ -397,7 +406,7 @@ class DestinationWorker:
             await self._fail(claim, unit, kind, text, retry_after)
             return "failed" if kind == "permanent" else "stop"
         if unit.probe and has_tracking(unit.operations):
-            await self._store(
+            await store_call(
                 self.events.learn_present, "a 2xx answer on the tracking path", self.now()
             )
         seqs = [m.seq for m in unit.messages]
@@ -415,15 +424,15 @@ class DestinationWorker:
         reason = "; ".join(notes)[:2000] or None
         if status == "skipped" and reason is None:
             reason = "nothing to send to Freshsales for this message"
-        await self._store(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
+        await store_call(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
         return "done"
 
     async def _defer(self, claim: LaneClaim, unit: Unit, exc: CreateInProgress) -> None:
         """Hold the unit briefly; its attempts and its retry window stay as they were."""
         head = unit.messages[0]
         self.stats.deferred += 1
-        await self._store(
-            self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+        await self._reschedule(
+            head.seq, destination=self.name, lane=claim.lane,
             attempts=head.attempts, available_at=self.now() + exc.retry_in,
             first_failure_at=head.first_failure_at, last_error=f"waiting: {exc}",
         )
@@ -448,14 +457,14 @@ class DestinationWorker:
                 self.stats.throttled += 1
             else:
                 self.stats.retried += 1
-            await self._store(
-                self.store.reschedule, head.seq, destination=self.name, lane=claim.lane,
+            await self._reschedule(
+                head.seq, destination=self.name, lane=claim.lane,
                 attempts=decision.attempts_after, available_at=decision.at,
                 first_failure_at=first_failure, last_error=error,
             )
             return
         self.stats.dead += len(unit.messages)
-        await self._store(
+        await store_call(
             self.store.finish, [m.seq for m in unit.messages], status="dead", now=now,
             reason=error,
         )

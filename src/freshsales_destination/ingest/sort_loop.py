@@ -45,6 +45,7 @@ import orjson
 from freshsales_destination.errors import StoreRefused
 from freshsales_destination.ingest.sorting import Sorter
 from freshsales_destination.store.base import InboxEntry, NewMessage, SortRaced, Store
+from freshsales_destination.store.wakeups import signal_for
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +295,8 @@ class InboxSorting:
         """A committed sorting transaction: count it, its messages and the smaller backlog."""
         self.stats.chunks += 1
         self._sorter.record(len(entries), messages, fresh)
+        if any(fresh):  # idle delivery workers of this process look now (store/wakeups.py)
+            signal_for(self._store).notify()
         if self._backlog is not None:
             self._backlog = max(0, self._backlog - sum(entry.count for entry in entries))
 

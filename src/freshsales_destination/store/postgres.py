@@ -37,6 +37,7 @@ from freshsales_destination.errors import (
     StoreRefused,
     StoreUnavailable,
 )
+from freshsales_destination.store import wakeups
 from freshsales_destination.store.base import (
     InboxEntry,
     NewMessage,
@@ -250,6 +251,8 @@ class PostgresStore(SQLStore):
         inserted = {
             (str(s), str(i)) for s, i in conn.execute(_Q["append_messages"], params).fetchall()
         }
+        if inserted:  # idle workers of every process wake on commit (store/wakeups.py)
+            self._wake(conn, None)
         results = [False] * len(messages)
         for key, index in first.items():
             results[index] = key in inserted
@@ -319,6 +322,10 @@ class PostgresStore(SQLStore):
             "types": list(head_types or ()),
         }).fetchone()
         return None if row is None else str(row[0])
+
+    def _wake(self, conn: psycopg.Connection[Any], available_at: float | None) -> None:
+        # NOTIFY is delivered on commit, to listeners in every process (store/wakeups.py).
+        conn.execute(wakeups.NOTIFY_SQL, (wakeups.payload_for(available_at),))
 
     def _try_lane(self, conn: psycopg.Connection[Any], destination: str, lane: str) -> bool:
         key = f"{self.schema}\x1f{destination}\x1f{lane}"

@@ -149,6 +149,10 @@ class SQLStore:
     def _append_turn(self, conn: Any) -> None:
         """Wait for concurrent appends (and sorts) to commit first, if the engine needs it."""
 
+    def _wake(self, conn: Any, available_at: float | None) -> None:
+        """Tell idle workers in other processes, on commit, that work is ready (now, or at
+        `available_at`), if the engine can (PostgreSQL: NOTIFY; SQLite wakes in-process)."""
+
     def _message(self, row: Sequence[Any]) -> StoredMessage:
         (seq, source, destination, message_id, kind, status, reason, lane, received_at,
          event_at, attempts, available_at, last_error, raw, message, first_failure_at) = row
@@ -323,6 +327,7 @@ class SQLStore:
                 conn, "reschedule", (attempts, available_at, first_failure_at, last_error, seq)
             )
             self._run(conn, "hold_lane", (destination, lane, available_at))
+            self._wake(conn, available_at)
 
     def requeue(self, seqs: Sequence[int], *, now: float) -> int:
         if not seqs:
@@ -334,6 +339,8 @@ class SQLStore:
             lanes = sorted({(str(d), str(lane)) for d, lane in rows if lane is not None})
             for lane_key in lanes:
                 self._run(conn, "unhold_lane", lane_key)
+            if rows:
+                self._wake(conn, None)
         return len(rows)
 
     # -- key/value state -----------------------------------------------------------------------
