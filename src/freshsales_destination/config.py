@@ -44,7 +44,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Role = Literal["all", "ingest", "worker"]
+
+
 class ServerConfig(_Strict):
+    # What `serve` runs (docs/deployment.md): "all" = ingest and delivery; "ingest" = the API
+    # and sorting, no delivery; "worker" = delivery only, with /healthz and /readyz.
+    role: Role = "all"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
