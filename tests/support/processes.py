@@ -38,13 +38,18 @@ def start_serve(
 
 
 def wait_ready(
-    url: str, process: subprocess.Popen[bytes], log: Path, *, timeout: float = 60.0
+    url: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    *,
+    timeout: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """Until ``GET url`` answers 200; fails with the process's log if it exits first."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx2.get(url, timeout=5).status_code == 200:
+            if httpx2.get(url, timeout=5, headers=headers).status_code == 200:
                 return
         except httpx2.TransportError:
             pass
