@@ -36,4 +36,6 @@ def test_a_skipped_postgres_test_fails_on_ci_only() -> None:
     assert ci.returncode == 1, ci.stdout[-2000:]
     assert "this PostgreSQL test must run, but it was skipped" in ci.stdout
     summary = ci.stdout.strip().splitlines()[-1]
-    assert f"{skipped} failed" in summary and "skipped" not in summary
+    # A skip in a fixture fails the setup: pytest counts it as an error.
+    assert f"{skipped} error" in summary or f"{skipped} failed" in summary
+    assert "skipped" not in summary
