@@ -359,6 +359,54 @@ def bench_latency(directory: Path, dsn: str, samples: int) -> dict[str, Any]:
     return out
 
 
+# -- table sizes -------------------------------------------------------------------------------
+
+
+def bench_sizes(directory: Path, dsn: str, messages: int = 20_000) -> dict[str, float]:
+    """Bytes per stored message and per ledger row on PostgreSQL (table, TOAST and indexes),
+    for the sizing in docs/deployment.md: `messages` typical track events ingested over HTTP
+    and sorted; as many ledger rows written as delivery writes them."""
+    from freshsales_destination.store.postgres import PostgresStore
+
+    backend = Backend("postgres", directory, dsn)
+    try:
+        config = _config(directory, backend, "http://127.0.0.1:9/crm/sales")
+        process, base = _serve(config, "ingest", directory)
+        try:
+            with httpx2.Client(timeout=60) as client:
+                for start in range(0, messages, 100):
+                    batch = [ingest_bench._message(f"size-{n}") for n in range(start, start + 100)]
+                    reply = client.post(f"{base}/v1/batch", json={"batch": batch},
+                                        auth=(WRITE_KEY, ""))
+                    assert reply.status_code == 200, reply.text
+            _wait(lambda: backend.unsorted() == 0, "sorting")
+        finally:
+            _stop(process)
+        store = PostgresStore(dsn, schema=backend.schema, max_size=2)
+        store.open()
+        try:
+            def total(table: str) -> int:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("SELECT set_config('search_path', %s, false)", (backend.schema,))
+                    conn.execute(f"VACUUM ANALYZE {table}")
+                    row = conn.execute("SELECT pg_total_relation_size(%s)", (table,)).fetchone()
+                    return int(row[0]) if row else 0
+
+            per_message = total("messages") / messages
+            before = total("kv")
+            for n in range(messages):
+                store.kv_put("ledger:crm", f"bench:size-{n}:track_event:0",
+                             json.dumps({"result": 90_000_000_000 + n}).encode(), now=time.time())
+            per_ledger = (total("kv") - before) / messages
+        finally:
+            store.close()
+    finally:
+        backend.drop()
+    print(f"  {per_message:,.0f} bytes per message, {per_ledger:,.0f} bytes per ledger row",
+          flush=True)
+    return {"bytes_per_message": per_message, "bytes_per_ledger_row": per_ledger}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -369,6 +417,8 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--samples", type=int, default=60)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--sizes-only", action="store_true",
+                        help="only the bytes per message and per ledger row on PostgreSQL")
     args = parser.parse_args()
     dsn = os.environ.get("TEST_POSTGRES_DSN", DEFAULT_DSN)
     with psycopg.connect(dsn, connect_timeout=5) as conn:
@@ -378,6 +428,10 @@ def main() -> None:
           f"SQLite {sqlite3.sqlite_version}", flush=True)
     with tempfile.TemporaryDirectory(prefix="fsd-scale-") as tmp:
         directory = Path(tmp)
+        if args.sizes_only:
+            print("table sizes (PostgreSQL):", flush=True)
+            print(json.dumps(bench_sizes(directory, dsn), indent=2))
+            return
         print("ingest (100-message batches, 8 connections):", flush=True)
         ingest = bench_ingest(directory, dsn, args.runs, args.seconds)
         print("deliveries:", flush=True)
