@@ -417,6 +417,8 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--samples", type=int, default=60)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--parts", default="ingest,deliveries,latency",
+                        help="which measurements to run (comma-separated)")
     parser.add_argument("--sizes-only", action="store_true",
                         help="only the bytes per message and per ledger row on PostgreSQL")
     args = parser.parse_args()
@@ -432,14 +434,19 @@ def main() -> None:
             print("table sizes (PostgreSQL):", flush=True)
             print(json.dumps(bench_sizes(directory, dsn), indent=2))
             return
-        print("ingest (100-message batches, 8 connections):", flush=True)
-        ingest = bench_ingest(directory, dsn, args.runs, args.seconds)
-        print("deliveries:", flush=True)
-        deliveries = bench_deliveries(directory, dsn, args.latency, args.window,
-                                      [int(p) for p in args.processes.split(",")])
-        print("idle end-to-end latency:", flush=True)
-        latency = bench_latency(directory, dsn, args.samples)
-    result = {"ingest": ingest, "deliveries": deliveries, "idle_latency": latency}
+        parts = set(args.parts.split(","))
+        result: dict[str, Any] = {}
+        if "ingest" in parts:
+            print("ingest (100-message batches, 8 connections):", flush=True)
+            result["ingest"] = bench_ingest(directory, dsn, args.runs, args.seconds)
+        if "deliveries" in parts:
+            print("deliveries:", flush=True)
+            result["deliveries"] = bench_deliveries(
+                directory, dsn, args.latency, args.window,
+                [int(p) for p in args.processes.split(",")])
+        if "latency" in parts:
+            print("idle end-to-end latency:", flush=True)
+            result["idle_latency"] = bench_latency(directory, dsn, args.samples)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
