@@ -44,7 +44,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Role = Literal["all", "ingest", "worker"]
+
+
 class ServerConfig(_Strict):
+    # What `serve` runs (docs/deployment.md): "all" = ingest and delivery; "ingest" = the API
+    # and sorting, no delivery; "worker" = delivery only, with /healthz and /readyz.
+    role: Role = "all"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
@@ -231,6 +237,10 @@ class DeliveryConfig(_Strict):
     backoff_cap_seconds: float = Field(default=900.0, gt=0)
     poll_interval: float = Field(default=5.0, gt=0)  # a safety net: workers are woken
     records_first: bool = True
+    # How long a worker's hold on a lane lasts unless renewed (it is renewed before each
+    # message): a worker that dies (SIGKILL, a lost machine) leaves its lanes to the others
+    # after at most this long. Keep it well above destinations' `timeout`.
+    lease_seconds: float = Field(default=120.0, ge=1)
 
 
 class BrowserConfig(_Strict):
@@ -269,6 +279,18 @@ class Settings(_Strict):
                 raise ValueError(
                     f"sources[{index}].destination names {source.destination!r}, "
                     "which is not a [destinations.*] table"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> Settings:
+        # A lease that can lapse during one call lets another worker take the lane while the
+        # call is in flight: the person's order would no longer hold.
+        for name, dest in sorted(self.destinations.items()):
+            if self.delivery.lease_seconds < 2 * dest.timeout:
+                raise ValueError(
+                    f"delivery.lease_seconds must be at least twice destinations.{name}.timeout "
+                    "(a lane's lease must outlast a call in flight)"
                 )
         return self
 

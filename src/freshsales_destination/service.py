@@ -98,6 +98,59 @@ class ServiceApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
+def health_routes(store: Store) -> list[Route]:
+    """``GET /healthz`` (the process answers) and ``GET /readyz`` (the store is writable)."""
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, store.ping)
+        except StoreError as exc:
+            return json_response({"code": "store_unavailable", "message": exc.message}, 503)
+        return json_response({"status": "ready"})
+
+    return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+
+
+def build_worker_app(
+    settings: Settings,
+    store: Store,
+    *,
+    now: Callable[[], float] = time.time,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """The `worker` role: delivery (and housekeeping) only; HTTP serves just ``/healthz`` and
+    ``/readyz``, never the tracking API. The store must be open."""
+    engine = DeliveryEngine.from_settings(settings, store, now=now, transport=transport)
+    housekeeper = Housekeeper(store, dedup_days=settings.store.dedup_days, now=now)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        housekeeper.start()
+        delivery = DeliveryThread(engine)
+        delivery.start()
+        try:
+            yield
+        finally:
+            await delivery.stop()
+            await housekeeper.stop()
+            if getattr(app.state, "owns_store", False):
+                store.close()
+
+    app = Starlette(
+        routes=health_routes(store),
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+    without_slash_redirects(app)
+    app.state.store = store
+    app.state.settings = settings
+    app.state.engine = engine
+    return app
+
+
 def build_app(
     settings: Settings,
     store: Store,
@@ -140,16 +193,6 @@ def build_app(
         now=now,
     )
 
-    async def healthz(request: Request) -> Response:
-        return json_response({"status": "alive"})
-
-    async def readyz(request: Request) -> Response:
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, store.ping)
-        except StoreError as exc:
-            return json_response({"code": "store_unavailable", "message": exc.message}, 503)
-        return json_response({"status": "ready"})
-
     housekeeper = Housekeeper(store, dedup_days=settings.store.dedup_days, now=now)
 
     @contextlib.asynccontextmanager
@@ -174,8 +217,7 @@ def build_app(
     app = ServiceApp(
         ingest,
         routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
+            *health_routes(store),
             *AnalyticsJs(settings.browser.analytics_js_path, ingest.registry).routes(),
             *mounts,
         ],
@@ -381,6 +423,9 @@ def _isatty() -> bool:
         return False
 
 
+ROLES = ("all", "ingest", "worker")
+
+
 def serve_command(
     config: Annotated[
         Path | None,
@@ -388,17 +433,35 @@ def serve_command(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="Override server.role: all (ingest and delivery, the default), ingest (the "
+            "tracking API and sorting, no delivery) or worker (delivery only; HTTP serves "
+            "just /healthz and /readyz). Any number of each on one PostgreSQL store.",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path, typer.Option(help="Where embedded defaults keep their files (no --config).")
     ] = Path("data"),
 ) -> None:
-    """Run the ingest API and delivery. Without --config: embedded store and sandbox CRM."""
+    """Run the ingest API and delivery (or one of them: --role). Without --config: embedded
+    store and sandbox CRM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # Request lines may carry people's emails (lookups); keep them out of the logs.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
+    if role is not None and role not in ROLES:
+        typer.echo(f"error: --role must be one of {', '.join(ROLES)}", err=True)
+        raise typer.Exit(2)
     if config is None:
         try:
             app, keys = build_embedded_app(data_dir, host, port)
+            if (role or app.state.settings.server.role) != "all":
+                app.state.store.close()
+                raise ConfigError(
+                    "server.role: without --config everything runs in one process (role all); "
+                    "ingest and worker roles need a configuration file (--config)"
+                )
         except FreshsalesDestinationError as exc:
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(2) from None
@@ -422,13 +485,14 @@ def serve_command(
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    if not settings.sources:
-        typer.echo("error: sources: at least one [[sources]] table is required", err=True)
+    role = role or settings.server.role
+    problem = _role_problem(settings, role)
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2)
     try:
         store = open_store(settings.store.url)  # also creates or migrates the schema
-        single = settings.server.workers == 1
-        app = build_app(settings, store, deliver=settings.delivery.enabled and single)
+        app = _build_role_app(settings, store, role, single=settings.server.workers == 1)
     except FreshsalesDestinationError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -439,6 +503,7 @@ def serve_command(
         # lock, lanes and leases, the shared budget).
         store.close()
         os.environ[CONFIG_ENV] = str(config.resolve())
+        os.environ[ROLE_ENV] = role
         uvicorn.run(
             f"{__name__}:app_factory", factory=True, workers=settings.server.workers,
             host=bind_host, port=bind_port, access_log=False, log_level="info",
@@ -456,13 +521,35 @@ def serve_command(
         store.close()
 
 
+def _role_problem(settings: Settings, role: str) -> str | None:
+    """Why `settings` cannot run `role`, or None."""
+    if role != "worker" and not settings.sources:
+        return "sources: at least one [[sources]] table is required"
+    if role == "worker":
+        if not settings.delivery.enabled:
+            return "server.role is worker but delivery.enabled is false: a worker only delivers"
+        if not settings.destinations:
+            return "destinations: a worker needs at least one [destinations.*] table"
+    return None
+
+
+def _build_role_app(settings: Settings, store: Store, role: str, *, single: bool) -> Starlette:
+    if role == "worker":
+        return build_worker_app(settings, store)
+    # Role "all" delivers when delivery is enabled; "ingest" never. With several serving
+    # processes (server.workers > 1) each builds its own app in `app_factory`.
+    return build_app(settings, store, deliver=role == "all" and settings.delivery.enabled and single)
+
+
 CONFIG_ENV = "FRESHSALES_DESTINATION_CONFIG"
+ROLE_ENV = "FRESHSALES_DESTINATION_ROLE"
 
 
 def app_factory() -> Starlette:
     """The app of one serving process when `server.workers` > 1 (configuration from the env)."""
     settings = load_settings(Path(os.environ[CONFIG_ENV]))
+    role = os.environ.get(ROLE_ENV) or settings.server.role
     store = open_store(settings.store.url)
-    app = build_app(settings, store)
+    app = _build_role_app(settings, store, role, single=True)
     app.state.owns_store = True
     return app

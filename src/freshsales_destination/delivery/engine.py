@@ -102,7 +102,7 @@ def build_runtime(
         DestinationWorker(
             name=name, store=store, settings=mapping, executor=executor, memory=memory,
             schema=schema, policy=policy, records_first=budget.scarce, now=now, rng=rng,
-            health=health,
+            health=health, lease_seconds=delivery.lease_seconds,
         )
         for _ in range(delivery.workers)
     ]

@@ -113,6 +113,7 @@ class PostgresStore(SQLStore):
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 10.0,
+        reconnect_timeout: float = 5.0,
     ) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise ConfigError(f"invalid PostgreSQL schema name {schema!r}")
@@ -121,6 +122,7 @@ class PostgresStore(SQLStore):
         self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout
+        self._reconnect_timeout = reconnect_timeout
         self._pool: ConnectionPool | None = None
         self._lifecycle = threading.Lock()
 
@@ -147,6 +149,11 @@ class PostgresStore(SQLStore):
             max_size=self._max_size,
             timeout=self._timeout,
             configure=self._configure,
+            # Connection attempts back off (1 s, doubling); after a server restart a pool
+            # that kept one attempt going for psycopg's default 5 minutes could wait half a
+            # minute for its next try. Give up after a few seconds instead: the next caller
+            # starts a fresh attempt at once, so processes reconnect soon after the server.
+            reconnect_timeout=self._reconnect_timeout,
             open=False,
             name=f"fsd-store-{self.schema}",
         )
