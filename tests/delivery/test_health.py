@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from pydantic import SecretStr
 
 from freshsales_destination.config import Settings
 from freshsales_destination.core.health import Health
@@ -24,6 +25,7 @@ from freshsales_destination.delivery.health import NAMESPACE, read_health
 from freshsales_destination.store.base import StoredMessage
 from tests.delivery.conftest import (
     API_KEY,
+    APP_TOKEN,
     FakeClock,
     Pipeline,
     delivery_settings,
@@ -323,5 +325,48 @@ def test_an_unreadable_schema_answer_is_fetched_again_once_the_account_answers_w
         stored = pipeline.store.get_message("web", "m1")
         assert stored is not None and stored.status == "delivered"
         assert read_health(pipeline.store, "crm").state == "healthy"
+    finally:
+        pipelines.close()
+
+
+def test_a_refused_app_token_holds_events_instead_of_killing_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tracking API refuses the configured app token: events wait with their retry
+    window unspent and one log line names the key to fix; once fixed they are delivered."""
+    caplog.set_level(logging.WARNING)
+    clock = FakeClock()
+    pipelines = make_pipeline(
+        tmp_path, "classic", clock=clock, destination={"app_token": "not-the-token"},
+    )
+    pipeline = next(pipelines)
+    try:
+        batch: list[dict[str, Any]] = [
+            {"type": "track", "userId": f"u{n}", "messageId": f"t{n}", "event": "Clicked",
+             "properties": {"email": f"u{n}@example.com"}} for n in range(5)
+        ]
+        pipeline.send("/v1/batch", {"batch": batch})
+        for _ in range(3):
+            pipeline.deliver(now=clock)
+            clock.advance(301)
+        waiting = [pipeline.store.get_message("web", f"t{n}") for n in range(5)]
+        assert all(m is not None and m.status == "pending" and m.attempts == 0
+                   and m.first_failure_at is None for m in waiting), waiting
+        lines = [r.getMessage() for r in caplog.records if "app_token" in r.getMessage()]
+        assert len(lines) == 1, lines
+        assert "destinations.crm.app_token" in lines[0] and "not-the-token" not in lines[0]
+        # The operator fixes the token and restarts: everything is delivered.
+        fixed = pipeline.settings.destinations["crm"].model_copy(
+            update={"app_token": SecretStr(APP_TOKEN)}
+        )
+        pipeline.settings = pipeline.settings.model_copy(
+            update={"destinations": {"crm": fixed}}
+        )
+        clock.advance(301)
+        pipeline.deliver(now=clock)
+        assert all(
+            (m := pipeline.store.get_message("web", f"t{n}")) is not None
+            and m.status == "delivered" for n in range(5)
+        )
     finally:
         pipelines.close()

@@ -49,7 +49,12 @@ from freshsales_destination.delivery.health import DestinationHealth
 from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.schema_cache import SchemaCache
-from freshsales_destination.freshsales.errors import FreshsalesError, InvalidRequest
+from freshsales_destination.freshsales.errors import (
+    AuthenticationFailed,
+    FreshsalesError,
+    InvalidRequest,
+    PermissionDenied,
+)
 from freshsales_destination.store.base import LaneClaim, Store, StoredMessage
 from freshsales_destination.store.wakeups import WorkSignal
 
@@ -390,6 +395,17 @@ class DestinationWorker:
             await self._defer(claim, unit, exc)
             return "stop"
         except (UnresolvedReference, FreshsalesError) as exc:
+            if isinstance(exc, AuthenticationFailed | PermissionDenied) and "/track/" in (
+                exc.path or ""
+            ):
+                # The tracking API refused the app token: the configuration's fault, not the
+                # event's. Its events wait, attempts and retry window unspent, until it is
+                # fixed; one log line says what to change.
+                await self._park(claim, unit.messages[0], MappingConfigError(
+                    f"the tracking API refused the app_token (HTTP {exc.status}): fix "
+                    f"destinations.{self.name}.app_token and restart", kind="app_token",
+                ))
+                return "stop"
             if self.health is not None and self.health.holds(exc):
                 # The destination's fault (a refused key, no connection): the messages stay
                 # pending as they were, their attempts and retry window unspent.
