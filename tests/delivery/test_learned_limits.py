@@ -125,3 +125,24 @@ def test_configured_below_the_account_the_configuration_wins(tmp_path: Path) -> 
         assert limits.account_per_hour == 1000
     finally:
         pipelines.close()
+
+
+def test_a_minute_limit_far_under_the_hour_never_starves_events(tmp_path: Path) -> None:
+    """The sandbox's headers count the tighter of its hour and minute windows: with 60 calls a
+    minute against 1,000 an hour, the server's count is small all the time. The reserve kept
+    of it is a share of the minute, so events keep flowing, a minute's worth at a time."""
+    clock = FakeClock()
+    pipelines = make_pipeline(
+        tmp_path, "suite", clock=clock,
+        destination={"rate_limit_per_hour": 5000, "rate_limit_per_minute": 60},
+        sandbox_options={"rate_limit_per_hour": 1000, "rate_limit_per_minute": 60},
+    )
+    pipeline = next(pipelines)
+    try:
+        pipeline.send("/v1/batch", {"batch": _messages(150)})
+        _run(pipeline, clock, rounds=10)
+        statuses = {m.status for m in pipeline.store.list_messages(limit=1000)}
+        assert statuses == {"delivered"}
+        assert [e for e in pipeline.sandbox.request_log() if e["status"] == 429] == []
+    finally:
+        pipelines.close()
