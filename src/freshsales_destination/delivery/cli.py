@@ -12,6 +12,7 @@ import typer
 
 from freshsales_destination.config import DestinationConfig, Settings, load_settings
 from freshsales_destination.core.budget import HOUR, MINUTE
+from freshsales_destination.core.statuses import MessageStatus
 from freshsales_destination.delivery.events_route import EventsRoute
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.store.base import Store
@@ -45,7 +46,7 @@ def list_dead(
     """Print dead letters as JSON lines: seq, message id, type, attempts, last error."""
     store = _store(config)
     try:
-        for message in store.list_messages(status="dead", limit=limit):
+        for message in store.list_messages(status=MessageStatus.DEAD, limit=limit):
             typer.echo(
                 json.dumps(
                     {
@@ -85,9 +86,9 @@ def drop_dead(
     """Mark dead letters as dropped: kept for the record, never delivered."""
     store = _store(config)
     try:
-        dead = {m.seq for m in store.list_messages(status="dead", limit=1_000_000)}
+        dead = {m.seq for m in store.list_messages(status=MessageStatus.DEAD, limit=1_000_000)}
         chosen = [seq for seq in seqs if seq in dead]
-        store.finish(chosen, status="dropped", now=time.time(), reason=None)
+        store.finish(chosen, status=MessageStatus.DROPPED, now=time.time(), reason=None)
         typer.echo(f"dropped {len(chosen)} of {len(seqs)}")
     finally:
         store.close()

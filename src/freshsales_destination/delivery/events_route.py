@@ -31,7 +31,7 @@ from freshsales_destination.core.events_via import (
     events_way,
     tracking_state,
 )
-from freshsales_destination.core.operations import Operation
+from freshsales_destination.core.operations import Operation, OperationKind
 from freshsales_destination.delivery.learned import TRACKING_API, Fact, LearnedFacts
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.errors import FreshsalesError, UnexpectedResponse
@@ -41,7 +41,9 @@ PROBE_NAMESPACE = "tracking_probe"
 PROBE_LEASE_SECONDS = 60.0
 """How long one worker's probe of the tracking API keeps the others from probing too."""
 
-TRACKING_KINDS = frozenset({"track_event", "track_page_view"})
+TRACKING_KINDS: frozenset[OperationKind] = frozenset(
+    {OperationKind.TRACK_EVENT, OperationKind.TRACK_PAGE_VIEW}
+)
 EVENT_TYPES = frozenset({"track", "page", "screen"})
 
 Probe = Literal["probe", "wait", "absent", "present"]

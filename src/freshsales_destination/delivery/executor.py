@@ -35,7 +35,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from freshsales_destination.core.operations import Operation, is_ref
+from freshsales_destination.core.operations import (
+    PERSON_UPSERT_KINDS,
+    Operation,
+    OperationKind,
+    is_ref,
+)
 from freshsales_destination.delivery.events_route import TrackingApiAbsent, absent_evidence
 from freshsales_destination.delivery.learned import LearnedFacts
 from freshsales_destination.delivery.memory import DeliveryMemory
@@ -50,9 +55,11 @@ from freshsales_destination.freshsales.errors import (
     RetryableError,
 )
 
-RECORD_KINDS = frozenset(
-    {"upsert_contact", "upsert_lead", "upsert_sales_account", "link_sales_account",
-     "upsert_deal", "update_lifecycle_stage", "forget_contact", "lookup_person"}
+RECORD_KINDS: frozenset[OperationKind] = frozenset(
+    {OperationKind.UPSERT_CONTACT, OperationKind.UPSERT_LEAD, OperationKind.UPSERT_SALES_ACCOUNT,
+     OperationKind.LINK_SALES_ACCOUNT, OperationKind.UPSERT_DEAL,
+     OperationKind.UPDATE_LIFECYCLE_STAGE, OperationKind.FORGET_CONTACT,
+     OperationKind.LOOKUP_PERSON}
 )
 
 
@@ -195,7 +202,7 @@ class Executor:
 
     async def execute(self, op: Operation, ctx: UnitContext) -> None:
         """Run one operation (or prove it needs no call); record its result in `ctx`."""
-        if op.kind == "alias":
+        if op.kind == OperationKind.ALIAS:
             previous, user = op.fields.get("previous_id"), op.fields.get("user_id")
             if isinstance(previous, str) and isinstance(user, str):
                 await store_call(self.memory.add_alias, previous, user, self.now())
@@ -222,7 +229,7 @@ class Executor:
             raise replacement from exc
         if op.provides and result is not None:
             ctx.refs[op.provides] = result
-        if op.idempotency_key and op.kind not in ("upsert_contact", "upsert_lead"):
+        if op.idempotency_key and op.kind not in PERSON_UPSERT_KINDS:
             await store_call(self.memory.mark_done, op.idempotency_key, result, self.now())
 
     # -- people --------------------------------------------------------------------------------

@@ -27,11 +27,13 @@ from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.operations import (
     PERSON_UPSERT_KINDS,
     Operation,
+    OperationKind,
     merge_person_operations,
 )
 from freshsales_destination.core.planner import plan as plan_event
-from freshsales_destination.core.retry import RetryPolicy, decide
+from freshsales_destination.core.retry import ErrorKind, RetryPolicy, decide
 from freshsales_destination.core.schema import FieldSchema, MappingConfigError
+from freshsales_destination.core.statuses import MessageStatus, PlanStatus, UnitOutcome
 from freshsales_destination.delivery.budget import BudgetExhausted
 from freshsales_destination.delivery.events_route import (
     EVENT_TYPES,
@@ -204,7 +206,7 @@ class DestinationWorker:
             known: TrackingApi = await store_call(self.events.state, self.now())
             tracking = known
             result = plan_event(event, replace(self.settings, tracking_api=known), schema, identity)
-            if tracking == "unknown" and result.status == "planned" and has_tracking(result.operations):
+            if tracking == "unknown" and result.status == PlanStatus.PLANNED and has_tracking(result.operations):
                 claim = await store_call(self.events.claim_probe, self.now())
                 if claim == "wait":
                     raise _Hold("waiting for the tracking API's first answer (another worker asked it)", 5.0)
@@ -214,7 +216,7 @@ class DestinationWorker:
                     result = plan_event(event, replace(self.settings, tracking_api=tracking), schema, identity)
         else:
             result = plan_event(event, self.settings, schema, identity)
-        if tracking == "absent" and result.status == "planned" and has_tracking(result.operations):
+        if tracking == "absent" and result.status == PlanStatus.PLANNED and has_tracking(result.operations):
             evidence = await store_call(self.events.evidence)
             raise MappingConfigError(
                 f"the tracking API is absent on this account ({evidence}; "
@@ -223,10 +225,11 @@ class DestinationWorker:
                 "deliver them as notes",
                 kind="events_via",
             )
-        if result.status != "planned":
+        if result.status != PlanStatus.PLANNED:
             self.stats.discarded += 1
             await store_call(
-                self.store.finish, [message.seq], status=result.status, now=self.now(),
+                self.store.finish, [message.seq], status=MessageStatus(result.status),
+                now=self.now(),
                 reason=result.reason or "not deliverable",
             )
             return None
@@ -312,16 +315,16 @@ class DestinationWorker:
             if unit is None:
                 continue
             outcome = await self._run_unit(claim, unit)
-            if outcome == "replan" and step is not None:
+            if outcome == UnitOutcome.REPLAN and step is not None:
                 outcome = await self._replan(claim, step, schema)
-            if outcome == "fell back" and unit.parts:
+            if outcome == UnitOutcome.FELL_BACK and unit.parts:
                 for part in unit.parts:
                     outcome = await self._run_unit(claim, part)
-                    if outcome in ("stop", "budget"):
+                    if outcome in (UnitOutcome.STOP, UnitOutcome.BUDGET):
                         break
-            if outcome == "budget":
+            if outcome == UnitOutcome.BUDGET:
                 return False  # nothing failed; the lane is released and taken again later
-            if outcome == "stop":
+            if outcome == UnitOutcome.STOP:
                 return True  # the lane is held; later messages wait their turn
         return True
 
@@ -343,27 +346,29 @@ class DestinationWorker:
             last_error=f"configuration error: {exc.message}",
         )
 
-    async def _replan(self, claim: LaneClaim, message: StoredMessage, schema: FieldSchema) -> str:
+    async def _replan(
+        self, claim: LaneClaim, message: StoredMessage, schema: FieldSchema
+    ) -> UnitOutcome:
         """The tracking API turned out absent: plan the message again (the other way) and run
         it in the same lane, so it is neither lost nor retried."""
         try:
             unit = await self._plan_one(message, schema)
         except MappingConfigError as exc:
             await self._park(claim, message, exc)
-            return "stop"
+            return UnitOutcome.STOP
         except _Hold as hold:
             await self._hold(claim, message, hold)
-            return "stop"
+            return UnitOutcome.STOP
         if unit is None:
-            return "done"
+            return UnitOutcome.DONE
         outcome = await self._run_unit(claim, unit)
-        if outcome == "replan":
+        if outcome == UnitOutcome.REPLAN:
             # Absent twice in a row (another process disagrees): hold it, with the reason.
             await self._park(claim, message, MappingConfigError(
                 "the tracking API is absent on this account, and this event's plan needs it",
                 kind="events_via",
             ))
-            return "stop"
+            return UnitOutcome.STOP
         return outcome
 
     async def _hold(self, claim: LaneClaim, head: StoredMessage, hold: _Hold) -> None:
@@ -373,27 +378,27 @@ class DestinationWorker:
             first_failure_at=head.first_failure_at, last_error=hold.reason,
         )
 
-    async def _run_unit(self, claim: LaneClaim, unit: Unit) -> str:
-        """Execute a unit: "done", "failed" (dead, lane goes on), "fell back" (a merged unit
-        failed for good: run its parts one by one), "stop" (retry later), "budget", or
-        "replan" (the tracking API turned out absent: plan the message again)."""
+    async def _run_unit(self, claim: LaneClaim, unit: Unit) -> UnitOutcome:
+        """Execute a unit: ``DONE``, ``FAILED`` (dead, lane goes on), ``FELL_BACK`` (a merged
+        unit failed for good: run its parts one by one), ``STOP`` (retry later), ``BUDGET``, or
+        ``REPLAN`` (the tracking API turned out absent: plan the message again)."""
         ctx = UnitContext(user_id=unit.user_id)
         try:
             for op in unit.operations:
                 await self.executor.execute(op, ctx)
         except BudgetExhausted:
-            return "budget"
+            return UnitOutcome.BUDGET
         except TrackingApiAbsent as exc:
             await store_call(self.events.learn_absent, exc.evidence, self.now())
             log.warning(
                 "destination %s: %s; events now go by %s", self.name, exc.message,
                 (await store_call(self.events.way, self.now())).describe(),
             )
-            return "replan"
+            return UnitOutcome.REPLAN
         except CreateInProgress as exc:
             # Another lane is creating this person: wait for its id, spending no attempt.
             await self._defer(claim, unit, exc)
-            return "stop"
+            return UnitOutcome.STOP
         except (UnresolvedReference, FreshsalesError) as exc:
             if isinstance(exc, AuthenticationFailed | PermissionDenied) and "/track/" in (
                 exc.path or ""
@@ -405,11 +410,14 @@ class DestinationWorker:
                     f"the tracking API refused the app_token (HTTP {exc.status}): fix "
                     f"destinations.{self.name}.app_token and restart", kind="app_token",
                 ))
-                return "stop"
+                return UnitOutcome.STOP
             if self.health is not None and self.health.holds(exc):
                 # The destination's fault (a refused key, no connection): the messages stay
                 # pending as they were, their attempts and retry window unspent.
-                return "budget"
+                return UnitOutcome.BUDGET
+            kind: ErrorKind
+            text: str
+            retry_after: float | None
             if isinstance(exc, UnresolvedReference):
                 kind, text, retry_after = "permanent", str(exc), None
             else:
@@ -418,30 +426,30 @@ class DestinationWorker:
                 kind, text, retry_after = exc.kind, _error_text(exc), exc.retry_after
             if kind == "permanent" and unit.parts:
                 # One message's bad value must not cost the others: deliver them one by one.
-                return "fell back"
+                return UnitOutcome.FELL_BACK
             await self._fail(claim, unit, kind, text, retry_after)
-            return "failed" if kind == "permanent" else "stop"
+            return UnitOutcome.FAILED if kind == "permanent" else UnitOutcome.STOP
         if unit.probe and has_tracking(unit.operations):
             await store_call(
                 self.events.learn_present, "a 2xx answer on the tracking path", self.now()
             )
         seqs = [m.seq for m in unit.messages]
-        status = "delivered" if unit.operations else "skipped"
+        status = MessageStatus.DELIVERED if unit.operations else MessageStatus.SKIPPED
         notes = list(unit.notes)
         if ctx.missing_person:
             # The executor skipped what needs the person: nothing of it reached Freshsales.
-            status = "skipped"
+            status = MessageStatus.SKIPPED
             notes.insert(0, ctx.missing_why or (
                 "Freshsales has no such person, so nothing needing them was sent"))
-        if status == "delivered":
+        if status == MessageStatus.DELIVERED:
             self.stats.delivered += len(seqs)
         else:
             self.stats.skipped += len(seqs)
         reason = "; ".join(notes)[:2000] or None
-        if status == "skipped" and reason is None:
+        if status == MessageStatus.SKIPPED and reason is None:
             reason = "nothing to send to Freshsales for this message"
         await store_call(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
-        return "done"
+        return UnitOutcome.DONE
 
     async def _defer(self, claim: LaneClaim, unit: Unit, exc: CreateInProgress) -> None:
         """Hold the unit briefly; its attempts and its retry window stay as they were."""
@@ -454,7 +462,7 @@ class DestinationWorker:
         )
 
     async def _fail(
-        self, claim: LaneClaim, unit: Unit, kind: str, error: str, retry_after: float | None
+        self, claim: LaneClaim, unit: Unit, kind: ErrorKind, error: str, retry_after: float | None
     ) -> None:
         now = self.now()
         head = unit.messages[0]
@@ -464,7 +472,7 @@ class DestinationWorker:
             attempts=head.attempts,
             first_failure_at=first_failure,
             now=now,
-            error_kind=kind,  # type: ignore[arg-type]
+            error_kind=kind,
             retry_after=retry_after,
             rand=self.rng.random(),
         )
@@ -481,7 +489,7 @@ class DestinationWorker:
             return
         self.stats.dead += len(unit.messages)
         await store_call(
-            self.store.finish, [m.seq for m in unit.messages], status="dead", now=now,
+            self.store.finish, [m.seq for m in unit.messages], status=MessageStatus.DEAD, now=now,
             reason=error,
         )
 
@@ -498,13 +506,13 @@ def merge_record_operations(ops: Sequence[Operation]) -> list[Operation]:
     links: dict[str, Operation] = {}
     others: list[Operation] = []
     for op in ops:
-        if op.kind == "upsert_sales_account":
+        if op.kind == OperationKind.UPSERT_SALES_ACCOUNT:
             accounts[str(op.key.get("name"))] = _merge_named(accounts.get(str(op.key.get("name"))), op)
-        elif op.kind == "upsert_deal":
+        elif op.kind == OperationKind.UPSERT_DEAL:
             deals[str(op.key.get("name"))] = _merge_named(deals.get(str(op.key.get("name"))), op)
         elif op.kind in PERSON_UPSERT_KINDS:
             people.append(op)
-        elif op.kind == "link_sales_account":
+        elif op.kind == OperationKind.LINK_SALES_ACCOUNT:
             links[repr(op.fields.get("sales_account_id"))] = op
         else:
             others.append(op)
@@ -517,7 +525,7 @@ def merge_record_operations(ops: Sequence[Operation]) -> list[Operation]:
             person = merge_person_operations(people)
         else:
             merged.extend(people)
-    if person is not None and person.kind == "upsert_contact" and links:
+    if person is not None and person.kind == OperationKind.UPSERT_CONTACT and links:
         # The links ride on the contact write: the accounts are upserted just before it.
         entries = [
             {"id": link.fields.get("sales_account_id"), "is_primary": bool(link.fields.get("is_primary"))}
