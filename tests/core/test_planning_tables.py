@@ -103,6 +103,9 @@ def test_status_values() -> None:
     assert {str(s) for s in MessageStatus} == {
         "pending", "delivered", "skipped", "discarded", "filtered", "dead", "dropped",
     }
+    assert {str(o) for o in UnitOutcome} == {
+        "done", "failed", "fell back", "stop", "budget", "replan",
+    }
     # A plan that is not carried out finishes its message with the plan's status.
     assert {PlanStatus.DISCARDED, PlanStatus.FILTERED} <= set(MessageStatus)
 
@@ -117,12 +120,14 @@ def _returned_strings(function: ast.AST) -> set[str]:
 
 
 def test_the_worker_s_unit_outcomes_are_unit_outcomes() -> None:
-    # Until delivery/worker.py adopts UnitOutcome, its strings must stay within it.
+    # delivery/worker.py returns UnitOutcome members, never bare strings.
     tree = ast.parse(WORKER.read_text(encoding="utf-8"))
-    found: set[str] = set()
+    checked = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name in (
             "_run_unit", "_replan",
         ):
-            found |= _returned_strings(node)
-    assert found <= {str(o) for o in UnitOutcome}
+            checked.add(node.name)
+            assert _returned_strings(node) == set(), node.name
+            assert node.returns is not None and ast.unparse(node.returns) == "UnitOutcome"
+    assert checked == {"_run_unit", "_replan"}
