@@ -14,11 +14,11 @@ and even under saturation the queue behind the inbox never starves. Running the 
 thread instead costs the event loop far more than its share: the loop waits for the GIL after
 each of its many short system calls (docs/benchmarks.md).
 
-Several processes on one store sort one at a time: a lease in the store's key-value table
-says which. The holder renews it before each chunk and during long ones and gives it back when
-the inbox is empty; the others count it expired once it has not been renewed for
-`lease_seconds` by their own clocks, so a process that dies hands over. Without it they would all expand the same oldest
-entries and all but one would throw their work away (`SortRaced` keeps that correct anyway).
+Several processes on one store sort one at a time: the lease (ingest/sort_lease.py) says
+which. This loop takes or renews it before each chunk and during long ones and gives it back
+when the inbox is empty (or on stop), so a process that dies hands over after `lease_seconds`.
+Without it they would all expand the same oldest entries and all but one would throw their work
+away (`SortRaced` keeps that correct anyway).
 
 A chunk whose transaction fails is retried entry by entry, so that one entry the store refuses
 (whatever the reason) is kept as a single discarded message instead of blocking the inbox;
@@ -30,19 +30,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import orjson
-
 from freshsales_destination.errors import StoreRefused
+from freshsales_destination.ingest.sort_lease import LEASE_KEY, LEASE_NAMESPACE, SortLease
 from freshsales_destination.ingest.sorting import Sorter
 from freshsales_destination.store.base import InboxEntry, NewMessage, SortRaced, Store
 from freshsales_destination.store.wakeups import signal_for
@@ -51,8 +47,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-LEASE_NAMESPACE = "ingest"
-LEASE_KEY = "sorting-lease"
+__all__ = ["LEASE_KEY", "LEASE_NAMESPACE", "InboxSorting", "SortPolicy", "SortStats"]
 
 
 @dataclass(frozen=True)
@@ -92,8 +87,9 @@ class InboxSorting:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._wall = wall
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease_state = SortLease(
+            store, lease_seconds=policy.lease_seconds, clock=clock, wall=wall
+        )
         self._sorter = sorter
         self._policy = policy
         self._activity = activity
@@ -111,8 +107,6 @@ class InboxSorting:
         self._sorted = threading.Condition()
         self._backlog: int | None = None  # unsorted messages (the store's count, kept
         # up to date between two reads with this process's own commits and sorts)
-        self._lease_renewed = 0.0  # when this process last took or renewed it (0: not held)
-        self._seen: tuple[tuple[str, int], float] | None = None  # another holder, seen when
         self.stats = SortStats()
 
     async def start(self) -> None:
@@ -280,7 +274,7 @@ class InboxSorting:
     async def _empty(self, commits: int) -> None:
         """The inbox was found empty: give the lease back if held (another process's entries
         then wait at most `retry_after` for its own sorter), and say so to wait_sorted."""
-        if self._lease_renewed:
+        if self._lease_state.held:
             with contextlib.suppress(Exception):
                 await self._in_thread(self._lease, False)
         with self._sorted:
@@ -301,48 +295,13 @@ class InboxSorting:
             self._backlog = max(0, self._backlog - sum(entry.count for entry in entries))
 
     def _lease(self, take: bool) -> bool:
-        """Take or renew the sorting lease (`take`), or give it back; True if held now.
-
-        Runs in the sorting thread. The lease holds its owner and a generation that every
-        take or renewal raises; another process counts it expired once the generation has
-        not moved for `lease_seconds` on *its own* monotonic clock, so clocks that disagree
-        between machines do not matter. Reading first keeps a waiting process from writing.
-        """
-        now = self._clock()
-        if take and not self._lease_free(self._store.kv_get(LEASE_NAMESPACE, LEASE_KEY), now):
-            return False
-
-        def update(current: bytes | None) -> tuple[bool, bytes]:
-            holder = orjson.loads(current) if current else {}
-            if take and not self._lease_free(current, now):
-                return False, current or b""
-            if not take and holder.get("owner") not in (None, self._owner):
-                return False, current or b""  # not ours to give back
-            generation = int(holder.get("generation", 0)) + 1
-            value = {"owner": self._owner, "generation": generation, "active": take}
-            return take, orjson.dumps(value)
-
-        held = self._store.kv_update(LEASE_NAMESPACE, LEASE_KEY, update, now=self._wall())
-        self._lease_renewed = now if held else 0.0
-        return held
-
-    def _lease_free(self, current: bytes | None, now: float) -> bool:
-        if not current:
-            return True
-        holder = orjson.loads(current)
-        if holder.get("owner") == self._owner or not holder.get("active"):
-            return True
-        seen = (str(holder.get("owner")), int(holder.get("generation", 0)))
-        if self._seen is None or self._seen[0] != seen:
-            self._seen = (seen, now)  # a new holder or a renewal: wait a full lease from now
-            return False
-        return now - self._seen[1] >= self._policy.lease_seconds
+        """Take or renew the sorting lease (`take`), or give it back; True if held now
+        (ingest/sort_lease.py). Runs in the sorting thread."""
+        return self._lease_state.update(take)
 
     async def _renew_lease_if_due(self) -> None:
         """During a long chunk, renew the lease well before others may count it expired."""
-        if self._lease_renewed and self._clock() - self._lease_renewed > (
-            self._policy.lease_seconds / 3
-        ):
+        if self._lease_state.renewal_due():
             with contextlib.suppress(Exception):
                 await self._in_thread(self._lease, True)
 
