@@ -1,1 +1,1 @@
-"""ingest"""
+"""ingest: HTTP in (the tracking API, the webhook, what browsers need), the inbox, sorting."""

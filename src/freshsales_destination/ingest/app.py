@@ -1,11 +1,24 @@
-"""The Segment-compatible tracking API and the Webhooks-destination endpoint.
+"""The Segment-compatible tracking API (/v1/) and the Webhooks-destination endpoint (/webhook/).
 
-Flow of one request: limits and encoding (body.py) -> JSON -> write key (sources.py) ->
-per-message normalisation (core/segment.py) -> group commit (committer.py) -> 200.
+Flow of one request: limits and encoding (body.py) -> JSON -> source (sources.py: the write key
+by Basic auth or in the body, a Bearer token beside it ignored; on /webhook/ the key in the path
+and, for a source with a ``webhook_secret``, the signature of the raw bytes) -> on /v1/, a
+browser's origin against the source's ``allowed_origins`` (browser.py) -> one inbox entry
+holding the request's JSON, without any ``writeKey`` -> group commit (committer.py) -> 200. What
+is checked before the 200 is the request as a whole (a JSON object, a batch's ``batch`` an
+array, a webhook's body an object or an array; counts and sizes within the limits); each message
+is normalised later, off the request path, when the inbox is sorted (sorting.py). A key whose
+source has a ``webhook_secret`` and not ``accept_tracking_api`` is refused on /v1/ (401
+``webhook_only``) and has no settings.
 
-The endpoints are raw ASGI callables behind Starlette routes (no Request/Response objects on
-the hot path, see docs/benchmarks.md). Every answer under /v1 and /webhook is exactly 200 with
-a JSON body, or JSON ``{code, message}``: analytics-python retries anything else forever.
+`Ingest` is a raw ASGI callable (no Request/Response objects on the hot path, see
+docs/benchmarks.md). The service dispatches every path under /v1/ and /webhook/ to it (`owns`,
+`handle`) before Starlette's middleware and router, so it also answers what browsers need on
+/v1/ itself: CORS (preflights, and the headers of every answer to an ``Origin``) and
+``GET /v1/projects/{writeKey}/settings``, with the decisions and bodies from browser.py. Every
+answer on the tracking and webhook paths is exactly 200 with ``{"success": true}`` or JSON
+``{code, message}`` (analytics-python retries anything else forever); a preflight gets an empty
+204.
 """
 
 from __future__ import annotations

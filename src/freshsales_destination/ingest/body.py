@@ -1,4 +1,4 @@
-"""Reading request bodies within limits, gzip included, without trusting the sender."""
+"""Reading request bodies within limits, gzip and deflate included, without trusting the sender."""
 
 from __future__ import annotations
 

@@ -7,6 +7,11 @@ its source, is then held to that source's own ``allowed_origins``: a refused ori
 ``origin_not_allowed`` without CORS headers, and nothing is stored. Requests without an
 ``Origin`` header (servers, SDKs) are not browsers and are not checked. Answers allow no
 credentials: the service uses no cookies.
+
+Who answers what. Under /v1/, ingest/app.py answers the preflights, the CORS headers and the
+settings route itself with the functions here (it runs before Starlette's middleware, so no CORS
+middleware is involved); analytics.js and its bundles are ordinary Starlette routes
+(`AnalyticsJs.routes`).
 """
 
 from __future__ import annotations

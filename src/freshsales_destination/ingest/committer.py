@@ -5,8 +5,9 @@ commits it in a single transaction, and then wakes every request whose entry was
 request is answered 200 only after its entry is committed. Requests arriving while a commit is
 in flight form the next one (an optional `window` makes a commit wait for more).
 
-Sorting the inbox into messages is scheduled by ingest/sort_loop.py, which the committer tells
-about every submit and commit.
+A submit is refused with `StoreSaturated` (429 to the client) while too many messages wait for
+a commit, or while the inbox is full (`InboxSorting.full`). Sorting the inbox into messages is
+scheduled by ingest/sort_loop.py, which the committer tells about every submit and commit.
 """
 
 from __future__ import annotations

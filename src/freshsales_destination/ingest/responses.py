@@ -1,7 +1,10 @@
-"""The answers ingest gives: exactly 200 on success, ``{code, message}`` on every error.
+"""The error shape of ingest: ``IngestError`` and its JSON ``{code, message}`` body.
 
-analytics-python treats any success other than 200 as a failure, and retries forever on an
-error body without both ``code`` and ``message``; these helpers keep every answer in shape.
+On the tracking and webhook paths every answer is exactly 200 with ``{"success": true}`` or an
+error in this shape (ingest/app.py writes both itself, with `error_body`): analytics-python
+treats any success other than 200 as a failure, and retries forever on an error body without
+both ``code`` and ``message``. The Starlette routes (browser.py, the service's health, mounts
+and error handlers) answer through `json_response` and `error_response`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""When and how much the serving process sorts its inbox into messages.
+"""When and how much the serving process sorts its inbox into messages, and which process does.
 
-Sorting (the expansion itself is ingest/sorting.py) runs on the event loop, a slice of about a
-millisecond of CPU at a time, with its store reads and writes in a thread of its own. Requests
-come first:
+Turning entries into messages and writing them back (one transaction per chunk, an entry the
+store refuses kept as one discarded message, duplicates skipped, the counters of all that) is
+ingest/sorting.py's; this loop decides when, and how much at a time. It runs on the event loop,
+expanding a slice of about a millisecond of CPU at a time, with its store reads and writes in a
+thread of its own. Requests come first:
 
 * once no request has arrived for `idle_after` seconds, chunks follow each other at once;
 * while requests keep arriving, sorting takes what they leave of one core (the GIL makes one
@@ -14,15 +16,17 @@ and even under saturation the queue behind the inbox never starves. Running the 
 thread instead costs the event loop far more than its share: the loop waits for the GIL after
 each of its many short system calls (docs/benchmarks.md).
 
-Several processes on one store sort one at a time: a lease in the store's key-value table
-says which. The holder renews it before each chunk and during long ones and gives it back when
-the inbox is empty; the others count it expired once it has not been renewed for
-`lease_seconds` by their own clocks, so a process that dies hands over. Without it they would all expand the same oldest
-entries and all but one would throw their work away (`SortRaced` keeps that correct anyway).
+Several processes on one store sort one at a time: the lease (ingest/sort_lease.py) says
+which. This loop takes or renews it before each chunk and during long ones and gives it back
+when the inbox is empty (or on stop), so a process that dies hands over after `lease_seconds`.
+Without it they would all expand the same oldest entries and all but one would throw their work
+away (`SortRaced` keeps that correct anyway).
 
 A chunk whose transaction fails is retried entry by entry, so that one entry the store refuses
 (whatever the reason) is kept as a single discarded message instead of blocking the inbox;
-when the store itself is unavailable, sorting waits and tries again.
+when the store itself is unavailable, sorting waits `retry_after` and tries again. After
+committed messages the loop wakes this process's idle delivery workers (store/wakeups.py) and
+keeps the inbox's backlog, past `max_unsorted` of which the committer answers 429.
 """
 
 from __future__ import annotations
@@ -30,29 +34,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import orjson
-
 from freshsales_destination.errors import StoreRefused
+from freshsales_destination.ingest.sort_lease import LEASE_KEY, LEASE_NAMESPACE, SortLease
 from freshsales_destination.ingest.sorting import Sorter
-from freshsales_destination.store.base import InboxEntry, NewMessage, SortRaced, Store
+from freshsales_destination.store.base import InboxEntry, NewMessage, Store
 from freshsales_destination.store.wakeups import signal_for
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-LEASE_NAMESPACE = "ingest"
-LEASE_KEY = "sorting-lease"
+__all__ = ["LEASE_KEY", "LEASE_NAMESPACE", "InboxSorting", "SortPolicy", "SortStats"]
 
 
 @dataclass(frozen=True)
@@ -70,10 +69,12 @@ class SortPolicy:
     max_unsorted: int = 5_000_000  # messages in the inbox past which requests get 429
 
 
-@dataclass
+@dataclass(frozen=True)
 class SortStats:
+    """A snapshot: what sorting did (ingest/sorting.py's `SortCounts`) and rounds that failed."""
+
     chunks: int = 0
-    failures: int = 0
+    failures: int = 0  # rounds that failed (the store, or a defect); each is retried
     isolated: int = 0  # entries the store refused, kept as one discarded message each
     raced: int = 0  # chunks another process sorted first (work thrown away)
 
@@ -92,8 +93,9 @@ class InboxSorting:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._wall = wall
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease_state = SortLease(
+            store, lease_seconds=policy.lease_seconds, clock=clock, wall=wall
+        )
         self._sorter = sorter
         self._policy = policy
         self._activity = activity
@@ -111,9 +113,13 @@ class InboxSorting:
         self._sorted = threading.Condition()
         self._backlog: int | None = None  # unsorted messages (the store's count, kept
         # up to date between two reads with this process's own commits and sorts)
-        self._lease_renewed = 0.0  # when this process last took or renewed it (0: not held)
-        self._seen: tuple[tuple[str, int], float] | None = None  # another holder, seen when
-        self.stats = SortStats()
+        self._failures = 0
+
+    @property
+    def stats(self) -> SortStats:
+        counts = self._sorter.counts
+        return SortStats(chunks=counts.chunks, failures=self._failures,
+                         isolated=counts.isolated, raced=counts.raced)
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -183,7 +189,7 @@ class InboxSorting:
                     continue
                 await self._chunk()
             except Exception:  # noqa: BLE001 - the loop must outlive any defect of one round
-                self.stats.failures += 1
+                self._failures += 1
                 log.exception("sorting the inbox failed; it is retried")
                 self._retry_at = self._clock() + self._policy.retry_after
 
@@ -235,14 +241,15 @@ class InboxSorting:
         cpu += time.thread_time() - started  # measured before the write lets requests run
         messages = [row for rows in expanded for row in rows]
         try:
-            fresh, write_cpu = await self._in_thread(self._store.inbox_sorted, entries, messages)
-        except SortRaced:
-            self.stats.raced += 1
-            return  # another process sorted some of them: read again
+            written, write_cpu = await self._in_thread(
+                sorter.write_chunk, self._store, entries, messages
+            )
         except Exception:  # noqa: BLE001 - find out whether one entry is the cause
             await self._one_by_one(entries, expanded)
             return
-        self._sorted_out(entries, messages, fresh)
+        if written is None:
+            return  # another process sorted some of them: read again
+        self._sorted_out(entries, messages, written)
         await self._pause(cpu + write_cpu)
 
     async def _one_by_one(
@@ -257,30 +264,31 @@ class InboxSorting:
                 return
             await self._renew_lease_if_due()
             try:
-                fresh, _ = await self._in_thread(self._store.inbox_sorted, [entry], rows)
-            except SortRaced:
-                continue
+                written, _ = await self._in_thread(
+                    self._sorter.write_entry, self._store, entry, rows
+                )
             except StoreRefused as exc:
-                log.error("inbox entry %s was refused by the store (%s); kept as one "
-                          "discarded message", entry.seq, exc.message)
-                rows = [self._sorter.unsortable(entry, exc)]
                 try:
-                    fresh, _ = await self._in_thread(self._store.inbox_sorted, [entry], rows)
-                except SortRaced:
-                    continue
+                    discarded, _ = await self._in_thread(
+                        self._sorter.discard, self._store, entry, exc
+                    )
                 except Exception:  # noqa: BLE001
                     self._store_failed("writing a discarded entry")
                     return
-                self.stats.isolated += 1
+                if discarded is None:
+                    continue
+                rows, written = discarded
             except Exception:  # noqa: BLE001 - the store, not the entry, is failing
                 self._store_failed("writing sorted messages")
                 return
-            self._sorted_out([entry], rows, fresh)
+            if written is None:
+                continue
+            self._sorted_out([entry], rows, written)
 
     async def _empty(self, commits: int) -> None:
         """The inbox was found empty: give the lease back if held (another process's entries
         then wait at most `retry_after` for its own sorter), and say so to wait_sorted."""
-        if self._lease_renewed:
+        if self._lease_state.held:
             with contextlib.suppress(Exception):
                 await self._in_thread(self._lease, False)
         with self._sorted:
@@ -292,8 +300,8 @@ class InboxSorting:
     def _sorted_out(
         self, entries: Sequence[InboxEntry], messages: Sequence[NewMessage], fresh: list[bool]
     ) -> None:
-        """A committed sorting transaction: count it, its messages and the smaller backlog."""
-        self.stats.chunks += 1
+        """A committed sorting transaction: count it and its messages (ingest/sorting.py), wake
+        delivery, and keep the smaller backlog."""
         self._sorter.record(len(entries), messages, fresh)
         if any(fresh):  # idle delivery workers of this process look now (store/wakeups.py)
             signal_for(self._store).notify()
@@ -301,53 +309,18 @@ class InboxSorting:
             self._backlog = max(0, self._backlog - sum(entry.count for entry in entries))
 
     def _lease(self, take: bool) -> bool:
-        """Take or renew the sorting lease (`take`), or give it back; True if held now.
-
-        Runs in the sorting thread. The lease holds its owner and a generation that every
-        take or renewal raises; another process counts it expired once the generation has
-        not moved for `lease_seconds` on *its own* monotonic clock, so clocks that disagree
-        between machines do not matter. Reading first keeps a waiting process from writing.
-        """
-        now = self._clock()
-        if take and not self._lease_free(self._store.kv_get(LEASE_NAMESPACE, LEASE_KEY), now):
-            return False
-
-        def update(current: bytes | None) -> tuple[bool, bytes]:
-            holder = orjson.loads(current) if current else {}
-            if take and not self._lease_free(current, now):
-                return False, current or b""
-            if not take and holder.get("owner") not in (None, self._owner):
-                return False, current or b""  # not ours to give back
-            generation = int(holder.get("generation", 0)) + 1
-            value = {"owner": self._owner, "generation": generation, "active": take}
-            return take, orjson.dumps(value)
-
-        held = self._store.kv_update(LEASE_NAMESPACE, LEASE_KEY, update, now=self._wall())
-        self._lease_renewed = now if held else 0.0
-        return held
-
-    def _lease_free(self, current: bytes | None, now: float) -> bool:
-        if not current:
-            return True
-        holder = orjson.loads(current)
-        if holder.get("owner") == self._owner or not holder.get("active"):
-            return True
-        seen = (str(holder.get("owner")), int(holder.get("generation", 0)))
-        if self._seen is None or self._seen[0] != seen:
-            self._seen = (seen, now)  # a new holder or a renewal: wait a full lease from now
-            return False
-        return now - self._seen[1] >= self._policy.lease_seconds
+        """Take or renew the sorting lease (`take`), or give it back; True if held now
+        (ingest/sort_lease.py). Runs in the sorting thread."""
+        return self._lease_state.update(take)
 
     async def _renew_lease_if_due(self) -> None:
         """During a long chunk, renew the lease well before others may count it expired."""
-        if self._lease_renewed and self._clock() - self._lease_renewed > (
-            self._policy.lease_seconds / 3
-        ):
+        if self._lease_state.renewal_due():
             with contextlib.suppress(Exception):
                 await self._in_thread(self._lease, True)
 
     def _store_failed(self, doing: str) -> None:
-        self.stats.failures += 1
+        self._failures += 1
         log.warning("sorting the inbox: the store failed while %s; retried in %.0f s",
                     doing, self._policy.retry_after, exc_info=True)
         self._retry_at = self._clock() + self._policy.retry_after

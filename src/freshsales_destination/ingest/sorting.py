@@ -1,11 +1,16 @@
 """Sorting: acknowledged requests (inbox entries) become one queued message per event.
 
 Ingest answers 200 once a request's body is committed to the inbox (one row per request);
-sorting, off the request path, splits each entry into its messages, normalises them as
-Segment does, and appends them (duplicates skipped) in the same transaction that removes the
-entry. What a request handler checks before its 200: the body is a JSON object (or, for the
-webhook, an object or array) within the limits; everything about single messages (type,
-ids, size, `integrations`) is decided here and recorded on the message, as Segment does.
+sorting, off the request path, splits each entry into its messages (`slices`, by entry kind:
+`BATCH`, `WEBHOOK` or a single message's type), normalises them as Segment does, and appends
+them (duplicates skipped) in the same transaction that removes the entries (`write_chunk`).
+An entry that cannot be expanded, or whose messages the store refuses (`write_entry`,
+`discard`), is kept whole as one discarded message holding its body. What a request handler
+checks before its 200: the body is a JSON object (or, for the webhook, an object or array)
+within the limits; everything about single messages (type, ids, size, `integrations`) is
+decided here and recorded on the message, as Segment does. `Sorter` keeps the counters of what
+sorting did (`IngestCounters`' message fields, `SortCounts`); when to sort, and which process
+does, is ingest/sort_loop.py's.
 """
 
 from __future__ import annotations
@@ -26,17 +31,20 @@ from freshsales_destination.core.segment import (
     RequestTimes,
     normalize,
 )
-from freshsales_destination.store.base import InboxEntry, NewMessage
+from freshsales_destination.errors import StoreRefused
+from freshsales_destination.store.base import InboxEntry, NewMessage, SortRaced, Store
 
 log = logging.getLogger(__name__)
 
+# Entry kinds besides a single message's type (ingest/app.py stores them, `Sorter` reads them).
 BATCH = "batch"
 WEBHOOK = "webhook"
 
 
 @dataclass
 class IngestCounters:
-    """Requests (counted when answered) and messages (counted when sorted) since start."""
+    """Requests (counted by ingest/app.py when answered: `requests`, `refused`) and messages
+    (counted by `Sorter.record` when sorted: the rest) since start."""
 
     requests: int = 0
     refused: int = 0
@@ -47,8 +55,18 @@ class IngestCounters:
     sorted_entries: int = 0
 
 
+@dataclass
+class SortCounts:
+    """Sorting transactions since start (what they did to messages is in `IngestCounters`)."""
+
+    chunks: int = 0  # committed: a chunk, or after a failed chunk one entry alone
+    isolated: int = 0  # entries the store refused, kept as one discarded message each
+    raced: int = 0  # chunks another process sorted first (work thrown away)
+
+
 class Sorter:
-    """Expands inbox entries into message rows and keeps the message counters."""
+    """Expands inbox entries into message rows, writes them back, and keeps the counters of
+    what sorting did (`counters`: messages; `counts`: transactions)."""
 
     def __init__(
         self,
@@ -60,6 +78,7 @@ class Sorter:
         self.max_message_bytes = max_message_bytes
         self.counters = counters if counters is not None else IngestCounters()
         self.new_id = new_id
+        self.counts = SortCounts()
         self._last_times: tuple[int, RequestTimes] | None = None
 
     def expand(self, entries: Sequence[InboxEntry]) -> list[NewMessage]:
@@ -80,7 +99,51 @@ class Sorter:
         while part := list(islice(rows, size)):
             yield part
 
+    # -- writing back (in the caller's store thread) --------------------------------------------
+
+    def write_chunk(
+        self, store: Store, entries: Sequence[InboxEntry], messages: Sequence[NewMessage]
+    ) -> list[bool] | None:
+        """The chunk's one transaction: its messages appended (duplicates skipped, `fresh`
+        says which were new) and its entries removed. None, counted in `raced`, when another
+        process sorted some of them first (nothing written: read again). Any other failure is
+        raised; the caller then retries entry by entry (`write_entry`)."""
+        try:
+            return store.inbox_sorted(entries, messages)
+        except SortRaced:
+            self.counts.raced += 1
+            return None
+
+    def write_entry(
+        self, store: Store, entry: InboxEntry, rows: Sequence[NewMessage]
+    ) -> list[bool] | None:
+        """One entry in a transaction of its own; None when another process sorted it first.
+        Raises `StoreRefused` when the store refuses these rows (then `discard` the entry),
+        anything else when the store is failing (then nothing may be discarded)."""
+        try:
+            return store.inbox_sorted([entry], rows)
+        except SortRaced:
+            return None
+
+    def discard(
+        self, store: Store, entry: InboxEntry, exc: StoreRefused
+    ) -> tuple[list[NewMessage], list[bool]] | None:
+        """An entry whose rows the store refused, kept as one discarded message holding its
+        body (counted in `isolated`): the row and `fresh`, or None when another process
+        sorted the entry first. A failure of the store is raised."""
+        log.error("inbox entry %s was refused by the store (%s); kept as one "
+                  "discarded message", entry.seq, exc.message)
+        rows = [self.unsortable(entry, exc)]
+        try:
+            fresh = store.inbox_sorted([entry], rows)
+        except SortRaced:
+            return None
+        self.counts.isolated += 1
+        return rows, fresh
+
     def record(self, entries: int, messages: Sequence[NewMessage], fresh: Sequence[bool]) -> None:
+        """Count a committed sorting transaction of `entries` and its messages."""
+        self.counts.chunks += 1
         counters = self.counters
         counters.sorted_entries += entries
         for row, new in zip(messages, fresh, strict=True):

@@ -1,4 +1,6 @@
-"""Sources and write-key authentication, in the three forms Segment's clients use."""
+"""Sources: write-key lookup, authentication in the three forms Segment's clients use (Basic
+auth; ``writeKey`` in the body, alone or beside a Bearer token), webhook-only keys (a source
+with a ``webhook_secret`` takes /v1/ only with ``accept_tracking_api``) and webhook signatures."""
 
 from __future__ import annotations
 
