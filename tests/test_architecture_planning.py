@@ -12,29 +12,10 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parent.parent / "src" / "freshsales_destination" / "core"
+from tests.test_architecture import CORE, FORBIDDEN, _imports
+
 PLANNING = CORE / "planning"
 MAX_PLANNING_MODULE_LINES = 400
-
-# As test_architecture.py: no I/O library and no adapter in core.
-FORBIDDEN = (
-    "httpx", "httpx2", "sqlite3", "psycopg", "psycopg_pool", "starlette", "uvicorn", "socket",
-    "requests", "asyncio", "threading", "subprocess",
-    "freshsales_destination.store", "freshsales_destination.ingest",
-    "freshsales_destination.delivery", "freshsales_destination.sandbox",
-    "freshsales_destination.freshsales", "freshsales_destination.service",
-)
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-    return found
 
 
 def _planning_modules() -> list[Path]:

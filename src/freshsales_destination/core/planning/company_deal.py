@@ -72,8 +72,8 @@ def company(
     return name, mapping
 
 
-def account_ops(b: PlanBuilder, name: str, mapping: FieldMapping) -> None:
-    """The sales account's upsert by name, and its link to the person."""
+def upsert_account(b: PlanBuilder, name: str, mapping: FieldMapping) -> None:
+    """The sales account's upsert by name (providing ``account:<name>``)."""
     fields = {"name": name, **mapping.merged()}
     b.add(
         OperationKind.UPSERT_SALES_ACCOUNT,
@@ -82,6 +82,11 @@ def account_ops(b: PlanBuilder, name: str, mapping: FieldMapping) -> None:
         fields=dict(sorted(fields.items())),
         provides=f"account:{name}",
     )
+
+
+def account_ops(b: PlanBuilder, name: str, mapping: FieldMapping) -> None:
+    """The sales account's upsert by name, and its link to the person."""
+    upsert_account(b, name, mapping)
     link(b, ref(f"account:{name}"), name)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from freshsales_destination.core.operations import OperationKind, ref
+from freshsales_destination.core.operations import ref
 from freshsales_destination.core.planning.builder import PlanBuilder, text
-from freshsales_destination.core.planning.company_deal import link
+from freshsales_destination.core.planning.company_deal import link, upsert_account
 from freshsales_destination.core.planning.fields import field_target, put_field
 from freshsales_destination.core.planning.result import Stop
 from freshsales_destination.core.statuses import PlanStatus
@@ -39,14 +39,7 @@ def group(b: PlanBuilder) -> None:
         out=mapping,
     )
     b.entries.extend(mapping.entries)
-    fields = {"name": name, **mapping.merged()}
-    b.add(
-        OperationKind.UPSERT_SALES_ACCOUNT,
-        "sales_account",
-        key={"name": name},
-        fields=dict(sorted(fields.items())),
-        provides=f"account:{name}",
-    )
+    upsert_account(b, name, mapping)
     if not b.known:
         b.note("userId", "info", "the user is not known yet: the account is not linked to a contact")
     elif b.identity is not None and b.identity.record_type == "lead":
