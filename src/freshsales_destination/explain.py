@@ -16,7 +16,7 @@ import asyncio
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -167,6 +167,52 @@ def _sandbox_schema(dest: DestinationConfig) -> tuple[FieldSchema | None, str]:
     return FieldSchema.from_json(raw, product=dest.product), f"fetched from the sandbox at {base}"
 
 
+@dataclass(frozen=True)
+class PlannerInputs:
+    """What the planner is given for one destination outside delivery, and where it came from."""
+
+    settings: DestinationSettings
+    schema: FieldSchema
+    schema_source: str  # file | store cache | sandbox | built-in default
+    schema_detail: str
+    events: dict[str, Any]  # the ``events_via`` block of explain's output
+
+
+def planner_inputs(
+    settings: Settings, destination: str, schema_path: Path | None, now: float
+) -> PlannerInputs:
+    """The planner's settings and schema for `destination` as `explain` finds them (see the
+    module's docstring); `import --dry-run` plans with the same."""
+    dest = settings.destinations[destination]
+    planner_settings = DestinationSettings.build(
+        dest.product, dest.app_token is not None, dest.mapping,
+        events_via=dest.events_via, events_activity_type=dest.events_activity_type,
+        event_max_age_days=dest.event_max_age_days,
+    )
+    if schema_path is not None:
+        schema = FieldSchema.from_json(_read_json(schema_path, "schema"), product=dest.product)
+        schema_source, schema_detail = "file", str(schema_path)
+    else:
+        cached, why = _cached_schema(settings, destination, dest.product)
+        fetched: FieldSchema | None = None
+        if cached is None:
+            fetched, fetch_why = _sandbox_schema(dest)
+            why = f"{why}; {fetch_why}"
+        if cached is not None:
+            schema, schema_source, schema_detail = cached, "store cache", why
+        elif fetched is not None:
+            schema, schema_source, schema_detail = fetched, "sandbox", fetch_why
+        else:
+            schema = default_schema(dest.product)
+            schema_source = "built-in default"
+            schema_detail = f"built-in default (selector ids are placeholders; {why})"
+    tracking, events_block = _events_via(dest, _learned_tracking(settings, destination), now)
+    return PlannerInputs(
+        replace(planner_settings, tracking_api=tracking), schema, schema_source, schema_detail,
+        events_block,
+    )
+
+
 def explain(
     event: Any,
     *,
@@ -188,29 +234,9 @@ def explain(
     if destination not in settings.destinations:
         raise MappingConfigError(f"no destination named {destination!r} in {config}")
     dest = settings.destinations[destination]
-    planner_settings = DestinationSettings.build(
-        dest.product, dest.app_token is not None, dest.mapping,
-        events_via=dest.events_via, events_activity_type=dest.events_activity_type,
-    )
-    if schema_path is not None:
-        schema = FieldSchema.from_json(_read_json(schema_path, "schema"), product=dest.product)
-        schema_source, schema_detail = "file", str(schema_path)
-    else:
-        cached, why = _cached_schema(settings, destination, dest.product)
-        fetched: FieldSchema | None = None
-        if cached is None:
-            fetched, fetch_why = _sandbox_schema(dest)
-            why = f"{why}; {fetch_why}"
-        if cached is not None:
-            schema, schema_source, schema_detail = cached, "store cache", why
-        elif fetched is not None:
-            schema, schema_source, schema_detail = fetched, "sandbox", fetch_why
-        else:
-            schema = default_schema(dest.product)
-            schema_source = "built-in default"
-            schema_detail = f"built-in default (selector ids are placeholders; {why})"
-    tracking, events_block = _events_via(dest, _learned_tracking(settings, destination), time.time())
-    planner_settings = replace(planner_settings, tracking_api=tracking)
+    inputs = planner_inputs(settings, destination, schema_path, time.time())
+    planner_settings, schema = inputs.settings, inputs.schema
+    schema_source, schema_detail, events_block = inputs.schema_source, inputs.schema_detail, inputs.events
     warnings = check_settings(planner_settings, schema)
     result = plan(event, planner_settings, schema, identity)
     out = result.to_json()
