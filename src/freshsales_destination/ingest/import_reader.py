@@ -28,7 +28,7 @@ import orjson
 from freshsales_destination.errors import FreshsalesDestinationError
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
-BLOCK_BYTES: Final = 1 << 20
+BLOCK_BYTES: Final = 256 << 10
 # An item of an array may be at most this large (the tracking API takes 32 KB per message;
 # a larger one is still read, and then discarded by the size rule as the API would).
 MAX_ITEM_BYTES: Final = 16 << 20
