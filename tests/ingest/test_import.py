@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -58,9 +59,12 @@ def write_config(tmp_path: Path, **destination: Any) -> Path:
     return path
 
 
-def run_import(*args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_import(
+    *args: str | Path, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [str(SCRIPT), "import", *map(str, args)], input=stdin, capture_output=True, timeout=120,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -225,6 +229,10 @@ def test_write_key_or_source_name(tmp_path: Path, config: Path) -> None:
     unnamed = summary_of(run_import(file, "-c", config, "--write-key", OTHER_KEY, "--json"))
     assert unnamed["source"] == source_id_for(OTHER_KEY, None) and unnamed["stored"] == 1
     assert OTHER_KEY not in json.dumps(unnamed)
+    # The key from the environment: out of the process list and the shell's history.
+    from_env = run_import(file, "-c", config, "--json",
+                          env={"FRESHSALES_DESTINATION_WRITE_KEY": WRITE_KEY})
+    assert summary_of(from_env)["source"] == "web" and summary_of(from_env)["duplicates"] == 1
 
 
 def test_unknown_source_refused_clearly(tmp_path: Path, config: Path) -> None:

@@ -200,10 +200,15 @@ def import_command(
                      "defaults of `serve` without --config (see --data-dir)."),
     ] = None,
     source: Annotated[
-        str | None, typer.Option("--source", help="The source (sources.name) the messages come from.")
+        str | None,
+        typer.Option("--source", help="The source (sources.name) the messages come from; "
+                     "not needed when only one source is configured."),
     ] = None,
     write_key: Annotated[
-        str | None, typer.Option("--write-key", help="The write key of the source instead.")
+        str | None,
+        typer.Option("--write-key", envvar="FRESHSALES_DESTINATION_WRITE_KEY", show_envvar=True,
+                     help="The source's write key instead (the variable keeps it out of the "
+                     "process list and shell history)."),
     ] = None,
     data_dir: Annotated[
         Path, typer.Option(help="The embedded defaults' data directory (no --config).")
@@ -226,7 +231,9 @@ def import_command(
     ] = False,
 ) -> None:
     """Import Segment messages from files into the queue, as the tracking API would store
-    them (validation, normalisation, deduplication). Running it again stores nothing twice."""
+    them (validation, normalisation, deduplication). Running it again stores nothing twice.
+    Exit status: 0; 1 when some lines could not be read (the rest was imported); 2 when
+    nothing could be done, or the store failed midway (run it again to resume)."""
     started = time.monotonic()
     try:
         if files.count("-") > 1:
