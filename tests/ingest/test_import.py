@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,15 @@ import orjson
 import pytest
 
 from freshsales_destination.config import settings_from_dict
+from freshsales_destination.errors import StoreRefused, StoreUnavailable
 from freshsales_destination.ingest import import_reader
 from freshsales_destination.ingest.import_reader import BadItem, ImportFileError, Item, MessageFile
 from freshsales_destination.ingest.importer import Importer, resolve_source, stable_id
 from freshsales_destination.ingest.sources import source_id_for
 from freshsales_destination.service import embedded_keys
+from freshsales_destination.store.base import NewMessage, Store
 from freshsales_destination.store.sqlite import SQLiteStore
+from tests.contract.conftest import PgSchema
 
 SCRIPT = Path(sys.executable).with_name("freshsales-destination")
 WRITE_KEY = "wk_import_secret_123"
@@ -389,3 +393,104 @@ def test_stable_id_ignores_key_order_and_write_key() -> None:
     b = {"properties": {"y": 2, "x": 1}, "userId": "u", "type": "page", "writeKey": "wk"}
     assert stable_id(a) == stable_id(b)
     assert stable_id(a) != stable_id({**a, "name": "other"})
+
+
+# -- the store: refusals, failures, PostgreSQL --------------------------------------------
+
+
+class RefusingStore(SQLiteStore):
+    """A real store that refuses any append holding the message 'poison' (as PostgreSQL
+    refuses a value it cannot hold)."""
+
+    def append(self, messages: Sequence[NewMessage]) -> list[bool]:
+        if any(m.message_id == "poison" for m in messages):
+            raise StoreRefused("value too long for an index entry")
+        return super().append(messages)
+
+
+class FailingStore(SQLiteStore):
+    """A real store that becomes unavailable after `commits` appends."""
+
+    commits = 1
+
+    def append(self, messages: Sequence[NewMessage]) -> list[bool]:
+        if self.commits <= 0:
+            raise StoreUnavailable("disk unavailable")
+        self.commits -= 1
+        return super().append(messages)
+
+
+def _importer(store: Store, chunk_size: int = 10) -> Importer:
+    settings = settings_from_dict({
+        "store": {"url": "sqlite:///unused.db"},
+        "sources": [{"write_key": WRITE_KEY, "destination": "acme", "name": "web"}],
+        "destinations": {"acme": {"domain": "acme", "api_key": "k"}},
+    })
+    return Importer(store, resolve_source(settings, name="web", write_key=None),
+                    max_message_bytes=32 * 1024, chunk_size=chunk_size)
+
+
+def _pages(count: int, poison_at: int | None = None) -> bytes:
+    return jsonl([
+        {**PAGE_NO_ID, "messageId": "poison" if i == poison_at else f"pg-{i}"}
+        for i in range(count)
+    ])
+
+
+def test_a_message_the_store_refuses_is_reported_and_the_rest_stored(tmp_path: Path) -> None:
+    store = RefusingStore(tmp_path / "q.db")
+    store.open()
+    try:
+        importer = _importer(store)
+        importer.run_file("pages.jsonl", MessageFile(io.BytesIO(_pages(25, poison_at=12))))
+        summary = importer.summary
+        assert summary.stored == 24
+        assert [(b.number, b.error) for b in summary.listed] == [
+            (13, "the store refused it: value too long for an index entry")
+        ]
+        assert store.get_message("web", "pg-13") is not None
+    finally:
+        store.close()
+
+
+def test_a_store_failing_midway_keeps_what_was_committed_and_a_rerun_resumes(
+    tmp_path: Path,
+) -> None:
+    failing = FailingStore(tmp_path / "q.db")
+    failing.open()
+    try:
+        importer = _importer(failing)
+        with pytest.raises(StoreUnavailable):
+            importer.run_file("pages.jsonl", MessageFile(io.BytesIO(_pages(35))))
+        assert failing.pending_count() == 10  # the first chunk, committed
+    finally:
+        failing.close()
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    try:
+        again = _importer(store)
+        again.run_file("pages.jsonl", MessageFile(io.BytesIO(_pages(35))))
+        assert (again.summary.stored, again.summary.duplicates) == (25, 10)
+        assert store.pending_count() == 35
+    finally:
+        store.close()
+
+
+def test_postgresql_stores_and_deduplicates_alike(pg_schema: PgSchema) -> None:
+    from freshsales_destination.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_schema.dsn, schema=pg_schema.schema, max_size=2)
+    store.open()
+    try:
+        history = [*MESSAGES, {"type": "identify", "userId": "nul\u0000user", "messageId": "n\u0000id"}]
+        first = _importer(store, chunk_size=2)
+        first.run_file("history.jsonl", MessageFile(io.BytesIO(jsonl(history))))
+        assert (first.summary.stored, first.summary.bad_lines) == (4, 0)
+        again = _importer(store, chunk_size=2)
+        again.run_file("history.jsonl", MessageFile(io.BytesIO(jsonl(history))))
+        assert (again.summary.stored, again.summary.duplicates) == (0, 4)
+        assert store.pending_count("acme") == 4
+        track = store.get_message("web", "tr-1")
+        assert track is not None and track.normalized()["timestamp"] == "2026-05-01T12:00:02.000Z"
+    finally:
+        store.close()
