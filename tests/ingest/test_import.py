@@ -194,6 +194,7 @@ def test_dry_run_stores_nothing_and_reports_planner_outcomes(tmp_path: Path, con
     assert sum(planner.values()) == 3
     assert planner["planned"] >= 2  # the identify and the track
     assert summary["operations"]["upsert_contact"] >= 1
+    assert summary["schema_source"] == "built-in default"  # no store, no sandbox to ask
     assert not (tmp_path / "queue.db").exists()  # a dry run never creates the store
     # Against an existing store, what it holds counts as duplicates, and still nothing is added.
     run_import(file, "-c", config, "--source", "web")

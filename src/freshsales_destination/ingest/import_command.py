@@ -156,7 +156,9 @@ class _Progress:
         self._last_plain = 0.0
 
 
-def _human(summary: ImportSummary, target: str, seconds: float) -> str:
+def _human(
+    summary: ImportSummary, target: str, seconds: float, schema_source: str | None
+) -> str:
     verb = "would store" if summary.dry_run else "stored"
     lines = [
         f"{'dry run: ' if summary.dry_run else ''}{summary.read} messages read from "
@@ -178,7 +180,10 @@ def _human(summary: ImportSummary, target: str, seconds: float) -> str:
     for error in summary.file_errors:
         lines.append(f"  stopped early: {error}")
     if summary.dry_run:
-        lines.append("  the planner would (each message alone, as for a person not met yet):")
+        lines.append(
+            "  the planner would (each message alone, as for a person not met yet; "
+            f"{schema_source} schema):"
+        )
         lines += [f"    {count}  {outcome}" for outcome, count in summary.planner.most_common()]
         lines.append("  calls at most, by operation:")
         lines += [f"    {count}  {kind}" for kind, count in summary.operations.most_common()]
@@ -257,11 +262,13 @@ def import_command(
         raise typer.Exit(2) from None
     try:
         planner = None
+        schema_source = None
         if dry_run:
             from freshsales_destination.explain import planner_inputs
 
             inputs = planner_inputs(settings, target.destination, None, time.time())
             planner = DryRunPlanner(inputs.settings, inputs.schema, time.time())
+            schema_source = inputs.schema_source
         importer = Importer(
             store, target, max_message_bytes=settings.server.max_message_bytes,
             chunk_size=chunk_size, since=since_at, until=until_at, dry_run=dry_run,
@@ -293,11 +300,13 @@ def import_command(
         out["source"] = target.source_id
         out["destination"] = target.destination
         out["seconds"] = round(seconds, 3)
+        if schema_source is not None:
+            out["schema_source"] = schema_source
         if failure is not None:
             out["error"] = failure.message
         typer.echo(json.dumps(out, ensure_ascii=False))
     else:
-        typer.echo(_human(summary, target.label, seconds))
+        typer.echo(_human(summary, target.label, seconds, schema_source))
     if failure is not None:
         typer.echo(
             f"error: the store failed ({failure.message}); what was committed before stays, "
