@@ -54,6 +54,7 @@ MAX_LISTED: Final = 100  # bad lines listed in the summary (all are counted)
 MAX_REASONS: Final = 50  # distinct discard or filter reasons kept (the rest: "other reasons")
 OTHER_REASONS: Final = "other reasons"
 ID_PREFIX: Final = "import-"
+PROGRESS_EVERY: Final = 1000  # messages read between progress callbacks
 
 
 @dataclass(frozen=True)
@@ -229,8 +230,10 @@ class Importer:
     def run_file(
         self, name: str, messages: MessageFile, progress: Callable[[int], None] | None = None
     ) -> None:
-        """Import one file's messages; `progress(messages_read)` after each chunk. A file that
-        stops early is recorded in the summary (what was read before it is kept)."""
+        """Import one file's messages; `progress(messages_read)` every `PROGRESS_EVERY`
+        messages and at the end. A file that stops early is recorded in the summary (what was
+        read before it is kept); a store that fails raises (`StoreUnavailable`): what was
+        committed before stays."""
         summary = self.summary
         summary.files += 1
         source, destination = self.target.source_id, self.target.destination
@@ -248,6 +251,8 @@ class Importer:
                     continue
                 value = item.value  # type: ignore[union-attr]
                 summary.read += 1
+                if progress is not None and summary.read % PROGRESS_EVERY == 0:
+                    progress(summary.read)
                 row = message_row(
                     value, source=source, destination=destination, received_at=received,
                     times=self._times(value), new_id=partial(stable_id, value), limit=limit,
@@ -260,8 +265,6 @@ class Importer:
                 origins.append((name, item.number, unit))
                 if len(chunk) >= self.chunk_size:
                     self.flush()
-                    if progress is not None:
-                        progress(summary.read)
         except ImportFileError as exc:
             summary.file_errors.append(f"{name}: {exc.message}; stopped at {exc.position}")
         self.flush()
