@@ -163,10 +163,11 @@ def backlog_drain(
     page, screen), from pending counts by type (`own`: this destination's; `shared`: all
     destinations of its account, which spend one budget), and the time to drain each.
 
-    Records: the time their calls take with the budget to themselves, which is what delivery
-    tends to: they take the reserved fifth of each hour and go first once events have spent
-    their share. Events: the time to drain everything, records included, since events get
-    what records leave. Both at one call per message (`drain_seconds`)."""
+    Records: at the earliest, the time their calls take with the budget to themselves (delivery
+    keeps a fifth of each hour for them, and favours them once events have spent their share;
+    until then they share the budget with events in queue order, so they may take longer).
+    Events: the time to drain everything, records included, since events get what records
+    leave. Both at one call per message (`drain_seconds`)."""
     def split(counts: Mapping[str, int]) -> tuple[int, int]:
         events = sum(count for kind, count in counts.items() if kind in EVENT_TYPES)
         return sum(counts.values()) - events, events
