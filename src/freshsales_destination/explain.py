@@ -29,15 +29,19 @@ from freshsales_destination.config import (
     is_freshworks_https_url,
     load_settings,
 )
+from freshsales_destination.core.event_age import REASON_CODE, too_old
 from freshsales_destination.core.events_via import TrackingApi, events_way, tracking_state
 from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.planner import check_settings, plan
+from freshsales_destination.core.planning.result import Plan
 from freshsales_destination.core.schema import (
     FieldSchema,
     MappingConfigError,
     default_schema,
 )
+from freshsales_destination.core.segment import parse_time
+from freshsales_destination.core.statuses import PlanStatus
 from freshsales_destination.delivery.learned import TRACKING_API, Fact, LearnedFacts
 from freshsales_destination.delivery.schema_cache import (
     add_part,
@@ -213,6 +217,18 @@ def planner_inputs(
     )
 
 
+def _too_old(event: Any, max_age_days: float | None, now: float) -> str | None:
+    """Why delivery would filter `event` for its age now (`event_max_age_days`), else None.
+    Its time is its ``timestamp`` (else ``originalTimestamp``) as sent: explain reads the
+    message as given, without the receive time that ingest's skew correction would use."""
+    if max_age_days is None or not isinstance(event, dict):
+        return None
+    when = parse_time(event.get("timestamp")) or parse_time(event.get("originalTimestamp"))
+    if when is None:
+        return None
+    return too_old(str(event.get("type")), when.timestamp(), now, max_age_days)
+
+
 def explain(
     event: Any,
     *,
@@ -238,7 +254,11 @@ def explain(
     planner_settings, schema = inputs.settings, inputs.schema
     schema_source, schema_detail, events_block = inputs.schema_source, inputs.schema_detail, inputs.events
     warnings = check_settings(planner_settings, schema)
-    result = plan(event, planner_settings, schema, identity)
+    aged = _too_old(event, planner_settings.event_max_age_days, time.time())
+    if aged is not None:  # as delivery does: finished before planning (core/event_age.py)
+        result = Plan(status=PlanStatus.FILTERED, reason=aged, reason_code=REASON_CODE)
+    else:
+        result = plan(event, planner_settings, schema, identity)
     out = result.to_json()
     out["destination"] = destination
     out["product"] = dest.product
