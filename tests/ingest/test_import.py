@@ -370,6 +370,13 @@ def test_array_bad_item_isolated_and_broken_structure_stops() -> None:
         assert words in raised.value.message
 
 
+def test_a_byte_order_mark_is_not_a_bad_line() -> None:
+    assert _read(b'\xef\xbb\xbf{"a":1}\n{"b":2}\n') == (
+        "json lines", [Item(1, {"a": 1}), Item(2, {"b": 2})]
+    )
+    assert _read(b'\xef\xbb\xbf [{"a":1}]') == ("array", [Item(1, {"a": 1})])
+
+
 def test_lines_numbered_as_an_editor_numbers_them() -> None:
     kind, items = _read(b'{"a":1}\r\n\n  \n{bad\n{"b":2}')
     assert kind == "json lines"

@@ -33,6 +33,7 @@ BLOCK_BYTES: Final = 256 << 10
 # a larger one is still read, and then discarded by the size rule as the API would).
 MAX_ITEM_BYTES: Final = 16 << 20
 _WHITESPACE: Final = b" \t\r\n"
+_BOM: Final = b"\xef\xbb\xbf"
 
 
 class ImportFileError(FreshsalesDestinationError):
@@ -113,6 +114,9 @@ class MessageFile:
                     break
                 first += more
                 stripped = first.lstrip(_WHITESPACE)
+            if stripped.startswith(_BOM):  # a UTF-8 byte order mark (Windows exports)
+                first = first.replace(_BOM, b"", 1)
+                stripped = stripped[len(_BOM):].lstrip(_WHITESPACE)
             if stripped.startswith(b"["):
                 self.kind = "array" + suffix
                 yield from _ArraySplitter(reader, stripped[1:]).items()
