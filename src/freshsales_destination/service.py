@@ -377,8 +377,9 @@ def mask(secret: str) -> str:
 def _banner(
     host: str, port: int, keys: dict[str, str], secrets_path: Path, *, show_key: bool
 ) -> str:
-    """The start-up text. The write key appears in full only when `show_key` (first start, or
-    a terminal): otherwise stdout may end in a log (journald), so it is masked."""
+    """The start-up text. The write key and the admin token appear in full only when
+    `show_key` (first start, or a terminal): otherwise stdout may end in a log (journald), so
+    they are masked."""
     url = f"http://{host}:{port}"
     file = shlex.quote(str(secrets_path))
 
@@ -386,11 +387,19 @@ def _banner(
         return f"$(python3 -c \"import json;print(json.load(open({str(secrets_path)!r}))['{name}'])\")"
 
     if show_key:
-        key_line = f"  write key: {keys['write_key']} (kept in {file})\n"
+        key_line = (
+            f"  write key: {keys['write_key']} (kept in {file})\n"
+            f"  admin token: {keys['admin_token']} (for /admin/v1 and /dashboard)\n"
+        )
         write_key = keys["write_key"]
+        admin_token = keys["admin_token"]
     else:
-        key_line = f"  write key: {mask(keys['write_key'])} (in full in {file})\n"
+        key_line = (
+            f"  write key: {mask(keys['write_key'])} (in full in {file})\n"
+            f"  admin token: {mask(keys['admin_token'])} (in full in {file})\n"
+        )
         write_key = from_file("write_key")
+        admin_token = from_file("admin_token")
     return (
         "\nfreshsales-destination is running on embedded defaults:\n"
         f"  store    SQLite in {shlex.quote(str(secrets_path.parent))}, "
@@ -403,6 +412,8 @@ def _banner(
         f"See it in the CRM (sandbox API key in {file}):\n"
         f"  curl -s -H \"Authorization: Token token={from_file('sandbox_api_key')}\" "
         f"{url}/sandbox/_sandbox/state\n"
+        "What happened to it (the admin API; the dashboard logs in with the same token):\n"
+        f"  curl -s -H \"Authorization: Bearer {admin_token}\" {url}/admin/v1/messages\n"
     )
 
 
