@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from freshsales_destination.admin.dashboard import dashboard_routes
 from freshsales_destination.config import (
     ENV_PREFIX,
     Settings,
@@ -219,6 +220,7 @@ def build_app(
         routes=[
             *health_routes(store),
             *AnalyticsJs(settings.browser.analytics_js_path, ingest.registry).routes(),
+            *dashboard_routes(store, settings, now=now),
             *mounts,
         ],
         lifespan=lifespan,
