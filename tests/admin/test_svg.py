@@ -11,7 +11,7 @@ from freshsales_destination.admin.svg import HEIGHT, Chart, Series, nice_ceiling
 
 SVG = "{http://www.w3.org/2000/svg}"
 HOUR = 3600
-START = 1_796_601_600.0  # 2026-12-06T00:00:00Z
+START = 1_796_515_200.0  # 2026-12-06T00:00:00Z
 
 
 def _chart(delivered: list[int], dead: list[int], received: list[int]) -> Chart:

@@ -84,7 +84,7 @@ class BadInput(ValueError):
         self.message = message
 
 
-def _environment() -> Environment:
+def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("freshsales_destination.admin", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -180,7 +180,7 @@ class Dashboard:
 
     def __post_init__(self) -> None:
         if self.env is None:
-            self.env = _environment()
+            self.env = environment()
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -516,4 +516,4 @@ def dashboard_routes(
     return Dashboard(store, settings, now).routes()
 
 
-__all__ = ["Dashboard", "dashboard_routes", "format_age", "format_time", "funnel", "parse_time"]
+__all__ = ["Dashboard", "dashboard_routes", "environment", "format_age", "format_time", "funnel", "parse_time"]
