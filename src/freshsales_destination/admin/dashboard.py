@@ -43,6 +43,7 @@ _T = TypeVar("_T")
 
 PAGE_SIZE = 50
 DEAD_PAGE_SIZE = 100
+SCAN_CALLS = 20  # read-model calls per page at most (each scans a bounded slice)
 MAX_EVENT_BYTES = 64 * 1024  # a pasted event for the tester
 
 # What a page may load: its own inline styles and nothing else (no script, no frames).
@@ -358,15 +359,28 @@ class Dashboard:
         list[views.MessageSummary], str | None
     ]:
         if len(filters) == 1:
-            page = views.search(self.store, filters[0], limit=PAGE_SIZE, cursor=cursor)
-            return page.items, page.next_cursor
+            return self._page_of(filters[0], PAGE_SIZE, cursor)
         # Several readings of one search term (a userId, a messageId, an email): the first
         # page of each, merged newest first.
         found: dict[int, views.MessageSummary] = {}
         for flt in filters:
-            for item in views.search(self.store, flt, limit=PAGE_SIZE).items:
+            for item in self._page_of(flt, PAGE_SIZE, None)[0]:
                 found[item.id] = item
         return sorted(found.values(), key=lambda m: m.id, reverse=True)[:PAGE_SIZE], None
+
+    def _page_of(self, flt: views.MessageFilter, limit: int, cursor: str | None) -> tuple[
+        list[views.MessageSummary], str | None
+    ]:
+        """Up to `limit` matches from `cursor` on. The read model scans a bounded slice per
+        call (a page may come back short with a cursor to go on): follow it a few times."""
+        items: list[views.MessageSummary] = []
+        for _ in range(SCAN_CALLS):
+            page = views.search(self.store, flt, limit=limit - len(items), cursor=cursor)
+            items.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None or len(items) >= limit:
+                break
+        return items, cursor
 
     async def journey(self, request: Request) -> Response:
         try:
@@ -397,17 +411,16 @@ class Dashboard:
         flt = self._dead_filter(params)
         cursor = params.get("cursor") or None
         try:
-            page = await self.call(views.search, self.store, flt, limit=DEAD_PAGE_SIZE,
-                                   cursor=cursor)
+            items, next_cursor = await self.call(self._page_of, flt, DEAD_PAGE_SIZE, cursor)
         except ValueError:
             raise BadInput("cursor: this page link is no longer valid; reload the list") from None
         keep = {k: params.get(k, "") for k in ("destination", "reason", "since")}
-        more = urlencode({**keep, "cursor": page.next_cursor}) if page.next_cursor else None
+        more = urlencode({**keep, "cursor": next_cursor}) if next_cursor else None
         done = None
         changed = params.get("changed", "")
         if params.get("done") in ("retried", "dropped") and changed.isdigit():
             done = (params["done"], int(changed))
-        return self.page(request, "dead_letters.html", items=page.items, more=more,
+        return self.page(request, "dead_letters.html", items=items, more=more,
                          filter=keep, done=done)
 
     async def dead_action(self, request: Request) -> Response:
@@ -481,9 +494,8 @@ class Dashboard:
     async def _stored_seq(self, given: str) -> int | None:
         if given.isdigit():
             return int(given)
-        page = await self.call(views.search, self.store, views.MessageFilter(message_id=given),
-                               limit=1)
-        return page.items[0].id if page.items else None
+        items, _ = await self.call(self._page_of, views.MessageFilter(message_id=given), 1, None)
+        return items[0].id if items else None
 
     # -- routes -----------------------------------------------------------------------
 
