@@ -218,13 +218,15 @@ class Dashboard:
         with the session cookie, without the form's CSRF token."""
 
         async def endpoint(request: Request) -> Response:
-            form_token: str | None = None
-            if action:
-                form = await request.form()
-                given = form.get(auth.CSRF_FIELD)
-                form_token = given if isinstance(given, str) else None
             try:
-                auth.require(request, self.settings, form_token=form_token)
+                if action and auth.authenticated(request, self.settings):
+                    # Only an authenticated request's form is read (for its CSRF token).
+                    form = await request.form()
+                    given = form.get(auth.CSRF_FIELD)
+                    auth.require(request, self.settings,
+                                 form_token=given if isinstance(given, str) else None)
+                else:
+                    auth.require(request, self.settings)
             except auth.AdminAuthError as exc:
                 return self.refusal(request, exc)
             try:
