@@ -43,6 +43,7 @@ _T = TypeVar("_T")
 
 PAGE_SIZE = 50
 DEAD_PAGE_SIZE = 100
+EMAIL_PEOPLE = 5  # an email search also shows these people's other events
 SCAN_CALLS = 20  # read-model calls per page at most (each scans a bounded slice)
 MAX_EVENT_BYTES = 64 * 1024  # a pasted event for the tester
 
@@ -360,12 +361,19 @@ class Dashboard:
     def _search(self, filters: list[views.MessageFilter], cursor: str | None) -> tuple[
         list[views.MessageSummary], str | None
     ]:
-        if len(filters) == 1:
+        by_email = [f for f in filters if f.email]
+        if len(filters) == 1 and not by_email:
             return self._page_of(filters[0], PAGE_SIZE, cursor)
         # Several readings of one search term (a userId, a messageId, an email): the first
-        # page of each, merged newest first.
+        # page of each, merged newest first. An email also finds the other events of the
+        # people whose messages hold it (a track rarely carries the email).
         found: dict[int, views.MessageSummary] = {}
         for flt in filters:
+            for item in self._page_of(flt, PAGE_SIZE, None)[0]:
+                found[item.id] = item
+        people = {m.user_id for m in found.values() if m.user_id} if by_email else set()
+        for user in sorted(people)[:EMAIL_PEOPLE]:
+            flt = replace(by_email[0], email=None, user_id=user)
             for item in self._page_of(flt, PAGE_SIZE, None)[0]:
                 found[item.id] = item
         return sorted(found.values(), key=lambda m: m.id, reverse=True)[:PAGE_SIZE], None
