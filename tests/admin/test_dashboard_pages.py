@@ -289,7 +289,7 @@ def test_the_event_tester_explains_a_pasted_event_and_a_stored_one(stack: Dashbo
         assert answer.status_code == 200, answer.text
         assert "Every trait and why" in answer.text
         assert "traits.plan" in answer.text  # every trait is explained
-        assert "contacts" in answer.text
+        assert "upsert_contact" in answer.text  # the Freshsales operation
         stored = browser.post("/dashboard/tester",
                               data={auth.CSRF_FIELD: token, "message_id": "eve-1"})
         assert stored.status_code == 200, stored.text

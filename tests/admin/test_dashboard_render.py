@@ -39,8 +39,8 @@ def render(template: str, **context: object) -> str:
 
 def test_the_journey_shows_calls_retries_the_plan_and_escapes_what_was_sent() -> None:
     plan = {
-        "operations": [{"kind": "upsert", "entity": "contact", "api_call": "POST /api/contacts/upsert",
-                        "fields": {"first_name": "Ada"}}],
+        "operations": [{"kind": "upsert_contact", "entity": "contact", "api_call": True,
+                        "key": {"emails": "ada@example.com"}, "fields": {"first_name": "Ada"}}],
         "explanation": {"status": "planned", "reason": None, "entries": [
             {"source": "traits.firstName", "outcome": "mapped", "target": "first_name",
              "reason": "standard field"},
@@ -59,7 +59,8 @@ def test_the_journey_shows_calls_retries_the_plan_and_escapes_what_was_sent() ->
                                                "error": "Something went wrong"}),
             views.JourneyStep(T0 + 2, "retry", {"reason": "500 Something went wrong",
                                                 "attempt": 1, "next_at": T0 + 7}),
-            views.JourneyStep(T0 + 3, "dead", {"reason": "Invalid contact status provided."}),
+            views.JourneyStep(T0 + 3, "dead", {"reason": "Invalid contact status provided.",
+                                               "next_at": None}),
         ],
     )
     html = render("journey.html", journey=journey, m=journey.message)
@@ -69,6 +70,12 @@ def test_the_journey_shows_calls_retries_the_plan_and_escapes_what_was_sent() ->
     assert "Something went wrong" in html
     assert "attempt 1: 500 Something went wrong; next try 2026-12-06 00:00:07Z" in html
     assert "no Freshsales field named plan" in html and "<code>traits.plan</code>" in html
+    assert "<td>upsert_contact</td><td>contact</td>" in html
+    assert "&#34;first_name&#34;: &#34;Ada&#34;" in html and "<td>yes</td>" in html
+    # A step's empty detail is left out, not printed as null.
+    dead_row = html.split('<tr class="step-dead">')[1].split("</tr>")[0]
+    assert "Invalid contact status provided." in dead_row
+    assert "next_at" not in dead_row and "null" not in dead_row
     # A dead letter's journey offers its retry, with the CSRF token.
     assert 'name="ids" value="7"' in html and 'name="csrf_token" value="tok"' in html
 
@@ -103,6 +110,8 @@ def test_the_funnel_reads_stats_and_backlog() -> None:
 def test_times_and_durations_read_as_people_write_them() -> None:
     assert format_time(T0) == "2026-12-06 00:00:00Z"
     assert format_time(None) == "–"
+    assert format_time("2026-12-06T00:00:00Z") == "2026-12-06 00:00:00Z"  # as status prints
+    assert format_time("not a time") == "not a time"
     assert [format_age(s) for s in (3, 600, 9000, 3 * 86400, None)] == [
         "3 s", "10 min", "2.5 h", "3.0 d", "–"]
     assert parse_time("2026-12-06T00:00", "since") == T0

@@ -105,7 +105,13 @@ def format_time(value: Any) -> str:
     if value is None or value == "":
         return "–"
     if isinstance(value, str):
-        return value
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return format_time(moment.timestamp())
     if isinstance(value, int | float) and math.isfinite(value):
         return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     return str(value)
