@@ -57,5 +57,5 @@ def test_the_check_finds_a_blocking_call() -> None:
         "    fine = await run_in_threadpool(lambda: views.failures(self.store))\n"
     )
     assert sorted(blocking_calls(source)) == [
-        "bad: views.search (line 2)", "bad: store.list_messages (line 3)"
+        "bad: store.list_messages (line 3)", "bad: views.search (line 2)"
     ]
