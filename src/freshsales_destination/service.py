@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from freshsales_destination.admin.dashboard import dashboard_routes
+from freshsales_destination.admin.app import operations_routes
 from freshsales_destination.config import (
     ENV_PREFIX,
     Settings,
@@ -161,7 +161,8 @@ def build_app(
     transport: httpx2.AsyncBaseTransport | None = None,
     mounts: Sequence[Mount] = (),
 ) -> ServiceApp:
-    """The ASGI application: tracking API, webhook, health, and delivery in the background.
+    """The ASGI application: tracking API, webhook, health, the admin API (admin/app.py), and
+    delivery in the background.
 
     The store must be open. `deliver` defaults to ``settings.delivery.enabled``; `transport`
     lets the Freshsales client reach an in-process sandbox.
@@ -220,7 +221,7 @@ def build_app(
         routes=[
             *health_routes(store),
             *AnalyticsJs(settings.browser.analytics_js_path, ingest.registry).routes(),
-            *dashboard_routes(store, settings, now=now),
+            *operations_routes(settings, store, now=now),
             *mounts,
         ],
         lifespan=lifespan,
