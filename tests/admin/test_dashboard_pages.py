@@ -301,3 +301,35 @@ def test_the_event_tester_explains_a_pasted_event_and_a_stored_one(stack: Dashbo
         missing = browser.post("/dashboard/tester",
                                data={auth.CSRF_FIELD: token, "message_id": "no-such"})
         assert missing.status_code == 404
+
+
+def test_below_a_mount_point_links_and_redirects_keep_the_prefix(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    settings = settings_from_dict({
+        "server": {"admin_token": ADMIN_TOKEN},
+        "store": {"url": f"sqlite:///{tmp_path / 'q.db'}"},
+        "sources": [{"write_key": WRITE_KEY, "destination": "crm"}],
+        "destinations": {"crm": {"domain": "acme", "api_key": API_KEY}},
+    })
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    try:
+        outer = Starlette(routes=[Mount("/ops", app=build_app(settings, store, deliver=False))])
+        with serve_in_thread(outer) as url, httpx2.Client(base_url=url) as browser:
+            answer = browser.get("/ops/dashboard/dead-letters")
+            assert answer.status_code == 303
+            assert answer.headers["location"] == (
+                "/ops/dashboard/login?next=%2Fops%2Fdashboard%2Fdead-letters")
+            assert 'action="/ops/dashboard/login"' in browser.get("/ops/dashboard/login").text
+            login = browser.post("/ops/dashboard/login", data={
+                "token": ADMIN_TOKEN, "next": "/ops/dashboard/dead-letters"})
+            assert login.status_code == 303
+            assert login.headers["location"] == "/ops/dashboard/dead-letters"
+            page = browser.get("/ops/dashboard/dead-letters")
+            assert page.status_code == 200
+            assert 'href="/ops/dashboard/tester"' in page.text
+            assert 'href="/dashboard' not in page.text
+    finally:
+        store.close()
