@@ -53,11 +53,13 @@ def stack(tmp_path: Path) -> Iterator[DashboardStack]:
         yield running
 
 
-def shoot(page: Any, name: str) -> None:
+def shoot(page: Any, name: str, *, docs: bool = True) -> None:
+    """A full-page screenshot in tests/artifacts; also in docs/images when asked and `docs`
+    (the pictures docs/operations.md shows)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     target = ARTIFACTS / f"dashboard-{name}.png"
     page.screenshot(path=str(target), full_page=True)
-    if os.environ.get("FSD_DOCS_SCREENSHOTS") == "1":
+    if docs and os.environ.get("FSD_DOCS_SCREENSHOTS") == "1":
         DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(target, DOCS_IMAGES / target.name)
 
@@ -137,7 +139,7 @@ def test_the_dashboard_in_chromium(stack: DashboardStack) -> None:
             expect(page.locator("#final-status")).to_have_text("delivered")
             expect(page.get_by_role("heading", name="What happened")).to_be_visible()
             expect(page.locator("main")).to_contain_text("Signed Up")
-            shoot(page, "journey")
+            shoot(page, "journey", docs=False)
 
             # Retry dora's dead letter from the dead-letter page: it is delivered.
             page.get_by_role("link", name="Dead letters").click()
@@ -153,6 +155,14 @@ def test_the_dashboard_in_chromium(stack: DashboardStack) -> None:
             stack.wait_status(["dora-1"], "delivered")
             page.goto(f"{stack.url}/dashboard/messages/{dora.seq}")
             expect(page.locator("#final-status")).to_have_text("delivered")
+            # Its journey: the refused call, dead, put back by the operator, delivered.
+            calls = page.locator("tr.step-call")
+            expect(calls.filter(has_text="POST /api/contacts/upsert → 400")).to_have_count(1)
+            expect(calls.filter(has_text="Invalid contact status provided.")).to_have_count(1)
+            expect(calls.filter(has_text="→ 200")).not_to_have_count(0)
+            expect(page.locator("tr.step-dead")).to_have_count(1)
+            expect(page.locator("tr.step-delivered")).to_have_count(1)
+            shoot(page, "journey-retried")
             page.get_by_role("link", name="Dead letters").click()
             expect(page.get_by_role("row").filter(has=page.get_by_role("checkbox"))).to_have_count(1)
 
