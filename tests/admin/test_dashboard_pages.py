@@ -333,3 +333,35 @@ def test_below_a_mount_point_links_and_redirects_keep_the_prefix(tmp_path: Path)
             assert 'href="/dashboard' not in page.text
     finally:
         store.close()
+
+
+def test_search_pages_and_filters(tmp_path: Path) -> None:
+    """Without delivery: 60 pending tracks of one person and 2 of another; pages of 50, the
+    older ones behind a link; filters by status and destination; bad parameters are 400."""
+    with dashboard_stack(tmp_path, deliver=False) as stack:
+        stack.send([track("pat", f"pat-{i:02d}", "Viewed") for i in range(60)]
+                   + [track("quin", f"quin-{i}", "Viewed") for i in range(2)])
+        stack.wait("sorting", lambda: all(stack.message(f"pat-{i:02d}") is not None
+                                          for i in range(60)))
+        with logged_in(stack) as browser:
+            first = browser.get("/dashboard/messages", params={"q": "pat", "field": "user_id"})
+            assert first.status_code == 200
+            assert first.text.count("<code>pat-") == 50
+            assert "<code>pat-59</code>" in first.text and "<code>pat-09</code>" not in first.text
+            older = re.search(r'href="(/dashboard/messages\?[^"]+)">Older messages', first.text)
+            assert older is not None
+            second = browser.get(older.group(1).replace("&amp;", "&"))
+            assert second.text.count("<code>pat-") == 10
+            assert "<code>pat-00</code>" in second.text and "Older messages" not in second.text
+
+            everything = browser.get("/dashboard/messages", params={"status": "pending"})
+            assert "<code>quin-1</code>" in everything.text
+            assert "No message matches" in browser.get(
+                "/dashboard/messages", params={"q": "quin", "status": "delivered"}).text
+            for params in ({"status": "nonsense"}, {"field": "password"}, {"cursor": "zzz"}):
+                bad = browser.get("/dashboard/messages", params=params)
+                assert bad.status_code == 400, params
+            for params in ({"since": "yesterday"}, {"destination": "nope"}):
+                bad = browser.get("/dashboard/dead-letters", params=params)
+                assert bad.status_code == 400, params
+                assert "yesterday" in bad.text or "nope" in bad.text
