@@ -16,9 +16,13 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from freshsales_destination.admin import auth
+from freshsales_destination.config import settings_from_dict
+from freshsales_destination.service import build_app
+from freshsales_destination.store.sqlite import SQLiteStore
 from tests.admin.conftest import ADMIN_TOKEN, Admin, make_admin
 from tests.admin.openapi_check import assert_conforms
 from tests.delivery.conftest import API_KEY, APP_TOKEN, WRITE_KEY
+from tests.support.server import serve_in_thread
 
 UPSERT = "/api/contacts/upsert"
 INVALID_STATUS = "Invalid contact status provided."
@@ -478,3 +482,30 @@ def test_retry_all(admin: Admin) -> None:
     response = admin.post("/admin/v1/dead-letters/retry", {"all": True})
     assert response.json() == {"action": "retry", "changed": 2}
     assert [status_of(admin, s) for s in seqs] == ["pending", "pending"]
+
+
+def test_explain_names_the_destination_when_several_are_configured(tmp_path: Path) -> None:
+    settings = settings_from_dict({
+        "server": {"admin_token": ADMIN_TOKEN},
+        "store": {"url": f"sqlite:///{tmp_path / 'q.db'}"},
+        "sources": [{"write_key": "wk", "destination": "acme"}],
+        "destinations": {"acme": {"domain": "acme", "api_key": "k1"},
+                         "beta": {"domain": "beta", "api_key": "k2"}},
+    })
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    event = identify("zoe", "zoe-1")
+    try:
+        with serve_in_thread(build_app(settings, store, deliver=False)) as url, httpx2.Client(
+            base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as client:
+            response = client.post("/admin/v1/explain", json=event)
+            assert response.status_code == 400
+            body = response.json()
+            assert body["code"] == "destination_required" and "acme, beta" in body["message"]
+            named = client.post("/admin/v1/explain", json={"event": event, "destination": "beta"})
+            assert named.status_code == 200 and named.json()["destination"] == "beta"
+            query = client.post("/admin/v1/explain", params={"destination": "acme"}, json=event)
+            assert query.status_code == 200 and query.json()["destination"] == "acme"
+    finally:
+        store.close()
