@@ -72,11 +72,14 @@ class Page:
 class JourneyStep:
     """One thing that happened to a message, oldest first.
 
-    kind: received | sorted | filtered | discarded | planned | call | retry | delivered |
-    dead | requeued | dropped | skipped. ``detail`` is JSON-ready: for ``call``: method,
-    route (path without query secrets), status, duration_ms, error (Freshsales' error text,
-    bounded); for ``retry``: reason, attempt, next_at; for ``planned``: the explanation of
-    every operation and trait (as ``explain`` prints it).
+    kind: received | sorted | filtered | discarded | planned | call | retry | held |
+    delivered | dead | requeued | dropped | skipped. ``detail`` is JSON-ready: for ``call``:
+    operation, method, route (path without query secrets), status (None: no answer),
+    duration_ms, error (Freshsales' error text, bounded); for ``retry``: reason, error_kind,
+    attempt, next_at; for ``held`` (waiting through no fault of its own): reason, next_at;
+    for ``dead``: reason, why, attempt; for ``planned``: the explanation of every operation
+    and trait (as ``explain`` prints it). ``at`` is None for ``sorted`` and ``planned``
+    (derived, not stored; see docs/operations.md "The journey of a message").
     """
 
     at: float | None
