@@ -159,8 +159,11 @@ def test_journey_search_stats_failures_and_dead_letter_actions(
     assert dead.steps[-1].kind == "dead" and "400" in dead.steps[-1].detail["reason"]
 
     discarded = views.journey(store, settings, seqs["cat-1"])
-    assert discarded is not None and discarded.steps[-1].kind == "discarded"
-    assert "url" in (discarded.steps[-1].detail["reason"] or "")
+    assert discarded is not None
+    assert [s.kind for s in discarded.steps] == ["received", "sorted", "planned", "discarded"]
+    assert discarded.steps[1].detail["outcome"] == "queued"
+    assert "url" in discarded.steps[-1].detail["reason"]
+    assert discarded.steps[-1].detail["code"] == "missing_url"
     at_ingest = views.journey(store, settings, seqs["nobody-1"])
     assert at_ingest is not None
     assert [s.kind for s in at_ingest.steps] == ["received", "sorted", "discarded"]
