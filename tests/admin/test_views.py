@@ -96,6 +96,13 @@ def scenario(pipeline: Pipeline, clock: FakeClock) -> dict[str, int]:
     script(pipeline, "POST", UPSERT,
            {"status": 500, "body": {"errors": {"message": ["Something went wrong"]}}})
     pipeline.send("/v1/identify", identify("ann", "ann-1"))
+    pipeline.deliver(now=clock)
+    # Waiting for its retry: searchable as "retrying", and a failure group of its own.
+    waiting = views.search(pipeline.store, MessageFilter(status="retrying")).items
+    assert [m.message_id for m in waiting] == ["ann-1"] and waiting[0].attempts == 1
+    (group,) = views.failures(pipeline.store)
+    assert group.status == "retrying" and "500" in group.reason
+    assert group.samples == [waiting[0].id]
     deliver_until(pipeline, clock, "ann-1", "delivered")
     script(pipeline, "POST", NOTES,
            {"status": 400, "body": {"errors": {"message": ["Note text is too odd"]}}})
@@ -152,8 +159,11 @@ def test_journey_search_stats_failures_and_dead_letter_actions(
     assert dead.steps[-1].kind == "dead" and "400" in dead.steps[-1].detail["reason"]
 
     discarded = views.journey(store, settings, seqs["cat-1"])
-    assert discarded is not None and discarded.steps[-1].kind == "discarded"
-    assert "url" in (discarded.steps[-1].detail["reason"] or "")
+    assert discarded is not None
+    assert [s.kind for s in discarded.steps] == ["received", "sorted", "planned", "discarded"]
+    assert discarded.steps[1].detail["outcome"] == "queued"
+    assert "url" in discarded.steps[-1].detail["reason"]
+    assert discarded.steps[-1].detail["code"] == "missing_url"
     at_ingest = views.journey(store, settings, seqs["nobody-1"])
     assert at_ingest is not None
     assert [s.kind for s in at_ingest.steps] == ["received", "sorted", "discarded"]
@@ -171,6 +181,7 @@ def test_journey_search_stats_failures_and_dead_letter_actions(
     assert ids(MessageFilter(type="page")) == ["cat-1"]
     assert ids(MessageFilter(reason="properties.url")) == ["cat-1"]
     assert ids(MessageFilter(user_id="ann", email="someone@else.com")) == []
+    assert ids(MessageFilter(status="retrying")) == [], "nothing waits for a retry now"
     walked: list[str] = []
     cursor: str | None = None
     while True:

@@ -189,6 +189,11 @@ def test_search_filters(store: Store) -> None:
     assert ids(MessageQuery(reason="NOT MAPPED")) == ["web/f1"]
     assert ids(MessageQuery(since=T0 + 10, until=T0 + 30)) == ["web/b1", "web/a2"]
     assert ids(MessageQuery(lane="u:nobody")) == []
+    assert ids(MessageQuery(status="pending", retrying=True)) == []
+    store.reschedule(_seq(store, "b1"), destination="crm", lane="u:bob", attempts=1,
+                     available_at=T0 + 99, first_failure_at=T0, last_error="HTTP 502")
+    assert ids(MessageQuery(status="pending", retrying=True)) == ["web/b1"]
+    assert ids(MessageQuery(reason="http 502")) == ["web/b1"]
     # message_id pages through the matches too.
     first = store.search(MessageQuery(message_id="a1"), limit=1)
     assert [m.source for m in first.messages] == ["app"] and first.next_before is not None

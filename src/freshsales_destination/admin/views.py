@@ -36,7 +36,7 @@ class MessageFilter:
     anonymous_id: str | None = None
     email: str | None = None
     message_id: str | None = None
-    status: str | None = None
+    status: str | None = None  # a stored status, or "retrying" (pending with a last error)
     type: str | None = None
     reason: str | None = None  # a substring of the stored reason / last error
     since: float | None = None  # received at or after
@@ -72,11 +72,14 @@ class Page:
 class JourneyStep:
     """One thing that happened to a message, oldest first.
 
-    kind: received | sorted | filtered | discarded | planned | call | retry | delivered |
-    dead | requeued | dropped | skipped. ``detail`` is JSON-ready: for ``call``: method,
-    route (path without query secrets), status, duration_ms, error (Freshsales' error text,
-    bounded); for ``retry``: reason, attempt, next_at; for ``planned``: the explanation of
-    every operation and trait (as ``explain`` prints it).
+    kind: received | sorted | filtered | discarded | planned | call | retry | held |
+    delivered | dead | requeued | dropped | skipped. ``detail`` is JSON-ready: for ``call``:
+    operation, method, route (path without query secrets), status (None: no answer),
+    duration_ms, error (Freshsales' error text, bounded); for ``retry``: reason, error_kind,
+    attempt, next_at; for ``held`` (waiting through no fault of its own): reason, next_at;
+    for ``dead``: reason, why, attempt; for ``planned``: the explanation of every operation
+    and trait (as ``explain`` prints it). ``at`` is None for ``sorted`` and ``planned``
+    (derived, not stored; see docs/operations.md "The journey of a message").
     """
 
     at: float | None
@@ -143,6 +146,8 @@ WINDOWS: dict[str, tuple[int, int]] = {"1h": (300, 12), "24h": (3600, 24), "7d":
 # discard while planning) are derived from it.
 FINAL_KINDS = frozenset({"delivered", "skipped", "dead", "dropped", "discarded", "filtered"})
 MAX_PAGE = 500
+# Not a stored status: pending messages with a last error (as the failure groups name them).
+RETRYING = "retrying"
 
 
 def destinations(store: Store, settings: Settings, now: float) -> list[DestinationOverview]:
@@ -218,10 +223,12 @@ def store_query(flt: MessageFilter) -> MessageQuery:
         needles = tuple(dict.fromkeys(
             [_needle("email", flt.email), _needle("email", flt.email.strip().lower())]
         ))
+    retrying = flt.status == RETRYING
     return MessageQuery(
         destination=flt.destination, lane=lane, needles=needles, message_id=flt.message_id,
-        status=flt.status, type=flt.type, reason=flt.reason or None, since=flt.since,
-        until=flt.until, seqs=tuple(flt.seqs),
+        status=MessageStatus.PENDING if retrying else flt.status, type=flt.type,
+        reason=flt.reason or None, since=flt.since, until=flt.until, seqs=tuple(flt.seqs),
+        retrying=retrying,
     )
 
 

@@ -81,6 +81,7 @@ def query_params(query: MessageQuery) -> dict[str, object]:
         "destination": query.destination,
         "message_id": query.message_id,
         "status": query.status,
+        "retrying": query.retrying,
         "type": query.type,
         "since": query.since,
         "until": query.until,
@@ -485,7 +486,7 @@ class SQLStore:
         return SearchPage(found, top if top > low else None)
 
     def dead_seqs(self, query: MessageQuery, *, limit: int = 100_000) -> list[int]:
-        params = {**query_params(query), "status": None, "limit": limit}
+        params = {**query_params(query), "status": None, "retrying": False, "limit": limit}
         with self._read() as conn:
             rows = conn.execute(self._filtered("dead_matching"), params).fetchall()
         seqs = [int(row[0]) for row in rows]

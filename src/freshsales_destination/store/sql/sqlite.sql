@@ -182,6 +182,7 @@ SELECT seq, received_at FROM messages WHERE seq >= ? ORDER BY seq LIMIT 1
 (:destination IS NULL OR destination = :destination)
 AND (:message_id IS NULL OR message_id = :message_id)
 AND (:status IS NULL OR status = :status)
+AND (:retrying = 0 OR last_error IS NOT NULL)
 AND (:type IS NULL OR type = :type)
 AND (:since IS NULL OR received_at >= :since)
 AND (:until IS NULL OR received_at < :until)
