@@ -316,6 +316,7 @@ def test_pagination_walks_every_page_once(seeded: Seeded) -> None:
     ({"reason": "Invalid contact status"}, {"bob-1", "cy-1"}),
     ({"reason": "needs a userId"}, {"anon-1"}),
     ({"destination": "crm", "user_id": "cy"}, {"cy-1"}),
+    ({"status": "retrying"}, set()),  # nothing waits after a failure here
     ({"destination": "elsewhere"}, set()),
     ({"user_id": "nobody"}, set()),
 ])
