@@ -270,6 +270,13 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         send("/v1/identify", identify("bob", "bob-1"))
         send("/v1/identify", identify("cy", "cy-1"))
         admin.pipeline.deliver()
+        # A 500: rex-1 waits for its retry (pending with a last error), which this run
+        # never reaches (delivery is run only on demand).
+        admin.script("POST", UPSERT, {
+            "status": 500, "body": {"errors": {"code": 500, "message": ["Try later"]}},
+        })
+        send("/v1/identify", identify("rex", "rex-1"))
+        admin.pipeline.deliver()
         yield Seeded(admin)
 
 
@@ -279,7 +286,8 @@ def test_search_lists_newest_first_and_each_message_once(seeded: Seeded) -> None
     ids = [m["id"] for m in body["messages"]]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
     mids = {m["message_id"] for m in body["messages"]}
-    assert {"ada-1", "ada-2", "anon-1", "no-event", "switched-off", "bob-1", "cy-1", *PAGER} == mids
+    assert {"ada-1", "ada-2", "anon-1", "no-event", "switched-off", "bob-1", "cy-1", "rex-1",
+            *PAGER} == mids
     assert body["next_cursor"] is None
 
 
@@ -311,12 +319,13 @@ def test_pagination_walks_every_page_once(seeded: Seeded) -> None:
     ({"status": "dead"}, {"bob-1", "cy-1"}),
     ({"status": "discarded"}, {"no-event", "anon-1"}),
     ({"status": "filtered"}, {"switched-off"}),
-    ({"type": "identify"}, {"ada-1", "bob-1", "cy-1"}),
+    ({"type": "identify"}, {"ada-1", "bob-1", "cy-1", "rex-1"}),
     ({"type": "identify", "status": "delivered"}, {"ada-1"}),
     ({"reason": "Invalid contact status"}, {"bob-1", "cy-1"}),
     ({"reason": "needs a userId"}, {"anon-1"}),
     ({"destination": "crm", "user_id": "cy"}, {"cy-1"}),
-    ({"status": "retrying"}, set()),  # nothing waits after a failure here
+    ({"status": "retrying"}, {"rex-1"}),
+    ({"status": "pending"}, {"rex-1"}),
     ({"destination": "elsewhere"}, set()),
     ({"user_id": "nobody"}, set()),
 ])
@@ -384,10 +393,11 @@ def test_stats_count_what_happened(seeded: Seeded, window: str | None) -> None:
     (crm,) = body["destinations"]
     assert crm["destination"] == "crm"
     totals = crm["totals"]
-    assert totals["received"] == 14
+    assert totals["received"] == 15
     assert totals["dead"] == 2 and totals["discarded"] == 2 and totals["filtered"] == 1
     assert totals["delivered"] == 9  # ada's two and the pager's seven
-    assert sum(bucket["received"] for bucket in crm["buckets"]) == 14
+    assert sum(bucket["received"] for bucket in crm["buckets"]) == 15
+    assert totals["retried"] == 1
     starts = [bucket["start"] for bucket in crm["buckets"]]
     assert starts == sorted(starts)
     assert crm["latency_p50_seconds"] is not None
@@ -406,10 +416,15 @@ def test_failures_group_reasons_with_counts_and_samples(seeded: Seeded) -> None:
     discarded = {g["reason"]: g["samples"] for g in groups if g["status"] == "discarded"}
     assert sorted(discarded.values()) == sorted([[seeded.id("no-event")], [seeded.id("anon-1")]])
     assert any("needs a userId" in reason for reason in discarded)
+    retrying = [g for g in groups if g["status"] == "retrying"]
+    assert len(retrying) == 1 and "Try later" in retrying[0]["reason"]
+    assert retrying[0]["samples"] == [seeded.id("rex-1")]
     counts = [g["count"] for g in groups]
     assert counts == sorted(counts, reverse=True)
     assert seeded.admin.ok("/admin/v1/failures", destination="elsewhere")["failures"] == []
-    assert seeded.admin.ok("/admin/v1/failures", since=str(time.time() + 3600))["failures"] == []
+    # since bounds finished messages; those waiting for a retry are listed whatever their age.
+    later = seeded.admin.ok("/admin/v1/failures", since=str(time.time() + 3600))["failures"]
+    assert [g["status"] for g in later] == ["retrying"]
 
 
 def test_destinations_show_health_budget_and_backlog(seeded: Seeded) -> None:
@@ -418,6 +433,7 @@ def test_destinations_show_health_budget_and_backlog(seeded: Seeded) -> None:
     (crm,) = body["destinations"]
     assert crm["name"] == "crm"
     assert crm["backlog"].get("dead") == 2
+    assert crm["backlog"].get("retrying") == 1
     assert crm["health"] and crm["budget"]
     text = str(body)
     assert API_KEY not in text and APP_TOKEN not in text

@@ -198,7 +198,7 @@ def _admin_paths() -> dict[str, Any]:
             "Failure and discard reasons grouped, most frequent first",
             {"type": "object", "required": ["failures"], "properties": {
                 "failures": {"type": "array", "items": _ref("FailureGroup")}}},
-            [_q("destination", "destination name"), _q("since", "last seen at or after", _TIME_Q)],
+            [_q("destination", "destination name"), _q("since", "finished at or after (those waiting for a retry are listed whatever their age)", _TIME_Q)],
         ),
         f"{p}/dead-letters/retry": _admin_post(
             "Put matching dead letters back to pending", action_body, changed),
