@@ -526,3 +526,22 @@ def test_explain_names_the_destination_when_several_are_configured(tmp_path: Pat
             assert query.status_code == 200 and query.json()["destination"] == "acme"
     finally:
         store.close()
+
+
+def test_an_unavailable_store_is_503_without_details(tmp_path: Path) -> None:
+    settings = settings_from_dict({
+        "server": {"admin_token": ADMIN_TOKEN},
+        "store": {"url": f"sqlite:///{tmp_path / 'q.db'}"},
+        "sources": [{"write_key": "wk", "destination": "acme"}],
+        "destinations": {"acme": {"domain": "acme", "api_key": "k1"}},
+    })
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    app = build_app(settings, store, deliver=False)
+    with serve_in_thread(app) as url:
+        store.close()  # as if the database went away under the running service
+        response = httpx2.get(f"{url}/admin/v1/messages",
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 503, response.text
+    assert response.json() == {"code": "store_unavailable",
+                               "message": "the store is unavailable; try again"}
