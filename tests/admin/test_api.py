@@ -443,6 +443,8 @@ def test_explain_a_posted_event_and_a_stored_one(seeded: Seeded) -> None:
     event = identify("zed", "zed-1", title="CTO")
     posted = seeded.admin.post("/admin/v1/explain", {"event": event, "destination": "crm"})
     assert posted.status_code == 200, posted.text
+    assert_conforms(posted.json(), "/admin/v1/explain", "post")
+    assert "message" not in posted.json()
     bare = seeded.admin.post("/admin/v1/explain", event)
     assert bare.status_code == 200 and bare.json() == posted.json()
     assert "zed@example.com" in posted.text
@@ -453,6 +455,8 @@ def test_explain_a_posted_event_and_a_stored_one(seeded: Seeded) -> None:
     by_id = seeded.admin.post("/admin/v1/explain", {"id": seeded.id("ada-1")})
     assert by_message_id.status_code == 200 and by_id.status_code == 200, by_id.text
     assert by_message_id.json() == by_id.json()
+    assert_conforms(by_id.json(), "/admin/v1/explain", "post")
+    assert by_id.json()["message"] == seeded.id("ada-1")
     assert "ada@example.com" in by_id.text
     for body in ({"message_id": "never-sent"}, {"id": 987654321}):
         response = seeded.admin.post("/admin/v1/explain", body)
