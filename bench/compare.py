@@ -14,9 +14,9 @@ median over the baseline's.
 
 * ``ingest``: events/s of ``single`` and ``batch100`` (each run's own median), and the ratio to
   the bare endpoint measured in that run (the least noisy figure on a shared machine);
-* ``economy``: wall seconds of each scenario (ingest, sorting and delivery through the whole
-  pipeline on simulated time: the CPU cost of delivering) and its call counts (which must be
-  equal: the journey never changes what is sent).
+* ``economy``: wall and CPU seconds of each scenario (ingest, sorting and delivery through the
+  whole pipeline on simulated time, the sandbox in the same process: the cost of delivering)
+  and its call counts (which must be equal: the journey never changes what is sent).
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def run(name: str, src: Path, args: list[str], workdir: Path) -> dict[str, Any]:
         if head in ("backlog", "streaming") and rest.startswith("{"):
             data = json.loads(rest)
             figures[f"{head}.seconds"] = data["seconds"]
+            if "cpu_seconds" in data:
+                figures[f"{head}.cpu_seconds"] = data["cpu_seconds"]
             figures[f"{head}.calls"] = data["record_calls"] + data["event_calls"]
     return figures
 

@@ -55,6 +55,8 @@ def test_journey_steps_are_bounded_keeping_the_first_and_the_latest(store: Store
     steps = store.steps_of(seq)
     numbers = [orjson.loads(s.detail)["i"] for s in steps]
     assert len(steps) == rules.JOURNEY_CAP
+    numbered = [s.n for s in steps]
+    assert numbered == [*range(1, rules.JOURNEY_FIRST + 1), *range(31, 71)]
     assert numbers[: rules.JOURNEY_FIRST] == list(range(rules.JOURNEY_FIRST))
     assert numbers[rules.JOURNEY_FIRST :] == list(range(70 - (rules.JOURNEY_CAP - rules.JOURNEY_FIRST), 70))
     # One write of more steps than the cap is cut the same way.

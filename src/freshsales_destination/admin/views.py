@@ -73,7 +73,8 @@ class JourneyStep:
     """One thing that happened to a message, oldest first.
 
     kind: received | sorted | filtered | discarded | planned | call | retry | held |
-    delivered | dead | requeued | dropped | skipped. ``detail`` is JSON-ready: for ``call``:
+    delivered | dead | requeued | dropped | skipped | elided (``steps``: how many steps the
+    store cut between the first and the latest, see store/rules.py JOURNEY_CAP). ``detail`` is JSON-ready: for ``call``:
     operation, method, route (path without query secrets), status (None: no answer),
     duration_ms, error (Freshsales' error text, bounded); for ``retry``: reason, error_kind,
     attempt, next_at; for ``held`` (waiting through no fault of its own): reason, next_at;
@@ -259,7 +260,7 @@ def search(
     store: Store, flt: MessageFilter, *, limit: int = 50, cursor: str | None = None
 ) -> Page:
     """Messages matching ``flt``, newest first; ``cursor`` from the previous page's
-    ``next_cursor``. Raises ValueError for a malformed cursor.
+    ``next_cursor`` (`limit` is kept within 1..500). Raises ValueError for a malformed cursor.
 
     The store scans a bounded slice of the queue per call: a page may hold fewer than `limit`
     items while ``next_cursor`` is set (the search goes on from there); None is the end."""
@@ -337,7 +338,11 @@ def journey(store: Store, settings: Settings, message: int) -> Journey | None:
     }))
     if not at_ingest:
         steps.append(JourneyStep(None, "planned", _plan(store, settings, stored)))
+    previous = 0
     for row in rows:
+        if row.n > previous + 1:  # the store kept the first steps and the latest
+            steps.append(JourneyStep(None, "elided", {"steps": row.n - previous - 1}))
+        previous = row.n
         try:
             detail = orjson.loads(row.detail)
         except orjson.JSONDecodeError:

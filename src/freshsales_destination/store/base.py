@@ -123,6 +123,7 @@ class JourneyRow:
     at: float
     kind: str
     detail: bytes = b"{}"
+    n: int = 0  # its number in the message's journey (from 1; gaps where steps were cut)
 
 
 @dataclass(frozen=True, slots=True)

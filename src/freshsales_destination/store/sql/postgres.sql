@@ -225,7 +225,7 @@ ON CONFLICT (seq, n) DO NOTHING
 DELETE FROM journey WHERE seq = %s AND n > %s AND n <= %s
 
 -- name: journey_of
-SELECT seq, at, kind, detail FROM journey WHERE seq = %s ORDER BY n
+SELECT seq, at, kind, detail, n FROM journey WHERE seq = %s ORDER BY n
 
 -- name: seq_bounds
 SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM messages

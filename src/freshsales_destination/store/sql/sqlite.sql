@@ -169,7 +169,7 @@ ON CONFLICT (seq, n) DO NOTHING
 DELETE FROM journey WHERE seq = ? AND n > ? AND n <= ?
 
 -- name: journey_of
-SELECT seq, at, kind, detail FROM journey WHERE seq = ? ORDER BY n
+SELECT seq, at, kind, detail, n FROM journey WHERE seq = ? ORDER BY n
 
 -- name: seq_bounds
 SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM messages
