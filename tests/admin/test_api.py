@@ -16,9 +16,13 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from freshsales_destination.admin import auth
+from freshsales_destination.config import settings_from_dict
+from freshsales_destination.service import build_app
+from freshsales_destination.store.sqlite import SQLiteStore
 from tests.admin.conftest import ADMIN_TOKEN, Admin, make_admin
 from tests.admin.openapi_check import assert_conforms
 from tests.delivery.conftest import API_KEY, APP_TOKEN, WRITE_KEY
+from tests.support.server import serve_in_thread
 
 UPSERT = "/api/contacts/upsert"
 INVALID_STATUS = "Invalid contact status provided."
@@ -266,6 +270,13 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         send("/v1/identify", identify("bob", "bob-1"))
         send("/v1/identify", identify("cy", "cy-1"))
         admin.pipeline.deliver()
+        # A 500: rex-1 waits for its retry (pending with a last error), which this run
+        # never reaches (delivery is run only on demand).
+        admin.script("POST", UPSERT, {
+            "status": 500, "body": {"errors": {"code": 500, "message": ["Try later"]}},
+        })
+        send("/v1/identify", identify("rex", "rex-1"))
+        admin.pipeline.deliver()
         yield Seeded(admin)
 
 
@@ -275,7 +286,8 @@ def test_search_lists_newest_first_and_each_message_once(seeded: Seeded) -> None
     ids = [m["id"] for m in body["messages"]]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
     mids = {m["message_id"] for m in body["messages"]}
-    assert {"ada-1", "ada-2", "anon-1", "no-event", "switched-off", "bob-1", "cy-1", *PAGER} == mids
+    assert {"ada-1", "ada-2", "anon-1", "no-event", "switched-off", "bob-1", "cy-1", "rex-1",
+            *PAGER} == mids
     assert body["next_cursor"] is None
 
 
@@ -307,11 +319,13 @@ def test_pagination_walks_every_page_once(seeded: Seeded) -> None:
     ({"status": "dead"}, {"bob-1", "cy-1"}),
     ({"status": "discarded"}, {"no-event", "anon-1"}),
     ({"status": "filtered"}, {"switched-off"}),
-    ({"type": "identify"}, {"ada-1", "bob-1", "cy-1"}),
+    ({"type": "identify"}, {"ada-1", "bob-1", "cy-1", "rex-1"}),
     ({"type": "identify", "status": "delivered"}, {"ada-1"}),
     ({"reason": "Invalid contact status"}, {"bob-1", "cy-1"}),
     ({"reason": "needs a userId"}, {"anon-1"}),
     ({"destination": "crm", "user_id": "cy"}, {"cy-1"}),
+    ({"status": "retrying"}, {"rex-1"}),
+    ({"status": "pending"}, {"rex-1"}),
     ({"destination": "elsewhere"}, set()),
     ({"user_id": "nobody"}, set()),
 ])
@@ -379,10 +393,11 @@ def test_stats_count_what_happened(seeded: Seeded, window: str | None) -> None:
     (crm,) = body["destinations"]
     assert crm["destination"] == "crm"
     totals = crm["totals"]
-    assert totals["received"] == 14
+    assert totals["received"] == 15
     assert totals["dead"] == 2 and totals["discarded"] == 2 and totals["filtered"] == 1
     assert totals["delivered"] == 9  # ada's two and the pager's seven
-    assert sum(bucket["received"] for bucket in crm["buckets"]) == 14
+    assert sum(bucket["received"] for bucket in crm["buckets"]) == 15
+    assert totals["retried"] == 1
     starts = [bucket["start"] for bucket in crm["buckets"]]
     assert starts == sorted(starts)
     assert crm["latency_p50_seconds"] is not None
@@ -401,10 +416,15 @@ def test_failures_group_reasons_with_counts_and_samples(seeded: Seeded) -> None:
     discarded = {g["reason"]: g["samples"] for g in groups if g["status"] == "discarded"}
     assert sorted(discarded.values()) == sorted([[seeded.id("no-event")], [seeded.id("anon-1")]])
     assert any("needs a userId" in reason for reason in discarded)
+    retrying = [g for g in groups if g["status"] == "retrying"]
+    assert len(retrying) == 1 and "Try later" in retrying[0]["reason"]
+    assert retrying[0]["samples"] == [seeded.id("rex-1")]
     counts = [g["count"] for g in groups]
     assert counts == sorted(counts, reverse=True)
     assert seeded.admin.ok("/admin/v1/failures", destination="elsewhere")["failures"] == []
-    assert seeded.admin.ok("/admin/v1/failures", since=str(time.time() + 3600))["failures"] == []
+    # since bounds finished messages; those waiting for a retry are listed whatever their age.
+    later = seeded.admin.ok("/admin/v1/failures", since=str(time.time() + 3600))["failures"]
+    assert [g["status"] for g in later] == ["retrying"]
 
 
 def test_destinations_show_health_budget_and_backlog(seeded: Seeded) -> None:
@@ -413,6 +433,7 @@ def test_destinations_show_health_budget_and_backlog(seeded: Seeded) -> None:
     (crm,) = body["destinations"]
     assert crm["name"] == "crm"
     assert crm["backlog"].get("dead") == 2
+    assert crm["backlog"].get("retrying") == 1
     assert crm["health"] and crm["budget"]
     text = str(body)
     assert API_KEY not in text and APP_TOKEN not in text
@@ -422,6 +443,8 @@ def test_explain_a_posted_event_and_a_stored_one(seeded: Seeded) -> None:
     event = identify("zed", "zed-1", title="CTO")
     posted = seeded.admin.post("/admin/v1/explain", {"event": event, "destination": "crm"})
     assert posted.status_code == 200, posted.text
+    assert_conforms(posted.json(), "/admin/v1/explain", "post")
+    assert "message" not in posted.json()
     bare = seeded.admin.post("/admin/v1/explain", event)
     assert bare.status_code == 200 and bare.json() == posted.json()
     assert "zed@example.com" in posted.text
@@ -432,6 +455,8 @@ def test_explain_a_posted_event_and_a_stored_one(seeded: Seeded) -> None:
     by_id = seeded.admin.post("/admin/v1/explain", {"id": seeded.id("ada-1")})
     assert by_message_id.status_code == 200 and by_id.status_code == 200, by_id.text
     assert by_message_id.json() == by_id.json()
+    assert_conforms(by_id.json(), "/admin/v1/explain", "post")
+    assert by_id.json()["message"] == seeded.id("ada-1")
     assert "ada@example.com" in by_id.text
     for body in ({"message_id": "never-sent"}, {"id": 987654321}):
         response = seeded.admin.post("/admin/v1/explain", body)
@@ -478,3 +503,49 @@ def test_retry_all(admin: Admin) -> None:
     response = admin.post("/admin/v1/dead-letters/retry", {"all": True})
     assert response.json() == {"action": "retry", "changed": 2}
     assert [status_of(admin, s) for s in seqs] == ["pending", "pending"]
+
+
+def test_explain_names_the_destination_when_several_are_configured(tmp_path: Path) -> None:
+    settings = settings_from_dict({
+        "server": {"admin_token": ADMIN_TOKEN},
+        "store": {"url": f"sqlite:///{tmp_path / 'q.db'}"},
+        "sources": [{"write_key": "wk", "destination": "acme"}],
+        "destinations": {"acme": {"domain": "acme", "api_key": "k1"},
+                         "beta": {"domain": "beta", "api_key": "k2"}},
+    })
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    event = identify("zoe", "zoe-1")
+    try:
+        with serve_in_thread(build_app(settings, store, deliver=False)) as url, httpx2.Client(
+            base_url=url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as client:
+            response = client.post("/admin/v1/explain", json=event)
+            assert response.status_code == 400
+            body = response.json()
+            assert body["code"] == "destination_required" and "acme, beta" in body["message"]
+            named = client.post("/admin/v1/explain", json={"event": event, "destination": "beta"})
+            assert named.status_code == 200 and named.json()["destination"] == "beta"
+            query = client.post("/admin/v1/explain", params={"destination": "acme"}, json=event)
+            assert query.status_code == 200 and query.json()["destination"] == "acme"
+    finally:
+        store.close()
+
+
+def test_an_unavailable_store_is_503_without_details(tmp_path: Path) -> None:
+    settings = settings_from_dict({
+        "server": {"admin_token": ADMIN_TOKEN},
+        "store": {"url": f"sqlite:///{tmp_path / 'q.db'}"},
+        "sources": [{"write_key": "wk", "destination": "acme"}],
+        "destinations": {"acme": {"domain": "acme", "api_key": "k1"}},
+    })
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    app = build_app(settings, store, deliver=False)
+    with serve_in_thread(app) as url:
+        store.close()  # as if the database went away under the running service
+        response = httpx2.get(f"{url}/admin/v1/messages",
+                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 503, response.text
+    assert response.json() == {"code": "store_unavailable",
+                               "message": "the store is unavailable; try again"}

@@ -3,7 +3,7 @@
 Every route needs the admin token (admin/auth.py: ``Authorization: Bearer``, or the
 dashboard's session with its CSRF token for a POST; a cross-site POST is refused). Answers
 are JSON; refusals are ``{code, message}`` (400 bad parameters, 401, 403, 404, 413, 415, 503
-without a configured token). The answers come from the read model (admin/views.py), called
+without a configured token or when the store is unavailable). The answers come from the read model (admin/views.py), called
 off the event loop (the store is synchronous). Times are epoch seconds; a message's ``id`` is
 the store's sequence number (``/admin/v1/messages/{id}``).
 
@@ -13,6 +13,7 @@ method, route and status.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +28,10 @@ from freshsales_destination.admin import auth, params, views
 from freshsales_destination.admin.openapi import spec
 from freshsales_destination.admin.params import BadParameter
 from freshsales_destination.config import Settings
+from freshsales_destination.errors import FreshsalesDestinationError, StoreError
 from freshsales_destination.store.base import Store
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/admin/v1"
 MAX_BODY_BYTES = 1024 * 1024
@@ -94,6 +98,11 @@ class AdminApi:
                 return refusal(400, exc.code, exc.message)
             except ApiError as exc:
                 return refusal(exc.status, exc.code, exc.message)
+            except StoreError as exc:
+                # Its text may name the database: logged by kind only, never answered.
+                log.warning("admin API %s: the store is unavailable (%s)",
+                            request.url.path, type(exc).__name__)
+                return refusal(503, "store_unavailable", "the store is unavailable; try again")
 
         guarded.__name__ = handler.__name__
         guarded.__doc__ = handler.__doc__
@@ -181,18 +190,24 @@ class AdminApi:
             if not isinstance(event, dict):
                 raise BadParameter("event must be a JSON object (a Segment message)", "invalid_body")
         else:
+            params.only_known(list(request.query_params), ("destination",), "parameter")
             event, destination = body, request.query_params.get("destination") or None
+        names = ", ".join(sorted(self.settings.destinations)) or "none"
         if destination is not None and destination not in self.settings.destinations:
+            raise BadParameter(f"destination must be one of {names}", "unknown_destination")
+        if destination is None and len(self.settings.destinations) != 1:
             raise BadParameter(
-                f"destination must be one of {', '.join(sorted(self.settings.destinations))}",
-                "unknown_destination",
+                f"name the destination (\"destination\" beside \"event\", or ?destination= "
+                f"for a bare event); configured: {names}", "destination_required",
             )
         try:
             found = await run_in_threadpool(
                 views.explain_event, self.store, self.settings, destination, event
             )
-        except ValueError as exc:
-            raise BadParameter(str(exc)[:500], "invalid_event") from None
+        except StoreError:
+            raise
+        except FreshsalesDestinationError as exc:
+            raise BadParameter(exc.message[:500], "invalid_event") from None
         return answer(found)
 
     async def _explain_stored(self, body: dict[str, Any]) -> dict[str, Any]:

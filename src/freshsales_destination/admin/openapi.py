@@ -198,7 +198,7 @@ def _admin_paths() -> dict[str, Any]:
             "Failure and discard reasons grouped, most frequent first",
             {"type": "object", "required": ["failures"], "properties": {
                 "failures": {"type": "array", "items": _ref("FailureGroup")}}},
-            [_q("destination", "destination name"), _q("since", "last seen at or after", _TIME_Q)],
+            [_q("destination", "destination name"), _q("since", "finished at or after (those waiting for a retry are listed whatever their age)", _TIME_Q)],
         ),
         f"{p}/dead-letters/retry": _admin_post(
             "Put matching dead letters back to pending", action_body, changed),
@@ -207,7 +207,7 @@ def _admin_paths() -> dict[str, Any]:
         f"{p}/explain": _admin_post(
             "What the planner does with a posted event or a stored message "
             "(?destination= picks the destination of a bare posted event)",
-            explain_body, {"type": "object"}, 404),
+            explain_body, _ref("Explanation"), 404),
     }
 
 
@@ -274,6 +274,28 @@ def _ingest_paths() -> dict[str, Any]:
 def _spec() -> dict[str, Any]:
     schemas = {cls.__name__: dataclass_schema(cls) for cls in _SCHEMA_CLASSES}
     schemas["Error"] = _error_schema()
+    schemas["Explanation"] = {
+        "type": "object",
+        "description": "what `freshsales-destination explain` prints: the planned operations, "
+                       "the explanation of every trait, and what it was planned with",
+        "required": ["operations", "explanation", "destination", "product", "schema_source",
+                     "warnings", "events_via"],
+        "properties": {
+            "operations": {"type": "array", "items": {"type": "object"}},
+            "explanation": {"type": "object", "required": ["status", "entries"], "properties": {
+                "status": {"type": "string"}, "reason_code": {"type": ["string", "null"]},
+                "reason": {"type": ["string", "null"]},
+                "entries": {"type": "array", "items": {"type": "object"}}}},
+            "destination": {"type": "string"},
+            "product": {"type": "string", "enum": ["suite", "classic"]},
+            "schema_source": {"type": "string"},
+            "schema": {"type": "string"},
+            "warnings": {"type": "array"},
+            "events_via": {"type": "object"},
+            "message": {"type": "integer", "description": "the stored message's id, when one "
+                        "was explained"},
+        },
+    }
     schemas["SegmentMessage"] = {
         "type": "object", "description": "a Segment message (segment-spec): type, userId or "
         "anonymousId, traits, event, properties, context, timestamp, messageId, ...",

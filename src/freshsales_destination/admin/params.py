@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast, get_args
 
-from freshsales_destination.admin.views import MessageFilter, Window
+from freshsales_destination.admin.views import RETRYING, MessageFilter, Window
 from freshsales_destination.core.statuses import MessageStatus
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
-STATUSES = tuple(str(status) for status in MessageStatus)
+# The stored statuses, and "retrying": pending with a last error (views.RETRYING).
+STATUSES = (*(str(status) for status in MessageStatus), RETRYING)
 WINDOWS: tuple[str, ...] = get_args(Window)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

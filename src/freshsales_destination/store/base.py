@@ -123,6 +123,7 @@ class JourneyRow:
     at: float
     kind: str
     detail: bytes = b"{}"
+    n: int = 0  # its number in the message's journey (from 1; gaps where steps were cut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,9 @@ class MessageQuery:
 
     ``lane`` is a lane key (``u:<userId>``, ``a:<anonymousId>``); ``needles`` are byte strings
     the normalised message must contain (one of them), checked with ``lane`` as an OR when both
-    are given; ``reason`` is a case-insensitive substring of the reason or the last error.
+    are given; ``reason`` is a case-insensitive substring of the reason or the last error;
+    ``retrying``: only messages with a last error (with status ``pending``: those waiting for
+    a retry).
     """
 
     destination: str | None = None
@@ -144,6 +147,7 @@ class MessageQuery:
     since: float | None = None
     until: float | None = None
     seqs: tuple[int, ...] = ()
+    retrying: bool = False
 
 
 @dataclass(frozen=True, slots=True)

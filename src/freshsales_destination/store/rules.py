@@ -67,13 +67,6 @@ SEARCH_MAX_SCAN = 200_000
 RECEIVED_ORDER_SLACK = 300.0
 
 
-def bounded_steps(steps: Sequence[JourneyRow]) -> list[JourneyRow]:
-    """`steps` of one message cut to JOURNEY_CAP: the first JOURNEY_FIRST and the latest."""
-    if len(steps) <= JOURNEY_CAP:
-        return list(steps)
-    return [*steps[:JOURNEY_FIRST], *steps[len(steps) - (JOURNEY_CAP - JOURNEY_FIRST):]]
-
-
 def query_params(query: MessageQuery) -> dict[str, object]:
     """The named parameters of ``search_filters`` for `query`."""
     needles = [n for n in query.needles if n][:2]
@@ -81,6 +74,7 @@ def query_params(query: MessageQuery) -> dict[str, object]:
         "destination": query.destination,
         "message_id": query.message_id,
         "status": query.status,
+        "retrying": query.retrying,
         "type": query.type,
         "since": query.since,
         "until": query.until,
@@ -412,7 +406,9 @@ class SQLStore:
     # -- the journey -----------------------------------------------------------------------------
 
     def _add_steps(self, conn: Any, steps: Sequence[JourneyRow]) -> None:
-        """Append `steps` to their messages' journeys, each kept to JOURNEY_CAP steps."""
+        """Append `steps` to their messages' journeys, numbered on from the last step; a
+        journey keeps its first JOURNEY_FIRST steps and its latest, JOURNEY_CAP in all (the
+        numbers of the steps cut stay unused, so readers see where and how many)."""
         if not steps:
             return
         by_seq: dict[int, list[JourneyRow]] = {}
@@ -421,15 +417,15 @@ class SQLStore:
         rows: list[tuple[object, ...]] = []
         trims: list[tuple[int, int, int]] = []
         for seq, mine in by_seq.items():
-            kept = bounded_steps(mine)
             last = int(self._run(conn, "journey_last", (seq,)).fetchone()[0])
+            cut_to = last + len(mine) - (JOURNEY_CAP - JOURNEY_FIRST)  # FIRST < n <= cut_to go
             rows.extend(
-                (seq, last + i, step.at, step.kind, step.detail)
-                for i, step in enumerate(kept, start=1)
+                (seq, n, step.at, step.kind, step.detail)
+                for n, step in enumerate(mine, start=last + 1)
+                if n <= JOURNEY_FIRST or n > cut_to
             )
-            total = last + len(kept)
-            if total > JOURNEY_CAP:
-                trims.append((seq, JOURNEY_FIRST, total - (JOURNEY_CAP - JOURNEY_FIRST)))
+            if last > JOURNEY_FIRST and cut_to > JOURNEY_FIRST:
+                trims.append((seq, JOURNEY_FIRST, cut_to))
         conn.cursor().executemany(self.q["journey_add"], rows)
         for trim in trims:
             self._run(conn, "journey_trim", trim)
@@ -444,7 +440,8 @@ class SQLStore:
         with self._read() as conn:
             rows = self._run(conn, "journey_of", (seq,)).fetchall()
         return [
-            JourneyRow(int(s), float(at), str(kind), bytes(detail)) for s, at, kind, detail in rows
+            JourneyRow(int(s), float(at), str(kind), bytes(detail), int(n))
+            for s, at, kind, detail, n in rows
         ]
 
     # -- the operations read model ---------------------------------------------------------------
@@ -485,7 +482,7 @@ class SQLStore:
         return SearchPage(found, top if top > low else None)
 
     def dead_seqs(self, query: MessageQuery, *, limit: int = 100_000) -> list[int]:
-        params = {**query_params(query), "status": None, "limit": limit}
+        params = {**query_params(query), "status": None, "retrying": False, "limit": limit}
         with self._read() as conn:
             rows = conn.execute(self._filtered("dead_matching"), params).fetchall()
         seqs = [int(row[0]) for row in rows]

@@ -225,7 +225,7 @@ ON CONFLICT (seq, n) DO NOTHING
 DELETE FROM journey WHERE seq = %s AND n > %s AND n <= %s
 
 -- name: journey_of
-SELECT seq, at, kind, detail FROM journey WHERE seq = %s ORDER BY n
+SELECT seq, at, kind, detail, n FROM journey WHERE seq = %s ORDER BY n
 
 -- name: seq_bounds
 SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM messages
@@ -238,6 +238,7 @@ SELECT seq, received_at FROM messages WHERE seq >= %s ORDER BY seq LIMIT 1
 (%(destination)s::text IS NULL OR destination = %(destination)s::text)
 AND (%(message_id)s::text IS NULL OR message_id = %(message_id)s::text)
 AND (%(status)s::text IS NULL OR status = %(status)s::text)
+AND (NOT %(retrying)s::boolean OR last_error IS NOT NULL)
 AND (%(type)s::text IS NULL OR type = %(type)s::text)
 AND (%(since)s::float8 IS NULL OR received_at >= %(since)s::float8)
 AND (%(until)s::float8 IS NULL OR received_at < %(until)s::float8)

@@ -169,7 +169,7 @@ ON CONFLICT (seq, n) DO NOTHING
 DELETE FROM journey WHERE seq = ? AND n > ? AND n <= ?
 
 -- name: journey_of
-SELECT seq, at, kind, detail FROM journey WHERE seq = ? ORDER BY n
+SELECT seq, at, kind, detail, n FROM journey WHERE seq = ? ORDER BY n
 
 -- name: seq_bounds
 SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM messages
@@ -182,6 +182,7 @@ SELECT seq, received_at FROM messages WHERE seq >= ? ORDER BY seq LIMIT 1
 (:destination IS NULL OR destination = :destination)
 AND (:message_id IS NULL OR message_id = :message_id)
 AND (:status IS NULL OR status = :status)
+AND (:retrying = 0 OR last_error IS NOT NULL)
 AND (:type IS NULL OR type = :type)
 AND (:since IS NULL OR received_at >= :since)
 AND (:until IS NULL OR received_at < :until)
