@@ -59,6 +59,10 @@ def test_the_journey_shows_calls_retries_the_plan_and_escapes_what_was_sent() ->
                                                "error": "Something went wrong"}),
             views.JourneyStep(T0 + 2, "retry", {"reason": "500 Something went wrong",
                                                 "attempt": 1, "next_at": T0 + 7}),
+            views.JourneyStep(None, "elided", {"steps": 12}),
+            views.JourneyStep(T0 + 2, "held", {"reason": "the email is being created by another lane",
+                                               "next_at": T0 + 3}),
+            views.JourneyStep(T0 + 3, "requeued", {"next_at": T0 + 3}),
             views.JourneyStep(T0 + 3, "dead", {"reason": "Invalid contact status provided.",
                                                "next_at": None}),
         ],
@@ -73,6 +77,10 @@ def test_the_journey_shows_calls_retries_the_plan_and_escapes_what_was_sent() ->
     assert "<td>upsert_contact</td><td>contact</td>" in html
     assert "&#34;first_name&#34;: &#34;Ada&#34;" in html and "<td>yes</td>" in html
     # A step's empty detail is left out, not printed as null.
+    assert "12 steps not kept" in html
+    assert ("waiting, no attempt spent: the email is being created by another lane; "
+            "next try 2026-12-06 00:00:03Z") in html
+    assert "<dd>2026-12-06 00:00:03Z</dd>" in html  # any *_at detail reads as a time
     dead_row = html.split('<tr class="step-dead">')[1].split("</tr>")[0]
     assert "Invalid contact status provided." in dead_row
     assert "next_at" not in dead_row and "null" not in dead_row
