@@ -290,10 +290,12 @@ def test_the_event_tester_explains_a_pasted_event_and_a_stored_one(stack: Dashbo
         assert "Every trait and why" in answer.text
         assert "traits.plan" in answer.text  # every trait is explained
         assert "upsert_contact" in answer.text  # the Freshsales operation
+        no_secrets(answer.text)
         stored = browser.post("/dashboard/tester",
                               data={auth.CSRF_FIELD: token, "message_id": "eve-1"})
         assert stored.status_code == 200, stored.text
         assert "discarded" in stored.text
+        no_secrets(stored.text)
         bad = browser.post("/dashboard/tester", data={auth.CSRF_FIELD: token, "event": "{oops"})
         assert bad.status_code == 400
         assert "not valid JSON" in bad.text
