@@ -67,6 +67,12 @@ def test_it_is_labelled_for_screen_readers_and_tooltips() -> None:
     assert "00:00" in labels and "5" in labels  # a time label; the axis top (5)
 
 
+def test_ids_are_prefixed_so_two_charts_share_a_page() -> None:
+    root = ET.fromstring(render(_chart([1], [0], [1]), ident="chart-2"))
+    assert root.get("aria-labelledby") == "chart-2-title chart-2-desc"
+    assert {e.get("id") for e in root.iter() if e.get("id")} == {"chart-2-title", "chart-2-desc"}
+
+
 def test_names_are_escaped() -> None:
     chart = Chart("a <b> & c", [START], HOUR, [Series('x"><script>', "#000", [1])])
     text = render(chart)

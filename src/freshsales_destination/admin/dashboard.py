@@ -11,7 +11,7 @@ Every page needs the admin token: a browser logs in once through the form and ca
 session cookie ``auth.py`` issues; ``Authorization: Bearer <token>`` works too. Without
 either a page redirects to the login form. Every POST is refused from another site
 (``auth.py``'s same-origin check) and, when authenticated by the cookie, without the CSRF
-token that each form carries. Store reads run in a thread, never on the event loop. Pages
+token that each form carries. Store calls run in a thread, never on the event loop. Pages
 have no script at all; the Content-Security-Policy says so.
 """
 
@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute, Route
 from freshsales_destination.admin import auth, views
 from freshsales_destination.admin.svg import Chart, Series, render
 from freshsales_destination.config import Settings
+from freshsales_destination.core.statuses import MessageStatus
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.store.base import Store
 
@@ -75,7 +76,7 @@ SEARCH_FIELDS = {
     "message_id": "messageId",
     "anonymous_id": "anonymousId",
 }
-STATUSES = ("pending", "delivered", "skipped", "discarded", "filtered", "dead", "dropped")
+STATUSES = tuple(status.value for status in MessageStatus)
 
 
 class BadInput(ValueError):
@@ -145,7 +146,7 @@ def parse_time(text: str, field: str) -> float | None:
     return moment.timestamp()
 
 
-def chart_for(stats: views.DestinationStats) -> str:
+def chart_for(stats: views.DestinationStats, ident: str = "chart") -> str:
     """The SVG of one destination's stats (its outcomes stacked, received as a line)."""
     buckets = stats.buckets
     return render(
@@ -158,7 +159,8 @@ def chart_for(stats: views.DestinationStats) -> str:
                 for name, color in _OUTCOMES
             ],
             line=Series(_RECEIVED[0], _RECEIVED[1], [b.received for b in buckets]),
-        )
+        ),
+        ident=ident,
     )
 
 
@@ -172,7 +174,7 @@ def funnel(stats: views.DestinationStats | None, overview: views.DestinationOver
         ("received", totals.received, "received in the last 24 hours"),
         ("filtered", totals.filtered, "switched off (integrations, drop rules), last 24 hours"),
         ("discarded", totals.discarded, "not deliverable as sent, last 24 hours"),
-        ("pending", int(backlog.get("pending", 0)), "waiting for delivery now"),
+        ("pending", int(backlog.get(MessageStatus.PENDING, 0)), "waiting for delivery now"),
         ("retrying", int(backlog.get("retrying", 0)), "pending after a failed attempt, now"),
         ("delivered", totals.delivered, "delivered in the last 24 hours"),
         ("dead", totals.dead, "given up on in the last 24 hours"),
@@ -309,10 +311,11 @@ class Dashboard:
             {
                 "overview": o,
                 "funnel": funnel(by_name.get(o.name), o),
-                "chart": chart_for(by_name[o.name]) if o.name in by_name else None,
+                "chart": chart_for(by_name[o.name], f"chart-{index}") if o.name in by_name
+                else None,
                 "stats": by_name.get(o.name),
             }
-            for o in overviews
+            for index, o in enumerate(overviews, 1)
         ]
         return self.page(request, "overview.html", cards=cards, failures=failures)
 
@@ -418,7 +421,7 @@ class Dashboard:
         if destination is not None and destination not in self.settings.destinations:
             raise BadInput(f"destination: no destination named {destination!r}")
         return views.MessageFilter(
-            status="dead", destination=destination, reason=text("reason"),
+            status=MessageStatus.DEAD, destination=destination, reason=text("reason"),
             since=parse_time(text("since") or "", "since"),
         )
 
@@ -454,7 +457,7 @@ class Dashboard:
                 raise BadInput("ids: message numbers only") from None
             if not seqs:
                 raise BadInput("Select at least one dead letter (or use “all matching”).")
-            flt = views.MessageFilter(status="dead", seqs=seqs)
+            flt = views.MessageFilter(status=MessageStatus.DEAD, seqs=seqs)
         act = views.retry_dead if verb == "retry" else views.drop_dead
         changed = await self.call(act, self.store, flt, self.now())
         keep = {k: _text(form, k) for k in ("destination", "reason", "since")}

@@ -61,8 +61,9 @@ def _label(start: float, bucket_seconds: int) -> str:
     return moment.strftime("%H:%M")
 
 
-def render(chart: Chart, *, width: int = WIDTH, height: int = HEIGHT) -> str:
-    """The chart as an SVG element (a string to embed in HTML as it is).
+def render(chart: Chart, *, width: int = WIDTH, height: int = HEIGHT, ident: str = "chart") -> str:
+    """The chart as an SVG element (a string to embed in HTML as it is); `ident` prefixes the
+    ids of its title and description (unique per page when it shows several charts).
 
     Raises ValueError when a series does not have one value per bucket or holds a negative
     count: a chart that silently drew the wrong bars would be worse than none."""
@@ -92,9 +93,9 @@ def render(chart: Chart, *, width: int = WIDTH, height: int = HEIGHT) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'aria-labelledby="chart-title chart-desc">',
-        f'<title id="chart-title">{escape(chart.title)}</title>',
-        f'<desc id="chart-desc">Totals: {escape(summary)}.</desc>',
+        f'aria-labelledby="{escape(ident)}-title {escape(ident)}-desc">',
+        f'<title id="{escape(ident)}-title">{escape(chart.title)}</title>',
+        f'<desc id="{escape(ident)}-desc">Totals: {escape(summary)}.</desc>',
     ]
     # The y axis: 0, half and the top, with grid lines.
     for value in (0, top // 2 if top >= 2 else None, top):
