@@ -359,6 +359,10 @@ class Dashboard:
             items, next_cursor = await self.call(self._search, filters, cursor)
         except ValueError:
             raise BadInput("cursor: this page link is no longer valid; search again") from None
+        if q and cursor is None and next_cursor is None and len(items) == 1:
+            # One event found (a messageId, usually): open its journey.
+            return RedirectResponse(f"{self.base(request)}/messages/{items[0].id}",
+                                    status_code=303, headers=_HEADERS)
         more = None
         if next_cursor is not None:
             more = urlencode({**{k: v for k, v in params.items() if k != "cursor"},
