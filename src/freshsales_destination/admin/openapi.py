@@ -121,7 +121,7 @@ def _admin_paths() -> dict[str, Any]:
         _q("destination", "destination name"),
         _q("user_id", "userId, exactly"),
         _q("anonymous_id", "anonymousId, exactly"),
-        _q("email", "traits.email / context.traits.email, exactly"),
+        _q("email", "traits.email, properties.email or context.traits.email (any case)"),
         _q("message_id", "the event's own messageId"),
         _q("status", "the message's status", {"type": "string", "enum": list(params.STATUSES)}),
         _q("type", "the message's type", {"type": "string", "enum": list(params.MESSAGE_TYPES)}),
