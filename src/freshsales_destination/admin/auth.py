@@ -162,7 +162,7 @@ def read_session(token: str, value: str, now: float) -> Session | None:
     version, expires, session_id, signature = parts
     if not _equal(signature, _sign(_key(token, "session"), f"{version}.{expires}.{session_id}")):
         return None
-    if not expires.isdigit() or int(expires) <= now:
+    if not (expires.isascii() and expires.isdigit()) or int(expires) <= now:
         return None
     return Session(session_id, int(expires))
 
