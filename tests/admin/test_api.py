@@ -315,6 +315,7 @@ def test_pagination_walks_every_page_once(seeded: Seeded) -> None:
     ({"user_id": "ada"}, {"ada-1", "ada-2", "no-event", "switched-off"}),
     ({"anonymous_id": "anon-7"}, {"anon-1"}),
     ({"email": "bob@example.com"}, {"bob-1"}),
+    ({"email": "Bob@Example.com"}, {"bob-1"}),
     ({"message_id": "cy-1"}, {"cy-1"}),
     ({"status": "dead"}, {"bob-1", "cy-1"}),
     ({"status": "discarded"}, {"no-event", "anon-1"}),

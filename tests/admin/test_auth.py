@@ -275,9 +275,11 @@ def test_a_same_origin_form_post_with_the_csrf_token_passes(server: str) -> None
 @pytest.mark.parametrize("headers", [
     {"Origin": "https://evil.example"},
     {"Origin": "null"},
+    {"Origin": "not a url"},
     {"Sec-Fetch-Site": "cross-site"},
     {"Sec-Fetch-Site": "same-site"},
     {"Sec-Fetch-Site": "cross-site", "Origin": "SELF"},
+    {"Sec-Fetch-Site": "nonsense"},
 ])
 def test_a_cross_site_post_with_the_cookie_is_refused(server: str, headers: dict[str, str]) -> None:
     with logged_in(server) as client:
@@ -327,3 +329,32 @@ def test_a_get_is_never_refused_for_its_origin(server: str) -> None:
 def test_no_csrf_token_without_a_session(server: str) -> None:
     response = httpx2.get(f"{server}/dashboard/csrf", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.json() == {"csrf": None}
+
+
+def test_behind_a_tls_proxy_the_dashboards_own_posts_pass() -> None:
+    """A proxy serves https://admin.example.com and forwards plain HTTP with the Host kept:
+    the browser's Origin differs from the service's scheme, not its host. Without
+    Sec-Fetch-Site (an older browser) the host decides; with it, the browser's word does
+    (also when a proxy rewrote Host)."""
+    settings = make_settings()
+    with serve_in_thread(make_app(settings)) as url, httpx2.Client(base_url=url) as client:
+        login = client.post("/dashboard/login", data={"token": TOKEN},
+                            headers={"Host": "admin.example.com",
+                                     "Origin": "https://admin.example.com"})
+        assert login.status_code == 303, login.text
+        assert "secure" not in login.headers["set-cookie"].lower()  # the proxy is not trusted
+        cookie = {auth.SESSION_COOKIE: login.cookies[auth.SESSION_COOKIE]}
+        token = httpx2.get(f"{url}/dashboard/csrf", cookies=cookie).json()["csrf"]
+        for headers in (
+            {"Host": "admin.example.com", "Origin": "https://admin.example.com"},
+            {"Host": "admin.example.com:443", "Origin": "https://admin.example.com"},
+            {"Host": "internal:8080", "Origin": "https://admin.example.com",
+             "Sec-Fetch-Site": "same-origin"},
+        ):
+            response = httpx2.post(f"{url}/dashboard/act", data={auth.CSRF_FIELD: token},
+                                   headers=headers, cookies=cookie)
+            assert response.status_code == 200, (headers, response.text)
+        response = httpx2.post(f"{url}/dashboard/act", data={auth.CSRF_FIELD: token},
+                               headers={"Host": "internal:8080",
+                                        "Origin": "https://admin.example.com"}, cookies=cookie)
+        assert_refused(response, 403, "cross_site_request")

@@ -11,8 +11,8 @@ Credentials (both derive from ``server.admin_token``; nothing else is stored):
 
 Cross-site requests: a state-changing request (any method but GET, HEAD, OPTIONS) is refused
 when the browser says it is cross-site (``Sec-Fetch-Site`` other than ``same-origin`` or
-``none``) or its ``Origin`` is not this service's own (scheme and host, as `trust_proxy`
-allows reading them). A request authenticated by the session cookie must in addition carry the
+``none``) or, from a browser that does not send that header, its ``Origin`` is not this
+service's host (`cross_site`). A request authenticated by the session cookie must in addition carry the
 session's CSRF token (`csrf_token`): in the form field `CSRF_FIELD` or the header
 `CSRF_HEADER`. Bearer requests need no CSRF token (a browser never adds that header by itself).
 
@@ -162,7 +162,7 @@ def read_session(token: str, value: str, now: float) -> Session | None:
     version, expires, session_id, signature = parts
     if not _equal(signature, _sign(_key(token, "session"), f"{version}.{expires}.{session_id}")):
         return None
-    if not expires.isdigit() or int(expires) <= now:
+    if not (expires.isascii() and expires.isdigit()) or int(expires) <= now:
         return None
     return Session(session_id, int(expires))
 
@@ -195,54 +195,60 @@ def authenticated(conn: HTTPConnection, settings: Settings, now: float | None = 
 # -- cross-site protection ---------------------------------------------------------------------
 
 
-def own_origin(conn: HTTPConnection, *, trust_proxy: bool) -> str | None:
-    """This service's origin as the browser reached it (``scheme://host[:port]``, default port
-    left out), or None when the Host header is unusable. ``X-Forwarded-Proto``/``-Host`` count
-    only with `trust_proxy`."""
+def _scheme(conn: HTTPConnection, *, trust_proxy: bool) -> str:
     scheme = "https" if conn.scope.get("scheme") in ("https", "wss") else "http"
-    host = conn.headers.get("host")
     if trust_proxy:
         proto = (conn.headers.get("x-forwarded-proto") or "").split(",")[0].strip().lower()
         if proto in ("http", "https"):
             scheme = proto
+    return scheme
+
+
+def _own_host(conn: HTTPConnection, *, trust_proxy: bool) -> str | None:
+    host = conn.headers.get("host")
+    if trust_proxy:
         forwarded = (conn.headers.get("x-forwarded-host") or "").split(",")[0].strip()
         if forwarded:
             host = forwarded
     if not host or not _HOST.match(host):
         return None
-    return _origin(f"{scheme}://{host}")
+    return _host_of(f"http://{host}")
 
 
-def _origin(value: str) -> str | None:
+def _host_of(url: str) -> str | None:
+    """``host[:port]`` of `url`, lower-case, without a default port (80, 443): browsers leave
+    the default port out of ``Origin``, and a proxy may leave it in ``Host``."""
     try:
-        parts = urlsplit(value.strip())
+        parts = urlsplit(url.strip())
         port = parts.port
     except ValueError:
         return None
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
         return None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    if port is None or port == _DEFAULT_PORTS[parts.scheme]:
-        return f"{parts.scheme}://{host.lower()}"
-    return f"{parts.scheme}://{host.lower()}:{port}"
+    name = parts.hostname.lower()
+    host = f"[{name}]" if ":" in name else name
+    return host if port is None or port in _DEFAULT_PORTS.values() else f"{host}:{port}"
 
 
 def cross_site(conn: HTTPConnection, *, trust_proxy: bool = False) -> bool:
     """Whether a browser sent this request from another site (or an unknown one).
 
-    ``Sec-Fetch-Site`` (set by the browser, never by a page) other than ``same-origin`` or
-    ``none`` is cross-site; so is an ``Origin`` (including ``null``) that is not this
-    service's. A request with neither header is not a browser's cross-site request (every
-    current browser sends ``Origin`` on a POST): clients such as curl send neither.
+    ``Sec-Fetch-Site``, which the browser sets and no page can, decides when present: anything
+    but ``same-origin`` or ``none`` is cross-site. Without it (older browsers), an ``Origin``
+    (``null`` included) whose host and port are not this service's is cross-site; the scheme
+    is not compared, so a proxy terminating TLS in front of plain HTTP needs no setting. A
+    request with neither header is no browser's cross-site request (every current browser
+    sends ``Origin`` on a POST): clients such as curl send neither. ``X-Forwarded-Host``
+    counts as the service's host only with `trust_proxy`.
     """
     fetch_site = conn.headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site.strip().lower() not in ("same-origin", "none"):
-        return True
+    if fetch_site is not None:
+        return fetch_site.strip().lower() not in ("same-origin", "none")
     origin = conn.headers.get("origin")
     if origin is None:
         return False
-    mine = own_origin(conn, trust_proxy=trust_proxy)
-    theirs = _origin(origin)
+    mine = _own_host(conn, trust_proxy=trust_proxy)
+    theirs = _host_of(origin)
     return mine is None or theirs is None or theirs != mine
 
 
@@ -311,10 +317,7 @@ def refusal(
 
 
 def _served_over_https(conn: HTTPConnection, settings: Settings) -> bool:
-    origin = own_origin(conn, trust_proxy=settings.server.trust_proxy)
-    if origin is not None:
-        return origin.startswith("https://")
-    return conn.scope.get("scheme") == "https"
+    return _scheme(conn, trust_proxy=settings.server.trust_proxy) == "https"
 
 
 def _local_path(target: str, default: str) -> str:

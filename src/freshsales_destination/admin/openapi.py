@@ -1,9 +1,9 @@
 """The OpenAPI 3.1 description of the admin API and the ingest API (``GET /admin/v1/openapi.json``).
 
 The admin answers' schemas are derived from the read model's dataclasses (admin/views.py), so
-they follow the code; tests/admin/test_openapi.py validates the document, checks that every
-mounted admin route is described (and nothing else under /admin/v1), and validates real
-answers against these schemas.
+they follow the code. tests/admin/test_openapi.py validates the document and checks that every
+mounted admin route is described (and nothing else under /admin/v1); tests/admin/test_api.py
+validates real answers against these schemas.
 
 It is served behind the admin token like every ``/admin/v1/`` route: it holds no data and no
 secret, but it maps the operator surface, and whoever may use the API holds the token anyway.
@@ -121,7 +121,7 @@ def _admin_paths() -> dict[str, Any]:
         _q("destination", "destination name"),
         _q("user_id", "userId, exactly"),
         _q("anonymous_id", "anonymousId, exactly"),
-        _q("email", "traits.email / context.traits.email, exactly"),
+        _q("email", "traits.email, properties.email or context.traits.email (any case)"),
         _q("message_id", "the event's own messageId"),
         _q("status", "the message's status", {"type": "string", "enum": list(params.STATUSES)}),
         _q("type", "the message's type", {"type": "string", "enum": list(params.MESSAGE_TYPES)}),
