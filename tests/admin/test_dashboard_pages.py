@@ -362,6 +362,8 @@ def test_search_pages_and_filters(tmp_path: Path) -> None:
 
             everything = browser.get("/dashboard/messages", params={"status": "pending"})
             assert "<code>quin-1</code>" in everything.text
+            assert 'No message matches' in browser.get(  # nothing failed: none retrying
+                "/dashboard/messages", params={"status": "retrying"}).text
             assert "No message matches" in browser.get(
                 "/dashboard/messages", params={"q": "quin", "status": "delivered"}).text
             for params in ({"status": "nonsense"}, {"field": "password"}, {"cursor": "zzz"}):

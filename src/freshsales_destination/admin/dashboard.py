@@ -76,7 +76,9 @@ SEARCH_FIELDS = {
     "message_id": "messageId",
     "anonymous_id": "anonymousId",
 }
-STATUSES = tuple(status.value for status in MessageStatus)
+# The stored statuses, and "retrying" (pending with a last error) as the read model offers it.
+STATUSES = (MessageStatus.PENDING.value, views.RETRYING,
+            *(s.value for s in MessageStatus if s != MessageStatus.PENDING))
 
 
 class BadInput(ValueError):
@@ -369,7 +371,8 @@ class Dashboard:
                               "cursor": next_cursor})
         return self.page(request, "messages.html", items=items, q=q, field=field,
                          fields=SEARCH_FIELDS, status=status, statuses=STATUSES,
-                         destination=destination or "", more=more, searched=bool(q))
+                         destination=destination or "", more=more,
+                         searched=bool(q or status or destination))
 
     def _search(self, filters: list[views.MessageFilter], cursor: str | None) -> tuple[
         list[views.MessageSummary], str | None
