@@ -1,5 +1,5 @@
 """`status` splits each destination's backlog into records and events, with a time to drain
-for each (delivery/cli.py `backlog_drain`)."""
+for each (admin/destinations.py `backlog_drain`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from freshsales_destination.delivery.cli import backlog_drain
+from freshsales_destination.admin.destinations import backlog_drain
 
 SCRIPT = Path(sys.executable).with_name("freshsales-destination")
 BUDGET: dict[str, Any] = {"left_this_hour": 100, "per_minute": 400, "per_hour": 1000}
