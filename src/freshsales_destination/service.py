@@ -171,7 +171,8 @@ def build_app(
     server = settings.server
     counters = IngestCounters()
     committer = GroupCommitter(
-        store, window=server.commit_window, max_pending=server.max_pending_messages
+        store, window=server.commit_window, max_pending=server.max_pending_messages,
+        writers=getattr(store, "concurrent_commits", 1),
     )
     sorting = InboxSorting(
         store,

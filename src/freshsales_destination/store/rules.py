@@ -194,11 +194,14 @@ class SQLStore:
         seqs = sorted({entry.seq for entry in entries})
         with self._write() as conn:
             # Sorters and appends take turns (so seq order is commit order); the entries must
-            # still be there, or another sorter took them first.
+            # still be there, or another sorter took them first. They are deleted last: the
+            # delete updates the inbox's size row, which ingest's appends update too, so it
+            # is held for the commit only, not for the messages' insert.
             self._append_turn(conn)
+            stored = self._append_rows(conn, messages)
             if self._delete_inbox(conn, seqs) != len(seqs):
-                raise SortRaced()  # rolls the transaction back
-            return self._append_rows(conn, messages)
+                raise SortRaced()  # rolls the transaction back, messages included
+            return stored
 
     def inbox_count(self) -> tuple[int, int]:
         with self._read() as conn:
