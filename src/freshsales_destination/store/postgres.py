@@ -62,6 +62,11 @@ _Q = queries("postgres")
 # the number of concurrent claimers that may collide.
 _MAX_CLAIM_TRIES = 64
 
+# Connections one process keeps at most (`store.pool_size`): ingest's two commits in flight
+# and its sorting, the delivery workers' store calls (one thread each at a time, at most the
+# default executor's threads), housekeeping, with room to spare.
+DEFAULT_POOL_SIZE = 10
+
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -116,7 +121,7 @@ class PostgresStore(SQLStore):
         *,
         schema: str = "public",
         min_size: int = 1,
-        max_size: int = 10,
+        max_size: int = DEFAULT_POOL_SIZE,
         timeout: float = 10.0,
         reconnect_timeout: float = 5.0,
     ) -> None:
@@ -124,7 +129,7 @@ class PostgresStore(SQLStore):
             raise ConfigError(f"invalid PostgreSQL schema name {schema!r}")
         self.dsn = dsn
         self.schema = schema
-        self._min_size = min_size
+        self._min_size = min(min_size, max_size)
         self._max_size = max_size
         self._timeout = timeout
         self._reconnect_timeout = reconnect_timeout
@@ -132,9 +137,16 @@ class PostgresStore(SQLStore):
         self._lifecycle = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, pool_size: int | None = None) -> PostgresStore:
+        """The store `url` names; `pool_size` (``store.pool_size``) is the pool's largest
+        size, DEFAULT_POOL_SIZE when None."""
         dsn, schema = split_postgres_url(url)
-        return cls(dsn, schema=schema)
+        return cls(dsn, schema=schema, max_size=pool_size or DEFAULT_POOL_SIZE)
+
+    @property
+    def pool_size(self) -> int:
+        """The most connections this store's pool opens."""
+        return self._max_size
 
     # -- lifecycle ---------------------------------------------------------------------------
 
