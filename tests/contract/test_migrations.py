@@ -185,7 +185,7 @@ RULE_QUERIES = {
     "list_messages_in_state", "count_by_status", "pending_count", "pending_count_of_destination",
     "prune", "take_lane", "lane_head", "renew_lease", "release_lane", "forget_idle_lane",
     "finish", "reschedule", "hold_lane", "dead_lanes", "requeue", "unhold_lane", "kv_get",
-    "kv_get_for_update", "kv_put", "kv_prune",
+    "kv_get_for_update", "kv_put", "kv_prune", "lane_work_left", "next_ready_at",
 }
 
 

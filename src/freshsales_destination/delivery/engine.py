@@ -20,6 +20,7 @@ from freshsales_destination.delivery.budget import StoreBudget
 from freshsales_destination.delivery.executor import Executor
 from freshsales_destination.delivery.health import DestinationHealth, HealthObservingBudget
 from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.schema_cache import SchemaCache
 from freshsales_destination.delivery.worker import DestinationWorker
 from freshsales_destination.freshsales.client import FreshsalesClient
@@ -187,13 +188,26 @@ class DeliveryEngine:
                             self._stop.wait(), timeout=max(min(budget_wait, 30.0), 0.05)
                         )
                     continue
-                await self._idle(seen)
+                await self._wake_when_ready(worker)
+                await self._idle(seen, worker.name)
 
-    async def _idle(self, seen: int) -> None:
-        """Sleep until signalled (or the slow poll), or until stopped."""
+    async def _wake_when_ready(self, worker: DestinationWorker) -> None:
+        """Set a wake-up for the end of the destination's first hold or lease over a lane with
+        messages (a retry's time, a dead worker's lease), which no notification may announce
+        (it was set before this process listened, or by another SQLite process)."""
+        try:
+            when = await store_call(worker.store.next_ready_at, worker.name, now=self.now())
+        except Exception:  # noqa: BLE001 - the store is failing: the slow poll still runs
+            log.debug("could not read the next ready time of %s", worker.name, exc_info=True)
+            return
+        if when is not None:
+            self.signal.notify_at(when, worker.name)
+
+    async def _idle(self, seen: int, key: str) -> None:
+        """Sleep until signalled for `key` (or the slow poll), or until stopped."""
         stopping = asyncio.ensure_future(self._stop.wait())
         woken = asyncio.ensure_future(
-            self.signal.wait(self.poll_interval, since=seen, now=self.now)
+            self.signal.wait(self.poll_interval, since=seen, now=self.now, key=key)
         )
         try:
             await asyncio.wait({stopping, woken}, return_when=asyncio.FIRST_COMPLETED)

@@ -290,7 +290,8 @@ class PostgresStore(SQLStore):
             (str(s), str(i)) for s, i in conn.execute(_Q["append_messages"], params).fetchall()
         }
         if inserted:  # idle workers of every process wake on commit (store/wakeups.py)
-            self._wake(conn, None)
+            for destination in sorted({m.destination for m in batch}):
+                self._wake(conn, None, destination)
         results = [False] * len(messages)
         for key, index in first.items():
             results[index] = key in inserted
@@ -361,9 +362,11 @@ class PostgresStore(SQLStore):
         }).fetchone()
         return None if row is None else str(row[0])
 
-    def _wake(self, conn: psycopg.Connection[Any], available_at: float | None) -> None:
+    def _wake(
+        self, conn: psycopg.Connection[Any], available_at: float | None, destination: str
+    ) -> None:
         # NOTIFY is delivered on commit, to listeners in every process (store/wakeups.py).
-        conn.execute(wakeups.NOTIFY_SQL, (wakeups.payload_for(available_at),))
+        conn.execute(wakeups.NOTIFY_SQL, (wakeups.payload_for(available_at, destination),))
 
     def _try_lane(self, conn: psycopg.Connection[Any], destination: str, lane: str) -> bool:
         key = f"{self.schema}\x1f{destination}\x1f{lane}"

@@ -45,7 +45,7 @@ PUBLIC_METHODS = frozenset({
     "open", "close", "append", "inbox_append", "inbox_oldest", "inbox_sorted", "inbox_count",
     "ping", "get_message", "get_by_seq", "count_by_status", "prune", "claim_lane",
     "renew_lease", "release_lane", "finish", "reschedule", "requeue", "list_messages",
-    "pending_count", "kv_get", "kv_put", "kv_update", "kv_prune",
+    "pending_count", "kv_get", "kv_put", "kv_update", "kv_prune", "next_ready_at",
 })
 
 
@@ -149,9 +149,10 @@ class SQLStore:
     def _append_turn(self, conn: Any) -> None:
         """Wait for concurrent appends (and sorts) to commit first, if the engine needs it."""
 
-    def _wake(self, conn: Any, available_at: float | None) -> None:
-        """Tell idle workers in other processes, on commit, that work is ready (now, or at
-        `available_at`), if the engine can (PostgreSQL: NOTIFY; SQLite wakes in-process)."""
+    def _wake(self, conn: Any, available_at: float | None, destination: str) -> None:
+        """Tell idle workers of `destination` in other processes, on commit, that work is
+        ready (now, or at `available_at`), if the engine can (PostgreSQL: NOTIFY; SQLite
+        wakes in-process)."""
 
     def _message(self, row: Sequence[Any]) -> StoredMessage:
         (seq, source, destination, message_id, kind, status, reason, lane, received_at,
@@ -300,11 +301,25 @@ class SQLStore:
             )
             return bool(cursor.rowcount == 1)
 
-    def release_lane(self, destination: str, lane: str, owner: str) -> None:
+    def release_lane(self, destination: str, lane: str, owner: str) -> float | None:
         with self._write() as conn:
             self._run(conn, "release_lane", (destination, lane, owner))
             # Forget lanes that hold nothing back any more, so the table stays small.
             self._run(conn, "forget_idle_lane", (destination, lane))
+            # Messages left (more than one claim takes, or arrived meanwhile): a worker is
+            # told, at once or when the lane's hold ends.
+            row = self._run(conn, "lane_work_left", (destination, lane, destination, lane))
+            left = row.fetchone()
+            if left is None:
+                return None
+            ready_at = float(left[0])
+            self._wake(conn, ready_at or None, destination)
+            return ready_at
+
+    def next_ready_at(self, destination: str, *, now: float) -> float | None:
+        with self._read() as conn:
+            row = self._run(conn, "next_ready_at", (destination, now)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def finish(
         self, seqs: Sequence[int], *, status: str, now: float, reason: str | None = None
@@ -330,7 +345,7 @@ class SQLStore:
                 conn, "reschedule", (attempts, available_at, first_failure_at, last_error, seq)
             )
             self._run(conn, "hold_lane", (destination, lane, available_at))
-            self._wake(conn, available_at)
+            self._wake(conn, available_at, destination)
 
     def requeue(self, seqs: Sequence[int], *, now: float) -> int:
         if not seqs:
@@ -342,8 +357,8 @@ class SQLStore:
             lanes = sorted({(str(d), str(lane)) for d, lane in rows if lane is not None})
             for lane_key in lanes:
                 self._run(conn, "unhold_lane", lane_key)
-            if rows:
-                self._wake(conn, None)
+            for destination in sorted({str(d) for d, _ in rows}):
+                self._wake(conn, None, destination)
         return len(rows)
 
     # -- key/value state -----------------------------------------------------------------------
