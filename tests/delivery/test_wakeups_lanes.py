@@ -264,3 +264,49 @@ def test_a_payload_names_its_time_and_destination() -> None:
     assert parse_payload(payload_for(1030.5)) == (1030.5, None)
     assert parse_payload("") == (None, None)
     assert parse_payload("garbage crm") == (None, "crm")
+
+
+def test_sqlite_another_process_s_messages_wake_the_workers_through_the_watcher(
+    tmp_path: Path,
+) -> None:
+    """Two store objects on one file share no in-process signal: only the watcher (a look at
+    the file's data_version every 50 ms) can wake the idle worker before LONG_POLL."""
+    from freshsales_destination.store.wakeups import SQLiteWatcher
+
+    here, there = SQLiteStore(tmp_path / "q.db"), SQLiteStore(tmp_path / "q.db")
+    here.open()
+    there.open()
+    try:
+        with running_sandbox(OPTIONS) as sandbox:
+            engine = DeliveryEngine.from_settings(
+                _settings(f"sqlite:///{tmp_path / 'q.db'}", sandbox), here
+            )
+            watcher = engine.listener
+            assert isinstance(watcher, SQLiteWatcher)
+
+            async def scenario() -> bool:
+                engine.start()
+                try:
+                    assert await _until(lambda: watcher.listening)
+                    await asyncio.sleep(0.5)  # idle: looked once, sleeps for LONG_POLL
+                    await asyncio.to_thread(there.append, [_identify("elsewhere")])
+                    return await _until(lambda: bool(_contacts(sandbox)))
+                finally:
+                    await engine.stop()
+
+            assert asyncio.run(scenario()), "the other process's message was not delivered"
+            assert watcher.woken >= 1
+    finally:
+        there.close()
+        here.close()
+
+
+def test_an_in_memory_sqlite_store_has_no_watcher() -> None:
+    from freshsales_destination.store.wakeups import listener_for
+
+    store = SQLiteStore(None)
+    store.open()
+    try:
+        assert listener_for(store) is None
+    finally:
+        store.close()

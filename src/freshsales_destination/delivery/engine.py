@@ -26,7 +26,7 @@ from freshsales_destination.delivery.worker import DestinationWorker
 from freshsales_destination.freshsales.client import FreshsalesClient
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.wakeups import (
-    PostgresListener,
+    Listener,
     WorkSignal,
     listener_for,
     signal_for,
@@ -124,7 +124,7 @@ class DeliveryEngine:
         *,
         poll_interval: float = 5.0,
         signal: WorkSignal | None = None,
-        listener: PostgresListener | None = None,
+        listener: Listener | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.runtimes = runtimes

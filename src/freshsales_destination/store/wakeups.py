@@ -35,6 +35,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -268,8 +269,84 @@ class PostgresListener:
             self.signal.notify(destination)
 
 
-def listener_for(store: object) -> PostgresListener | None:
-    """A listener for a PostgreSQL store (not started); None for stores without NOTIFY."""
+class SQLiteWatcher:
+    """Wakes this process's workers for what other processes store in one SQLite file.
+
+    SQLite has no NOTIFY. A thread with a read-only connection of its own asks the file every
+    `check_every` seconds whether anything was committed since (``PRAGMA data_version``: a
+    read of shared memory, no I/O); only then does it read the last message's seq (from the
+    primary key) and, when messages were added, wakes a worker of every destination. Messages
+    its own process sorted count too: a second worker woken for them finds the lanes taken
+    and sleeps again. Retries and orphaned leases are announced by the workers' timers
+    (`Store.next_ready_at`); a lane another process gave up with messages left (a worker that
+    stopped) and dead letters it put back wait for the slow poll.
+    """
+
+    def __init__(self, path: Path, signal: WorkSignal, *, check_every: float = 0.05) -> None:
+        self.path = path
+        self.signal = signal
+        self.check_every = check_every
+        self.woken = 0
+        self._stop = threading.Event()
+        self._watching = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, *, wait: float = 0.0) -> None:
+        self._thread = threading.Thread(target=self._run, name="fsd-sqlite-watch", daemon=True)
+        self._thread.start()
+        if wait > 0:
+            self._watching.wait(wait)
+
+    @property
+    def listening(self) -> bool:
+        return self._watching.is_set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        import sqlite3
+
+        last: int | None = None
+        version: int | None = None
+        while not self._stop.is_set():
+            try:
+                with contextlib.closing(sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0,
+                    isolation_level=None,
+                )) as conn:
+                    self._watching.set()
+                    while not self._stop.is_set():
+                        now_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                        if now_version != version:
+                            version = now_version
+                            row = conn.execute(
+                                "SELECT COALESCE(MAX(seq), 0) FROM messages"
+                            ).fetchone()
+                            seq = int(row[0])
+                            if last is not None and seq > last:
+                                self.woken += 1
+                                self.signal.notify()
+                            last = seq
+                        self._stop.wait(self.check_every)
+            except Exception as exc:  # noqa: BLE001 - retry; the slow poll covers the gap
+                self._watching.clear()
+                log.warning("watching %s for work failed (%s); retrying", self.path.name, exc)
+                self._stop.wait(1.0)
+
+
+Listener = PostgresListener | SQLiteWatcher
+
+
+def listener_for(store: object) -> Listener | None:
+    """What tells this process about other processes' work (not started): a NOTIFY listener
+    for a PostgreSQL store, a watcher for a SQLite file; None for an in-memory store."""
+    from freshsales_destination.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        return None if store.path is None else SQLiteWatcher(store.path, signal_for(store))
     from freshsales_destination.store.postgres import PostgresStore
 
     if isinstance(store, PostgresStore):
