@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import threading
 import time
@@ -137,6 +138,7 @@ class DeliveryEngine:
         self.now = now
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._ready_asked: dict[str, float] = {}  # destination -> when next_ready_at was read
 
     @classmethod
     def from_settings(
@@ -194,7 +196,13 @@ class DeliveryEngine:
     async def _wake_when_ready(self, worker: DestinationWorker) -> None:
         """Set a wake-up for the end of the destination's first hold or lease over a lane with
         messages (a retry's time, a dead worker's lease), which no notification may announce
-        (it was set before this process listened, or by another SQLite process)."""
+        (it was set before this process listened, or by another SQLite process). Asked at most
+        once a second per destination: a burst's idle workers share the timer it sets (and a
+        lease lasts far longer than that)."""
+        asked = time.monotonic()
+        if asked - self._ready_asked.get(worker.name, -math.inf) < 1.0:
+            return
+        self._ready_asked[worker.name] = asked
         try:
             when = await store_call(worker.store.next_ready_at, worker.name, now=self.now())
         except Exception:  # noqa: BLE001 - the store is failing: the slow poll still runs
