@@ -151,3 +151,23 @@ def test_a_client_that_waits_for_each_answer_finds_its_requests_in_order(
         assert len(bodies) == 60
     finally:
         store.close()
+
+
+def test_the_service_gives_its_committer_the_store_s_commits_in_flight(
+    pg_schema: PgSchema, tmp_path: Path
+) -> None:
+    from freshsales_destination.service import build_app
+    from tests.ingest.conftest import make_settings
+
+    settings = make_settings(tmp_path / "unused.db")
+    stores: list[Store] = [
+        PostgresStore(pg_schema.dsn, schema=pg_schema.schema, max_size=4),
+        SQLiteStore(tmp_path / "q.db"),
+    ]
+    for store, writers in zip(stores, (2, 1), strict=True):
+        store.open()
+        try:
+            app = build_app(settings, store, deliver=False)
+            assert app.state.committer._writers == writers
+        finally:
+            store.close()
