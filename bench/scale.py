@@ -12,7 +12,8 @@ Everything runs as real processes talking HTTP, as deployed (docs/deployment.md)
 * **ingest**: one ``serve --role ingest`` process per backend on a fresh store; the load
   generator of ``bench/ingest.py`` (raw keep-alive sockets, new messageIds in every request)
   posts 100-message ``/v1/batch`` requests over 8 connections for ``--seconds``; events/s
-  acknowledged (200 = committed), median of ``--runs``, backends alternating.
+  acknowledged (200 = committed), median of ``--runs``, backends alternating, each run
+  started once both servers have sorted their inboxes.
 * **deliveries**: the store is filled with ``track`` events of many people (one lane each),
   sorted; then 1, 2 or 4 ``serve --role worker`` processes (``delivery.workers = 4`` lanes each)
   deliver to a ``sandbox`` process whose every answer takes ``--latency`` seconds, with a
@@ -221,6 +222,11 @@ def bench_ingest(directory: Path, dsn: str, runs: int, seconds: float) -> dict[s
             ingest_bench.measure(int(base.rsplit(":", 1)[1]), "/v1/batch", 100, 8, 1.0, 900)
         for run in range(runs):
             for kind, (_, base) in servers.items():
+                # Each run starts on a quiet machine: both servers have sorted what earlier
+                # runs left in their inboxes (else one backend's catch-up would run during
+                # the other's measurement).
+                for backend in backends.values():
+                    _wait(lambda backend=backend: backend.unsorted() == 0, "sorting", 300.0)
                 rate, _ = ingest_bench.measure(int(base.rsplit(":", 1)[1]), "/v1/batch", 100, 8,
                                                seconds, run * 10 + len(rates[kind]) + 1)
                 rates[kind].append(rate)

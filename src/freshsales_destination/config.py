@@ -82,12 +82,20 @@ class ServerConfig(_Strict):
 class StoreConfig(_Strict):
     url: str = "sqlite:///data/queue.db"
     dedup_days: int = Field(default=7, ge=1)
+    # PostgreSQL only: connections each process keeps at most (ingest's commits and sorting,
+    # the delivery workers' store calls, housekeeping share them; docs/deployment.md).
+    pool_size: int | None = Field(default=None, ge=4, le=1000)
 
     @model_validator(mode="after")
     def _check_scheme(self) -> StoreConfig:
         scheme = urlsplit(self.url).scheme
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("store.url must start with sqlite:/// or postgresql://")
+        if self.pool_size is not None and scheme == "sqlite":
+            raise ValueError(
+                "store.pool_size is a PostgreSQL setting; a SQLite store has no pool "
+                "(remove it, or use a postgresql:// store.url)"
+            )
         return self
 
 

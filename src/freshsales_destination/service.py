@@ -173,7 +173,8 @@ def build_app(
     server = settings.server
     counters = IngestCounters()
     committer = GroupCommitter(
-        store, window=server.commit_window, max_pending=server.max_pending_messages
+        store, window=server.commit_window, max_pending=server.max_pending_messages,
+        writers=getattr(store, "concurrent_commits", 1),
     )
     sorting = InboxSorting(
         store,
@@ -365,7 +366,7 @@ def build_embedded_app(
             data_path=data_dir / "sandbox.db",
         )
     )
-    store = open_store(settings.store.url)
+    store = open_store(settings.store.url, pool_size=settings.store.pool_size)
     app = build_app(
         settings,
         store,
@@ -510,7 +511,8 @@ def serve_command(
         typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2)
     try:
-        store = open_store(settings.store.url)  # also creates or migrates the schema
+        # Also creates or migrates the schema.
+        store = open_store(settings.store.url, pool_size=settings.store.pool_size)
         app = _build_role_app(settings, store, role, single=settings.server.workers == 1)
     except FreshsalesDestinationError as exc:
         typer.echo(f"error: {exc.message}", err=True)
@@ -568,7 +570,7 @@ def app_factory() -> Starlette:
     """The app of one serving process when `server.workers` > 1 (configuration from the env)."""
     settings = load_settings(Path(os.environ[CONFIG_ENV]))
     role = os.environ.get(ROLE_ENV) or settings.server.role
-    store = open_store(settings.store.url)
+    store = open_store(settings.store.url, pool_size=settings.store.pool_size)
     app = _build_role_app(settings, store, role, single=True)
     app.state.owns_store = True
     return app

@@ -192,7 +192,7 @@ RULE_QUERIES = {
     "pending_by_type",
     "prune", "take_lane", "lane_head", "renew_lease", "release_lane", "forget_idle_lane",
     "finish", "reschedule", "hold_lane", "dead_lanes", "requeue", "unhold_lane", "kv_get",
-    "kv_get_for_update", "kv_put", "kv_prune",
+    "kv_get_for_update", "kv_put", "kv_prune", "lane_work_left", "next_ready_at",
 }
 
 

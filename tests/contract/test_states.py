@@ -296,6 +296,7 @@ _CALLS: dict[str, Any] = {
     "kv_put": lambda s: s.kv_put("n", "k", b"v", now=1.0),
     "kv_update": lambda s: s.kv_update("n", "k", lambda old: (None, b"v"), now=1.0),
     "kv_prune": lambda s: s.kv_prune("n", older_than=1.0),
+    "next_ready_at": lambda s: s.next_ready_at("acme", now=1.0),
 }
 
 

@@ -312,7 +312,7 @@ def check_command(
         raise typer.Exit(2)
     store: Store | None
     try:
-        store = open_store(settings.store.url)
+        store = open_store(settings.store.url, pool_size=settings.store.pool_size)
     except FreshsalesDestinationError as exc:
         store = None
         typer.echo(f"warning: the store cannot be opened ({exc.message}); "

@@ -35,7 +35,7 @@ def _store(config: Path) -> Store:
 def _open(config: Path) -> tuple[Settings, Store]:
     try:
         settings = load_settings(config)
-        return settings, open_store(settings.store.url)
+        return settings, open_store(settings.store.url, pool_size=settings.store.pool_size)
     except FreshsalesDestinationError as exc:  # bad configuration, unreachable store
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import threading
 import time
@@ -20,12 +21,13 @@ from freshsales_destination.delivery.budget import StoreBudget
 from freshsales_destination.delivery.executor import Executor
 from freshsales_destination.delivery.health import DestinationHealth, HealthObservingBudget
 from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.schema_cache import SchemaCache
 from freshsales_destination.delivery.worker import DestinationWorker
 from freshsales_destination.freshsales.client import FreshsalesClient
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.wakeups import (
-    PostgresListener,
+    Listener,
     WorkSignal,
     listener_for,
     signal_for,
@@ -124,7 +126,7 @@ class DeliveryEngine:
         *,
         poll_interval: float = 5.0,
         signal: WorkSignal | None = None,
-        listener: PostgresListener | None = None,
+        listener: Listener | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.runtimes = runtimes
@@ -137,6 +139,7 @@ class DeliveryEngine:
         self.now = now
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._ready_asked: dict[str, float] = {}  # destination -> when next_ready_at was read
 
     @classmethod
     def from_settings(
@@ -188,13 +191,32 @@ class DeliveryEngine:
                             self._stop.wait(), timeout=max(min(budget_wait, 30.0), 0.05)
                         )
                     continue
-                await self._idle(seen)
+                await self._wake_when_ready(worker)
+                await self._idle(seen, worker.name)
 
-    async def _idle(self, seen: int) -> None:
-        """Sleep until signalled (or the slow poll), or until stopped."""
+    async def _wake_when_ready(self, worker: DestinationWorker) -> None:
+        """Set a wake-up for the end of the destination's first hold or lease over a lane with
+        messages (a retry's time, a dead worker's lease), which no notification may announce
+        (it was set before this process listened, or by another SQLite process). Asked at most
+        once a second per destination: a burst's idle workers share the timer it sets (and a
+        lease lasts far longer than that)."""
+        asked = time.monotonic()
+        if asked - self._ready_asked.get(worker.name, -math.inf) < 1.0:
+            return
+        self._ready_asked[worker.name] = asked
+        try:
+            when = await store_call(worker.store.next_ready_at, worker.name, now=self.now())
+        except Exception:  # noqa: BLE001 - the store is failing: the slow poll still runs
+            log.debug("could not read the next ready time of %s", worker.name, exc_info=True)
+            return
+        if when is not None:
+            self.signal.notify_at(when, worker.name)
+
+    async def _idle(self, seen: int, key: str) -> None:
+        """Sleep until signalled for `key` (or the slow poll), or until stopped."""
         stopping = asyncio.ensure_future(self._stop.wait())
         woken = asyncio.ensure_future(
-            self.signal.wait(self.poll_interval, since=seen, now=self.now)
+            self.signal.wait(self.poll_interval, since=seen, now=self.now, key=key)
         )
         try:
             await asyncio.wait({stopping, woken}, return_when=asyncio.FIRST_COMPLETED)

@@ -152,7 +152,7 @@ class DestinationWorker:
         """Hold the lane until `available_at`, and have a worker woken then (wakeups.py)."""
         await store_call(self.store.reschedule, seq, available_at=available_at, **kwargs)
         if self.signal is not None:
-            self.signal.notify_at(available_at)
+            self.signal.notify_at(available_at, self.name)
 
     async def run_once(self) -> bool:
         """Deliver one lane; False when nothing was ready."""
@@ -183,12 +183,19 @@ class DestinationWorker:
         if claim is None:
             return False
         if self.signal is not None:
-            self.signal.notify()  # the baton: another idle worker looks for another lane
+            self.signal.notify(self.name)  # the baton: another idle worker looks for a lane
         self.stats.lanes += 1
         try:
             progressed = await self._deliver(claim)
         finally:
-            await store_call(self.store.release_lane, self.name, claim.lane, self.owner)
+            left = await store_call(self.store.release_lane, self.name, claim.lane, self.owner)
+            if left is not None and self.signal is not None:
+                # Messages left in the lane: a worker of this process looks (at the hold's
+                # end if held); other processes heard the store's NOTIFY (PostgreSQL).
+                if left > self.now():
+                    self.signal.notify_at(left, self.name)
+                else:
+                    self.signal.notify(self.name)
         # A lane stopped by the spent budget (or an unreadable schema) made no progress: say
         # so, or the caller takes the same lane again at once and spins until the budget frees.
         return progressed

@@ -1,9 +1,15 @@
 """Group commit into the inbox.
 
-Each request hands its inbox entry over and waits; one writer thread takes everything waiting,
+Each request hands its inbox entry over and waits; a writer thread takes everything waiting,
 commits it in a single transaction, and then wakes every request whose entry was in it. A
 request is answered 200 only after its entry is committed. Requests arriving while a commit is
 in flight form the next one (an optional `window` makes a commit wait for more).
+
+`writers` commits may be in flight at once (the store's `concurrent_commits`: 1 on SQLite,
+whose writers exclude each other; 2 on PostgreSQL, where the next commit travels while the
+last waits for its WAL flush). Only requests none of which was answered when the others were
+sent share or overlap commits, so a client that waits for its 200 before sending again still
+finds its requests in the inbox in the order it sent them.
 
 A submit is refused with `StoreSaturated` (429 to the client) while too many messages wait for
 a commit, or while the inbox is full (`InboxSorting.full`). Sorting the inbox into messages is
@@ -48,6 +54,7 @@ class GroupCommitter:
         window: float = 0.0,
         max_pending: int = 50_000,
         max_batch: int = 20_000,
+        writers: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -60,7 +67,11 @@ class GroupCommitter:
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._writers = writers
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._executor = ThreadPoolExecutor(
+            max_workers=writers, thread_name_prefix="store-writer"
+        )
         self._closed = False
         self._last_activity = 0.0  # a submit, or the end of a commit
         self.sorting: InboxSorting | None = None  # told about every submit and commit
@@ -119,13 +130,20 @@ class GroupCommitter:
             wakeup.clear()
             if not self._queue:
                 if self._closed:
+                    if self._in_flight:
+                        await asyncio.wait(self._in_flight)
                     return
                 continue
             if self._window > 0 and not self._closed:
                 # Let requests arriving right now join this commit.
                 await asyncio.sleep(self._window)
             while self._queue:
-                await self._commit(self._take_batch())
+                if len(self._in_flight) >= self._writers:
+                    await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                task = asyncio.create_task(self._commit(self._take_batch()))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
 
     async def _commit(self, tickets: list[_Ticket]) -> None:
         loop = asyncio.get_running_loop()

@@ -303,8 +303,12 @@ class InboxSorting:
         """A committed sorting transaction: count it and its messages (ingest/sorting.py), wake
         delivery, and keep the smaller backlog."""
         self._sorter.record(len(entries), messages, fresh)
-        if any(fresh):  # idle delivery workers of this process look now (store/wakeups.py)
-            signal_for(self._store).notify()
+        # Idle delivery workers of this process, of each destination with new messages, look
+        # now (store/wakeups.py).
+        signal = signal_for(self._store)
+        stored = {m.destination for m, new in zip(messages, fresh, strict=False) if new}
+        for destination in sorted(stored):
+            signal.notify(destination)
         if self._backlog is not None:
             self._backlog = max(0, self._backlog - sum(entry.count for entry in entries))
 

@@ -279,7 +279,16 @@ class Store(Protocol):
         """Extend `owner`'s lease; False when it expired or another worker holds the lane."""
         ...
 
-    def release_lane(self, destination: str, lane: str, owner: str) -> None: ...
+    def release_lane(self, destination: str, lane: str, owner: str) -> float | None:
+        """Give the lane back. None when it has no pending message left; else the epoch
+        second it may be claimed again (0: now; its hold's end if held), and a worker of every
+        process that listens is told (PostgreSQL: NOTIFY on commit)."""
+        ...
+
+    def next_ready_at(self, destination: str, *, now: float) -> float | None:
+        """When the first lane of `destination` that holds pending messages but is held or
+        leased now becomes free (epoch seconds, after `now`); None if there is none."""
+        ...
 
     def finish(
         self,

@@ -19,6 +19,7 @@ Concurrency:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -60,6 +61,11 @@ _Q = queries("postgres")
 # again). Only lanes other claimers are claiming at this instant are busy, so this is roughly
 # the number of concurrent claimers that may collide.
 _MAX_CLAIM_TRIES = 64
+
+# Connections one process keeps at most (`store.pool_size`): ingest's two commits in flight
+# and its sorting, the delivery workers' store calls (one thread each at a time, at most the
+# default executor's threads), housekeeping, with room to spare.
+DEFAULT_POOL_SIZE = 10
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -104,6 +110,10 @@ class PostgresStore(SQLStore):
 
     dialect = "postgres"
     claim_tries = _MAX_CLAIM_TRIES
+    # Ingest's group commits in flight at once (ingest/committer.py): while one waits for
+    # its WAL flush the next is already on its way, and the server flushes both. Measured in
+    # docs/benchmarks.md; SQLite has one writer, so one.
+    concurrent_commits = 2
 
     def __init__(
         self,
@@ -111,7 +121,7 @@ class PostgresStore(SQLStore):
         *,
         schema: str = "public",
         min_size: int = 1,
-        max_size: int = 10,
+        max_size: int = DEFAULT_POOL_SIZE,
         timeout: float = 10.0,
         reconnect_timeout: float = 5.0,
     ) -> None:
@@ -119,7 +129,7 @@ class PostgresStore(SQLStore):
             raise ConfigError(f"invalid PostgreSQL schema name {schema!r}")
         self.dsn = dsn
         self.schema = schema
-        self._min_size = min_size
+        self._min_size = min(min_size, max_size)
         self._max_size = max_size
         self._timeout = timeout
         self._reconnect_timeout = reconnect_timeout
@@ -127,9 +137,16 @@ class PostgresStore(SQLStore):
         self._lifecycle = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, pool_size: int | None = None) -> PostgresStore:
+        """The store `url` names; `pool_size` (``store.pool_size``) is the pool's largest
+        size, DEFAULT_POOL_SIZE when None."""
         dsn, schema = split_postgres_url(url)
-        return cls(dsn, schema=schema)
+        return cls(dsn, schema=schema, max_size=pool_size or DEFAULT_POOL_SIZE)
+
+    @property
+    def pool_size(self) -> int:
+        """The most connections this store's pool opens."""
+        return self._max_size
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -203,6 +220,20 @@ class PostgresStore(SQLStore):
     _write = _tx
     _read = _tx
 
+    @contextmanager
+    def _statement(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in autocommit mode, for one statement that is a transaction of
+        its own: committed (with the server's `synchronous_commit`) when `execute` returns,
+        in one round trip instead of three (BEGIN, the statement, COMMIT)."""
+        with self._tx() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                # Back as the pool lends it; a broken connection is discarded by the pool.
+                with contextlib.suppress(psycopg.Error):
+                    conn.autocommit = False
+
     def translate(self, exc: Exception, operation: str) -> StoreError | None:
         # SQLSTATE classes 22 (data), 23 (integrity) and 54 (program limit, an
         # OperationalError): the data, not the server, is the cause.
@@ -259,7 +290,8 @@ class PostgresStore(SQLStore):
             (str(s), str(i)) for s, i in conn.execute(_Q["append_messages"], params).fetchall()
         }
         if inserted:  # idle workers of every process wake on commit (store/wakeups.py)
-            self._wake(conn, None)
+            for destination in sorted({m.destination for m in batch}):
+                self._wake(conn, None, destination)
         results = [False] * len(messages)
         for key, index in first.items():
             results[index] = key in inserted
@@ -276,7 +308,7 @@ class PostgresStore(SQLStore):
             [e.count for e in entries],
             [e.body for e in entries],
         )
-        with self._tx() as conn:
+        with self._statement() as conn:
             conn.execute(_Q["inbox_append"], params)
 
     def inbox_oldest(self, max_messages: int, max_bytes: int = 8 << 20) -> list[InboxEntry]:
@@ -330,9 +362,11 @@ class PostgresStore(SQLStore):
         }).fetchone()
         return None if row is None else str(row[0])
 
-    def _wake(self, conn: psycopg.Connection[Any], available_at: float | None) -> None:
+    def _wake(
+        self, conn: psycopg.Connection[Any], available_at: float | None, destination: str
+    ) -> None:
         # NOTIFY is delivered on commit, to listeners in every process (store/wakeups.py).
-        conn.execute(wakeups.NOTIFY_SQL, (wakeups.payload_for(available_at),))
+        conn.execute(wakeups.NOTIFY_SQL, (wakeups.payload_for(available_at, destination),))
 
     def _try_lane(self, conn: psycopg.Connection[Any], destination: str, lane: str) -> bool:
         key = f"{self.schema}\x1f{destination}\x1f{lane}"

@@ -50,7 +50,8 @@ PUBLIC_METHODS = frozenset({
     "open", "close", "append", "inbox_append", "inbox_oldest", "inbox_sorted", "inbox_count",
     "ping", "get_message", "get_by_seq", "count_by_status", "prune", "claim_lane",
     "renew_lease", "release_lane", "finish", "reschedule", "requeue", "list_messages",
-    "pending_count", "pending_by_type", "kv_get", "kv_put", "kv_update", "kv_prune", "drop_dead", "add_steps",
+    "pending_count", "pending_by_type", "kv_get", "kv_put", "kv_update", "kv_prune",
+    "next_ready_at", "drop_dead", "add_steps",
     "steps_of", "search", "dead_seqs", "finished_counts", "received_counts", "retry_counts",
     "delivery_latencies", "failure_groups", "oldest_pending", "backlog",
 })
@@ -185,9 +186,10 @@ class SQLStore:
     def _append_turn(self, conn: Any) -> None:
         """Wait for concurrent appends (and sorts) to commit first, if the engine needs it."""
 
-    def _wake(self, conn: Any, available_at: float | None) -> None:
-        """Tell idle workers in other processes, on commit, that work is ready (now, or at
-        `available_at`), if the engine can (PostgreSQL: NOTIFY; SQLite wakes in-process)."""
+    def _wake(self, conn: Any, available_at: float | None, destination: str) -> None:
+        """Tell idle workers of `destination` in other processes, on commit, that work is
+        ready (now, or at `available_at`), if the engine can (PostgreSQL: NOTIFY; SQLite
+        wakes in-process)."""
 
     def _message(self, row: Sequence[Any]) -> StoredMessage:
         (seq, source, destination, message_id, kind, status, reason, lane, received_at,
@@ -232,11 +234,14 @@ class SQLStore:
         seqs = sorted({entry.seq for entry in entries})
         with self._write() as conn:
             # Sorters and appends take turns (so seq order is commit order); the entries must
-            # still be there, or another sorter took them first.
+            # still be there, or another sorter took them first. They are deleted last: the
+            # delete updates the inbox's size row, which ingest's appends update too, so it
+            # is held for the commit only, not for the messages' insert.
             self._append_turn(conn)
+            stored = self._append_rows(conn, messages)
             if self._delete_inbox(conn, seqs) != len(seqs):
-                raise SortRaced()  # rolls the transaction back
-            return self._append_rows(conn, messages)
+                raise SortRaced()  # rolls the transaction back, messages included
+            return stored
 
     def inbox_count(self) -> tuple[int, int]:
         with self._read() as conn:
@@ -341,11 +346,25 @@ class SQLStore:
             )
             return bool(cursor.rowcount == 1)
 
-    def release_lane(self, destination: str, lane: str, owner: str) -> None:
+    def release_lane(self, destination: str, lane: str, owner: str) -> float | None:
         with self._write() as conn:
             self._run(conn, "release_lane", (destination, lane, owner))
             # Forget lanes that hold nothing back any more, so the table stays small.
             self._run(conn, "forget_idle_lane", (destination, lane))
+            # Messages left (more than one claim takes, or arrived meanwhile): a worker is
+            # told, at once or when the lane's hold ends.
+            row = self._run(conn, "lane_work_left", (destination, lane, destination, lane))
+            left = row.fetchone()
+            if left is None:
+                return None
+            ready_at = float(left[0])
+            self._wake(conn, ready_at or None, destination)
+            return ready_at
+
+    def next_ready_at(self, destination: str, *, now: float) -> float | None:
+        with self._read() as conn:
+            row = self._run(conn, "next_ready_at", (destination, now)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def finish(
         self,
@@ -381,7 +400,7 @@ class SQLStore:
             )
             self._add_steps(conn, steps)
             self._run(conn, "hold_lane", (destination, lane, available_at))
-            self._wake(conn, available_at)
+            self._wake(conn, available_at, destination)
 
     def requeue(self, seqs: Sequence[int], *, now: float) -> int:
         if not seqs:
@@ -394,8 +413,8 @@ class SQLStore:
             for lane_key in lanes:
                 self._run(conn, "unhold_lane", lane_key)
             self._add_steps(conn, [JourneyRow(int(seq), now, "requeued") for seq, _, _ in rows])
-            if rows:
-                self._wake(conn, None)
+            for destination in sorted({str(d) for _, d, _ in rows}):
+                self._wake(conn, None, destination)
         return len(rows)
 
     def drop_dead(self, seqs: Sequence[int], *, now: float) -> int:

@@ -139,6 +139,18 @@ WHERE destination = %s AND lane = %s AND owner = %s
 -- name: forget_idle_lane
 DELETE FROM lanes WHERE destination = %s AND lane = %s AND owner IS NULL AND hold_until = 0
 
+-- name: lane_work_left
+-- One row if the lane still has a pending message: when it may be claimed (its hold's end, 0).
+SELECT COALESCE((SELECT hold_until FROM lanes WHERE destination = %s AND lane = %s), 0)
+FROM messages WHERE destination = %s AND lane = %s AND status = 'pending' LIMIT 1
+
+-- name: next_ready_at
+-- The earliest end of a hold or lease over a lane that has pending messages.
+SELECT MIN(GREATEST(l.hold_until, l.lease_until)) FROM lanes l
+WHERE l.destination = %s AND GREATEST(l.hold_until, l.lease_until) > %s
+  AND EXISTS (SELECT 1 FROM messages m WHERE m.destination = l.destination
+              AND m.lane = l.lane AND m.status = 'pending')
+
 -- name: finish
 -- All seqs at once (an array).
 UPDATE messages SET status = %s, finished_at = %s, reason = COALESCE(%s, reason)

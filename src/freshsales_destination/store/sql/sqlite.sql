@@ -116,6 +116,18 @@ WHERE destination = ? AND lane = ? AND owner = ?
 -- name: forget_idle_lane
 DELETE FROM lanes WHERE destination = ? AND lane = ? AND owner IS NULL AND hold_until = 0
 
+-- name: lane_work_left
+-- One row if the lane still has a pending message: when it may be claimed (its hold's end, 0).
+SELECT COALESCE((SELECT hold_until FROM lanes WHERE destination = ? AND lane = ?), 0)
+FROM messages WHERE destination = ? AND lane = ? AND status = 'pending' LIMIT 1
+
+-- name: next_ready_at
+-- The earliest end of a hold or lease over a lane that has pending messages.
+SELECT MIN(MAX(l.hold_until, l.lease_until)) FROM lanes l
+WHERE l.destination = ? AND MAX(l.hold_until, l.lease_until) > ?
+  AND EXISTS (SELECT 1 FROM messages m WHERE m.destination = l.destination
+              AND m.lane = l.lane AND m.status = 'pending')
+
 -- name: finish
 -- One row per seq (executemany).
 UPDATE messages SET status = ?, finished_at = ?, reason = COALESCE(?, reason) WHERE seq = ?
