@@ -103,7 +103,7 @@ def main() -> None:
         base_median = statistics.median(r[key] for r in results["baseline"])
         current_median = statistics.median(r[key] for r in results["current"])
         ratio = current_median / base_median if base_median else float("nan")
-        print(f"  {key:34s} baseline {base_median:>10}  current {current_median:>10}  "
+        print(f"  {key:34s} baseline {base_median:>10.6g}  current {current_median:>10.6g}  "
               f"ratio {ratio:.3f}")
 
 
