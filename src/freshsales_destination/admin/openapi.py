@@ -140,7 +140,7 @@ def _admin_paths() -> dict[str, Any]:
                     "maxItems": params.MAX_IDS, "minItems": 1},
             "destination": {"type": "string"},
             "reason": {"type": "string", "description": "a part of the failure reason"},
-            "since": _TIME,
+            "since": {**_TIME, "description": "received at or after: " + _TIME["description"]},
             "all": {"type": "boolean"},
         },
     }
