@@ -5,8 +5,9 @@ Not a test. Run from the repository root:
     .venv/bin/python bench/compare.py --baseline REV [--repeat 3] ingest -- --runs 3
     .venv/bin/python bench/compare.py --baseline REV [--repeat 3] economy -- --users 500
 
-The baseline's ``src/`` is extracted with ``git archive`` into a temporary directory; both
-trees run the *same* benchmark script (this tree's ``bench/<name>.py``) in the same
+The baseline's ``src/`` is extracted with ``git archive`` into a temporary directory, and this
+tree's ``src/`` is copied as it is at the start (so editing it during the runs changes
+nothing); both trees run the *same* benchmark script (this tree's ``bench/<name>.py``) in the same
 interpreter and environment, only ``PYTHONPATH`` differs (for ``ingest``, the served process
 inherits it). Runs alternate, and the order flips every repeat, so drift of the machine's
 load lands on both sides. Figures are medians over the repeats; ratios are this tree's
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,7 +87,9 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
     with tempfile.TemporaryDirectory(prefix="fsd-compare-") as tmp:
         base = extract(options.baseline, Path(tmp) / "baseline")
-        trees = {"baseline": base, "current": ROOT / "src"}
+        current = Path(tmp) / "current" / "src"
+        shutil.copytree(ROOT / "src", current, ignore=shutil.ignore_patterns("__pycache__"))
+        trees = {"baseline": base, "current": current}
         for index in range(options.repeat):
             order = ["baseline", "current"] if index % 2 == 0 else ["current", "baseline"]
             for tree in order:

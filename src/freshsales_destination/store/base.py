@@ -113,11 +113,13 @@ class StoredMessage:
         return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JourneyRow:
     """One stored step of a message's journey (``journey`` table): a Freshsales call, a retry,
     an outcome or an operator's action. ``detail`` is compact JSON, bounded by its writer
-    (delivery/journal.py); it never holds a header, a key or a token."""
+    (delivery/journal.py); it never holds a header, a key or a token.
+
+    Not frozen (treat as read-only), like `NewMessage`: delivery builds several per unit."""
 
     seq: int
     at: float

@@ -150,6 +150,14 @@ class SQLStore:
         """Insert `messages` in the open transaction, skipping duplicates: `append`'s answer."""
 
     @abstractmethod
+    def _insert_steps(
+        self, conn: Any, rows: Sequence[tuple[int, int, float, str, bytes]]
+    ) -> list[tuple[int, int]]:
+        """Insert journey rows (seq, offset, at, kind, detail) in the open transaction, each
+        numbered the message's last step number (before this statement) plus its offset;
+        the (seq, number) of each row inserted."""
+
+    @abstractmethod
     def _delete_inbox(self, conn: Any, seqs: Sequence[int]) -> int:
         """Delete the inbox entries `seqs` (distinct) in the open transaction; how many went."""
 
@@ -411,29 +419,30 @@ class SQLStore:
     # -- the journey -----------------------------------------------------------------------------
 
     def _add_steps(self, conn: Any, steps: Sequence[JourneyRow]) -> None:
-        """Append `steps` to their messages' journeys, numbered on from the last step; a
-        journey keeps its first JOURNEY_FIRST steps and its latest, JOURNEY_CAP in all (the
-        numbers of the steps cut stay unused, so readers see where and how many)."""
+        """Append `steps` to their messages' journeys in one statement (numbered on from each
+        message's last step by the database); a journey keeps its first JOURNEY_FIRST steps
+        and its latest, JOURNEY_CAP in all. The numbers of steps cut stay unused, so readers
+        see where and how many."""
         if not steps:
             return
         by_seq: dict[int, list[JourneyRow]] = {}
         for step in steps:
             by_seq.setdefault(step.seq, []).append(step)
-        rows: list[tuple[object, ...]] = []
-        trims: list[tuple[int, int, int]] = []
+        tail = JOURNEY_CAP - JOURNEY_FIRST
+        rows: list[tuple[int, int, float, str, bytes]] = []
         for seq, mine in by_seq.items():
-            last = int(self._run(conn, "journey_last", (seq,)).fetchone()[0])
-            cut_to = last + len(mine) - (JOURNEY_CAP - JOURNEY_FIRST)  # FIRST < n <= cut_to go
+            # More steps at once than a journey keeps: only its first and latest go in.
             rows.extend(
-                (seq, n, step.at, step.kind, step.detail)
-                for n, step in enumerate(mine, start=last + 1)
-                if n <= JOURNEY_FIRST or n > cut_to
+                (seq, index, step.at, step.kind, step.detail)
+                for index, step in enumerate(mine, start=1)
+                if index <= JOURNEY_FIRST or index > len(mine) - tail
             )
-            if last > JOURNEY_FIRST and cut_to > JOURNEY_FIRST:
-                trims.append((seq, JOURNEY_FIRST, cut_to))
-        conn.cursor().executemany(self.q["journey_add"], rows)
-        for trim in trims:
-            self._run(conn, "journey_trim", trim)
+        highest: dict[int, int] = {}
+        for seq, number in self._insert_steps(conn, rows):
+            highest[int(seq)] = max(highest.get(int(seq), 0), int(number))
+        for seq, top in highest.items():
+            if top > JOURNEY_CAP:
+                self._run(conn, "journey_trim", (seq, JOURNEY_FIRST, top - tail))
 
     def add_steps(self, steps: Sequence[JourneyRow]) -> None:
         if not steps:
@@ -488,12 +497,23 @@ class SQLStore:
 
     def dead_seqs(self, query: MessageQuery, *, limit: int = 100_000) -> list[int]:
         params = {**query_params(query), "status": None, "retrying": False, "limit": limit}
+        narrows = any(
+            v is not None for k, v in params.items() if k not in ("status", "retrying", "limit")
+        )
+        named: set[int] = set()
         with self._read() as conn:
+            if query.seqs:
+                # Named messages: looked up one by one, however many dead letters there are.
+                named = {
+                    int(row[0]) for row in self._for_seqs(
+                        conn, "dead_lanes", (), sorted(set(query.seqs)), fetch=True)
+                }
+                if not narrows:
+                    return sorted(named, reverse=True)[:limit]
             rows = conn.execute(self._filtered("dead_matching"), params).fetchall()
         seqs = [int(row[0]) for row in rows]
         if query.seqs:
-            wanted = set(query.seqs)
-            seqs = [seq for seq in seqs if seq in wanted]
+            seqs = [seq for seq in seqs if seq in named]
         return seqs
 
     def _counts(self, name: str, params: Mapping[str, object]) -> list[StatusCount]:

@@ -216,12 +216,16 @@ SELECT COALESCE(MAX(version), 0) FROM schema_migrations
 -- name: record_migration
 INSERT INTO schema_migrations (version) VALUES (%s)
 
--- name: journey_last
-SELECT COALESCE(MAX(n), 0) FROM journey WHERE seq = %s
-
 -- name: journey_add
-INSERT INTO journey (seq, n, at, kind, detail) VALUES (%s, %s, %s, %s, %s)
+-- All steps in one statement from arrays: seq, offset, at, kind, detail. Each step is numbered
+-- its message's last number (as the statement starts) + offset.
+INSERT INTO journey (seq, n, at, kind, detail)
+SELECT t.seq, COALESCE((SELECT MAX(j.n) FROM journey j WHERE j.seq = t.seq), 0) + t.ord,
+       t.at, t.kind, t.detail
+FROM unnest(%s::bigint[], %s::int4[], %s::float8[], %s::text[], %s::bytea[])
+     AS t(seq, ord, at, kind, detail)
 ON CONFLICT (seq, n) DO NOTHING
+RETURNING seq, n
 
 -- name: journey_trim
 -- Keep the first steps (n <= %s) and the latest: drop the middle up to n <= %s.
