@@ -16,6 +16,7 @@ from freshsales_destination.config import Settings
 from freshsales_destination.sandbox import SandboxOptions
 from freshsales_destination.sandbox.testing import running_sandbox
 from freshsales_destination.service import build_app
+from freshsales_destination.store.base import Store
 from freshsales_destination.store.sqlite import SQLiteStore
 from tests.delivery.conftest import API_KEY, APP_TOKEN, Pipeline, delivery_settings
 from tests.support.server import serve_in_thread
@@ -61,19 +62,22 @@ class Admin:
         assert response.status_code == 200, response.text
 
 
-def make_admin(tmp_path: Path, token: str | None = ADMIN_TOKEN) -> Iterator[Admin]:
+def make_admin(
+    tmp_path: Path, token: str | None = ADMIN_TOKEN, store: Store | None = None
+) -> Iterator[Admin]:
+    """`store` (not open yet) replaces the SQLite file under `tmp_path`, e.g. PostgreSQL."""
     options = SandboxOptions(api_key=API_KEY, app_token=APP_TOKEN, product="suite")
     with running_sandbox(options) as sandbox:
         settings = with_admin_token(
             delivery_settings(tmp_path / "q.db", sandbox.base_url), token
         )
-        store = SQLiteStore(tmp_path / "q.db")
+        store = store or SQLiteStore(tmp_path / "q.db")
         store.open()
         app = build_app(settings, store, deliver=False)
         with serve_in_thread(app) as url, httpx2.Client(
             base_url=url, headers={"Authorization": f"Bearer {token}"}
         ) as client:
-            yield Admin(Pipeline(url, store, settings, sandbox, app), client)
+            yield Admin(Pipeline(url, store, settings, sandbox, app), client)  # type: ignore[arg-type]
         store.close()
 
 

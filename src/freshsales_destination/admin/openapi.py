@@ -111,9 +111,9 @@ def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dic
             "schema": schema or {"type": "string"}}
 
 
-_TIME = {"anyOf": [{"type": "number"}, {"type": "string"}],
-         "description": "epoch seconds, or an ISO 8601 date-time (UTC when it has no zone)"}
-_TIME_Q = {"type": "string", "description": _TIME["description"]}
+_TIME_TEXT = "epoch seconds, or an ISO 8601 date-time (UTC when it has no zone)"
+_TIME: dict[str, Any] = {"anyOf": [{"type": "number"}, {"type": "string"}], "description": _TIME_TEXT}
+_TIME_Q = {"type": "string", "description": _TIME_TEXT}
 
 
 def _admin_paths() -> dict[str, Any]:
@@ -140,7 +140,7 @@ def _admin_paths() -> dict[str, Any]:
                     "maxItems": params.MAX_IDS, "minItems": 1},
             "destination": {"type": "string"},
             "reason": {"type": "string", "description": "a part of the failure reason"},
-            "since": _TIME,
+            "since": {**_TIME, "description": f"received at or after: {_TIME_TEXT}"},
             "all": {"type": "boolean"},
         },
     }
