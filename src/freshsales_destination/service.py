@@ -44,6 +44,7 @@ from freshsales_destination.ingest.responses import IngestError, error_response,
 from freshsales_destination.ingest.sort_loop import InboxSorting, SortPolicy
 from freshsales_destination.ingest.sorting import IngestCounters, Sorter
 from freshsales_destination.ingest.sources import SourceRegistry
+from freshsales_destination.observe.metrics import INGEST_SECONDS, metrics_routes
 from freshsales_destination.private_files import FILE_MODE, private_dir, write_private
 from freshsales_destination.routing import without_slash_redirects
 from freshsales_destination.store.base import Store
@@ -93,7 +94,11 @@ class ServiceApp(Starlette):
             path = route_path(scope)
             if self.ingest.owns(path):
                 scope["app"] = self
+                started = time.perf_counter()
                 await self.ingest.handle(path, scope, receive, send)
+                INGEST_SECONDS.labels("tracking" if path.startswith("/v1/") else "webhook").observe(
+                    time.perf_counter() - started
+                )
                 return
         await super().__call__(scope, receive, send)
 
@@ -140,7 +145,7 @@ def build_worker_app(
                 store.close()
 
     app = Starlette(
-        routes=health_routes(store),
+        routes=[*health_routes(store), *metrics_routes(store, settings)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
@@ -218,6 +223,7 @@ def build_app(
         ingest,
         routes=[
             *health_routes(store),
+            *metrics_routes(store, settings),
             *AnalyticsJs(settings.browser.analytics_js_path, ingest.registry).routes(),
             *mounts,
         ],

@@ -23,6 +23,7 @@ from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.delivery.schema_cache import SchemaCache
 from freshsales_destination.delivery.worker import DestinationWorker
 from freshsales_destination.freshsales.client import FreshsalesClient
+from freshsales_destination.observe.metrics import call_observer
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.wakeups import (
     PostgresListener,
@@ -65,6 +66,7 @@ def build_runtime(
     # The client turns absolute rate-limit times (X-RateLimit-Reset as an epoch) into delays:
     # it must read the same clock as the budget and the retry decisions.
     client = FreshsalesClient.from_config(config, transport=transport, clock=now)
+    client.on_call = call_observer(name)  # counted in /metrics (observe/metrics.py)
     budget = StoreBudget(
         store=store,
         account=budget_account_key(config),

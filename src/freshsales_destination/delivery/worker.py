@@ -31,6 +31,7 @@ from freshsales_destination.core.operations import (
     merge_person_operations,
 )
 from freshsales_destination.core.planner import plan as plan_event
+from freshsales_destination.core.reason_codes import failure_reason_code
 from freshsales_destination.core.retry import ErrorKind, RetryPolicy, decide
 from freshsales_destination.core.schema import FieldSchema, MappingConfigError
 from freshsales_destination.core.statuses import MessageStatus, PlanStatus, UnitOutcome
@@ -57,6 +58,7 @@ from freshsales_destination.freshsales.errors import (
     InvalidRequest,
     PermissionDenied,
 )
+from freshsales_destination.observe import metrics
 from freshsales_destination.store.base import LaneClaim, Store, StoredMessage
 from freshsales_destination.store.wakeups import WorkSignal
 
@@ -227,6 +229,7 @@ class DestinationWorker:
             )
         if result.status != PlanStatus.PLANNED:
             self.stats.discarded += 1
+            metrics.count_planned_out(self.name, message.type, result.status, result.reason_code)
             await store_call(
                 self.store.finish, [message.seq], status=MessageStatus(result.status),
                 now=self.now(),
@@ -418,6 +421,7 @@ class DestinationWorker:
             kind: ErrorKind
             text: str
             retry_after: float | None
+            answer = None if isinstance(exc, UnresolvedReference) else exc.status
             if isinstance(exc, UnresolvedReference):
                 kind, text, retry_after = "permanent", str(exc), None
             else:
@@ -427,7 +431,9 @@ class DestinationWorker:
             if kind == "permanent" and unit.parts:
                 # One message's bad value must not cost the others: deliver them one by one.
                 return UnitOutcome.FELL_BACK
-            await self._fail(claim, unit, kind, text, retry_after)
+            await self._fail(
+                claim, unit, kind, text, retry_after, status=answer, error_type=type(exc).__name__
+            )
             return UnitOutcome.FAILED if kind == "permanent" else UnitOutcome.STOP
         if unit.probe and has_tracking(unit.operations):
             await store_call(
@@ -448,7 +454,12 @@ class DestinationWorker:
         reason = "; ".join(notes)[:2000] or None
         if status == MessageStatus.SKIPPED and reason is None:
             reason = "nothing to send to Freshsales for this message"
-        await store_call(self.store.finish, seqs, status=status, now=self.now(), reason=reason)
+        finished_at = self.now()
+        await store_call(self.store.finish, seqs, status=status, now=finished_at, reason=reason)
+        metrics.count_finished(
+            self.name, [m.type for m in unit.messages], delivered=status == MessageStatus.DELIVERED,
+            latencies=[finished_at - m.received_at for m in unit.messages],
+        )
         return UnitOutcome.DONE
 
     async def _defer(self, claim: LaneClaim, unit: Unit, exc: CreateInProgress) -> None:
@@ -462,7 +473,8 @@ class DestinationWorker:
         )
 
     async def _fail(
-        self, claim: LaneClaim, unit: Unit, kind: ErrorKind, error: str, retry_after: float | None
+        self, claim: LaneClaim, unit: Unit, kind: ErrorKind, error: str, retry_after: float | None,
+        *, status: int | None = None, error_type: str = "",
     ) -> None:
         now = self.now()
         head = unit.messages[0]
@@ -486,11 +498,35 @@ class DestinationWorker:
                 attempts=decision.attempts_after, available_at=decision.at,
                 first_failure_at=first_failure, last_error=error,
             )
+            metrics.count_failed(
+                self.name, [head.type], dead=False, status=status, error_type=error_type
+            )
             return
         self.stats.dead += len(unit.messages)
         await store_call(
             self.store.finish, [m.seq for m in unit.messages], status=MessageStatus.DEAD, now=now,
             reason=error,
+        )
+        metrics.count_failed(
+            self.name, [m.type for m in unit.messages], dead=True, status=status,
+            error_type=error_type,
+        )
+        _log_dead(self.name, unit.messages, failure_reason_code(status, error_type), error)
+
+
+def _log_dead(
+    destination: str, messages: Sequence[StoredMessage], code: str, error: str
+) -> None:
+    """One line per dead letter, with the fields an operator filters on (JSON logs)."""
+    for message in messages:
+        log.warning(
+            "dead letter: destination %s, message %s (%s, seq %d) after %d attempts: %s",
+            destination, message.message_id, message.type, message.seq, message.attempts + 1,
+            error[:300],
+            extra={
+                "kind": "dead_letter", "destination": destination, "seq": message.seq,
+                "message_id": message.message_id, "type": message.type, "reason_code": code,
+            },
         )
 
 
