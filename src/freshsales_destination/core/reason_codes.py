@@ -42,7 +42,7 @@ _INGEST_PREFIXES: tuple[tuple[str, str], ...] = (
 _PLANNER_CODE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
 # Answers common enough to name on their own; any other status is counted by its class.
-_NAMED_STATUSES = frozenset({400, 401, 402, 403, 404, 405, 409, 410, 413, 415, 422, 429,
+_NAMED_STATUSES = frozenset({200, 201, 204, 400, 401, 402, 403, 404, 405, 409, 410, 413, 415, 422, 429,
                              500, 502, 503, 504})
 
 
