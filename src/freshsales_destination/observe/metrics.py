@@ -61,7 +61,7 @@ from freshsales_destination.store.base import NewMessage, Store
 
 PREFIX = "freshsales_destination"
 # No ``*_created`` series beside every counter: they double the page and no alert uses them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # This process's counters (in multiprocess mode their values live in PROMETHEUS_MULTIPROC_DIR).
