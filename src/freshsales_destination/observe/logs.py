@@ -28,6 +28,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMAT_ENV = "FRESHSALES_DESTINATION_LOG_FORMAT"
 LOG_LEVEL_ENV = "FRESHSALES_DESTINATION_LOG_LEVEL"
 
+_HANDLER_NAME = "freshsales-destination"
+
 # Loggers whose lines may hold people's data (request lines with emails in lookups).
 _QUIET = ("httpx2", "httpcore", "httpx")
 
@@ -70,7 +72,8 @@ def _formatter(fmt: LogFormat) -> structlog.stdlib.ProcessorFormatter:
 
 def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> LogFormat:
     """One handler on the root logger (stderr) rendering every record as `fmt`; returns the
-    format chosen. Replaces handlers set before (a second call reconfigures)."""
+    format chosen. A second call replaces the handler of the first; handlers others added
+    (none in `serve`; a test runner's) are left alone."""
     chosen: LogFormat = fmt or default_format()
     if chosen not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}")
@@ -79,9 +82,11 @@ def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> LogF
         raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_formatter(chosen))
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
     for name in _QUIET:
