@@ -251,3 +251,38 @@ def test_admin_metrics_need_a_token(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="admin_token"):
         settings_from_dict({"server": {"metrics": "admin"}})
+
+
+def test_several_serving_processes_count_together(tmp_path: Path) -> None:
+    """With server.workers = 2 a scrape reaches either process; each page sums both."""
+    with running_sandbox(SandboxOptions(api_key=API_KEY, app_token=APP_TOKEN)) as sandbox:
+        config = _config(tmp_path, sandbox)
+        config.write_text(config.read_text().replace("[server]\n", "[server]\nworkers = 2\n"))
+        port = free_port()
+        log = tmp_path / "serve.log"
+        process = start_cli(
+            ["serve", "--config", str(config), "--port", str(port), "--log-format", "json"],
+            log, clean_env(),
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(f"{base}/readyz", process, log)
+            for i in range(12):  # a new connection each: both processes take some
+                with httpx2.Client() as client:
+                    response = client.post(
+                        f"{base}/v1/identify", auth=(WRITE_KEY, ""),
+                        json={"userId": f"u{i}", "traits": {"email": f"u{i}@example.com"}},
+                    )
+                    assert response.status_code == 200
+            _wait_for(base, f"{M}messages_delivered_total", 12, destination="crm")
+            for _ in range(6):
+                with httpx2.Client() as client:
+                    samples = _samples(client.get(f"{base}/metrics").text)
+                assert _value(samples, f"{M}messages_received_total", destination="crm") == 12
+                assert _value(samples, f"{M}messages_delivered_total", destination="crm") == 12
+                assert _value(samples, f"{M}backlog_messages", status="delivered") == 12
+        finally:
+            stop(process)
+        lines = _json_lines(log)
+        pids = {e["event"] for e in lines if "Started server process" in str(e["event"])}
+        assert len(pids) == 2, pids  # two processes, both logging JSON

@@ -32,6 +32,7 @@ import re
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import (
@@ -211,7 +212,8 @@ class StoreCollector(Collector):
 
         up = GaugeMetricFamily(f"{PREFIX}_store_up", "1 when the store answered this scrape.")
         try:
-            overviews = views.destinations(self.store, self.settings, self.now())
+            now = self.now()
+            overviews = views.destinations(self.store, self.settings, now)
             entries, unsorted = self.store.inbox_count()
         except Exception:  # noqa: BLE001 - a scrape says the store is down rather than failing
             up.add_metric([], 0)
@@ -237,6 +239,11 @@ class StoreCollector(Collector):
             f"{PREFIX}_budget_limit_calls", "The effective Freshsales limit per window.",
             labels=["destination", "window"],
         )
+        blocked = GaugeMetricFamily(
+            f"{PREFIX}_budget_blocked_seconds",
+            "Seconds until Freshsales' 429 lets calls through again (0 when not blocked).",
+            labels=["destination"],
+        )
         healthy = GaugeMetricFamily(
             f"{PREFIX}_destination_healthy",
             "1 while the destination is healthy, 0 while delivery to it is paused or throttled.",
@@ -259,11 +266,13 @@ class StoreCollector(Collector):
                     budget.add_metric([name, window], _number(overview.budget[left_key]) or 0.0)
                 if _number(overview.budget.get(limit_key)) is not None:
                     limit.add_metric([name, window], _number(overview.budget[limit_key]) or 0.0)
+            until = _epoch(overview.budget.get("blocked_until"))
+            blocked.add_metric([name], max(0.0, until - now) if until is not None else 0.0)
             current = str(overview.health.get("state") or "healthy")
             healthy.add_metric([name], 1.0 if current == "healthy" else 0.0)
             for known in HEALTH_STATES:
                 state.add_metric([name, known], 1.0 if known == current else 0.0)
-        yield from (backlog, oldest, budget, limit, healthy, state)
+        yield from (backlog, oldest, budget, limit, blocked, healthy, state)
         sorting = GaugeMetricFamily(
             f"{PREFIX}_sorting_backlog_messages",
             "Acknowledged messages not yet sorted into the queue.",
@@ -275,6 +284,17 @@ class StoreCollector(Collector):
         )
         requests.add_metric([], entries)
         yield requests
+
+
+def _epoch(value: Any) -> float | None:
+    """A time as epoch seconds, given as a number or as ISO 8601 text (as `status` shows it)."""
+    number = _number(value)
+    if number is not None or not isinstance(value, str):
+        return number
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _number(value: Any) -> float | None:
