@@ -1,4 +1,5 @@
-"""``freshsales-destination explain``: show what the planner would do with one event.
+"""What ``freshsales-destination explain`` shows (the command is in admin/cli.py): what the
+planner would do with one event.
 
 Nothing is sent to Freshsales. The field schema comes from ``--schema`` (a JSON file with
 ``{"contacts": {"fields": [...]}, ..., "selectors": {...}}``); without it, from the copy the
