@@ -121,20 +121,20 @@ INGEST_SECONDS = Histogram(
 def count_sorted(messages: Sequence[NewMessage], fresh: Sequence[bool]) -> None:
     """A committed sorting transaction's messages (ingest/sorting.py `Sorter.record`): tallied
     first, so a chunk of a thousand messages costs a few counter updates."""
-    received: Tally[tuple[str, str]] = Tally()
+    received: dict[tuple[str, str], int] = {}
     duplicates: Tally[str] = Tally()
     refused: Tally[tuple[str, str, str, str]] = Tally()
     for row, new in zip(messages, fresh, strict=True):
         if not new:
             duplicates[row.destination] += 1
             continue
-        kind = type_label(row.type)
-        received[(row.destination, kind)] += 1
+        key = (row.destination, row.type)
+        received[key] = received.get(key, 0) + 1
         if row.status != "pending":
             code = ingest_reason_code(row.status, row.reason)
-            refused[(row.status, row.destination, kind, code)] += 1
+            refused[(row.status, row.destination, type_label(row.type), code)] += 1
     for (destination, kind), n in received.items():
-        RECEIVED.labels(destination, kind).inc(n)
+        RECEIVED.labels(destination, type_label(kind)).inc(n)
     for destination, n in duplicates.items():
         DUPLICATES.labels(destination).inc(n)
     for (status, destination, kind, code), n in refused.items():
