@@ -45,6 +45,7 @@ from freshsales_destination.delivery.schema_cache import (
 )
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.freshsales.client import FreshsalesClient
+from freshsales_destination.store.base import Store
 
 # The delivery engine's cache (freshsales_destination.delivery.schema_cache): key/value
 # namespace "schema", key = destination name, value = {"fetched_at": epoch, "schema": {...}}.
@@ -61,25 +62,29 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _cached_schema(
-    settings: Settings, destination: str, product: str
+    settings: Settings, destination: str, product: str, store: Store | None = None
 ) -> tuple[FieldSchema | None, str]:
     """The schema the delivery engine cached in the store, and a description of it; or None
-    and why there is none. Only reads: never fetches from Freshsales, never creates a store."""
+    and why there is none. Only reads: never fetches from Freshsales, never creates a store
+    (`store`: an open one to read; else the configured one is opened if it exists)."""
     url = settings.store.url
     try:
-        if url.startswith("sqlite:"):
-            from freshsales_destination.store.sqlite import sqlite_path_from_url
-
-            path = sqlite_path_from_url(url)
-            if path is None or not path.exists():
-                return None, f"no store at {url}"
-        from freshsales_destination.store.factory import open_store
-
-        store = open_store(url)
-        try:
+        if store is not None:
             cached = store.kv_get(SCHEMA_CACHE_NAMESPACE, destination)
-        finally:
-            store.close()
+        else:
+            if url.startswith("sqlite:"):
+                from freshsales_destination.store.sqlite import sqlite_path_from_url
+
+                path = sqlite_path_from_url(url)
+                if path is None or not path.exists():
+                    return None, f"no store at {url}"
+            from freshsales_destination.store.factory import open_store
+
+            opened = open_store(url)
+            try:
+                cached = opened.kv_get(SCHEMA_CACHE_NAMESPACE, destination)
+            finally:
+                opened.close()
     except FreshsalesDestinationError as exc:
         return None, f"the store could not be read: {exc.message}"
     except Exception as exc:  # noqa: BLE001 -- a driver error outside our hierarchy: fall back
@@ -105,9 +110,16 @@ def _cached_schema(
     return schema, f"store cache of {destination!r}, fetched from Freshsales {when}"
 
 
-def _learned_tracking(settings: Settings, destination: str) -> Fact | None:
+def _learned_tracking(
+    settings: Settings, destination: str, store: Store | None = None
+) -> Fact | None:
     """What delivery learned about the destination's tracking API (read only; None: nothing)."""
     url = settings.store.url
+    if store is not None:
+        try:
+            return LearnedFacts(store, destination).get(TRACKING_API)
+        except Exception:  # noqa: BLE001 -- an unreadable store: nothing learned to show
+            return None
     try:
         if url.startswith("sqlite:"):
             from freshsales_destination.store.sqlite import sqlite_path_from_url
@@ -168,18 +180,34 @@ def _sandbox_schema(dest: DestinationConfig) -> tuple[FieldSchema | None, str]:
 def explain(
     event: Any,
     *,
-    config: Path | Settings,
-    where: str | None = None,
+    config: Path,
     destination: str | None = None,
     schema_path: Path | None = None,
     identity: IdentityState | None = None,
 ) -> dict[str, Any]:
-    """The JSON document ``explain`` prints. Raises project errors on bad input.
+    """The JSON document ``explain`` prints. Raises project errors on bad input."""
+    return explain_with(
+        event, load_settings(config), destination=destination, schema_path=schema_path,
+        identity=identity, where=str(config),
+    )
 
-    `config` is the configuration file, or settings already loaded (then `where` names them
-    in errors)."""
-    settings = config if isinstance(config, Settings) else load_settings(config)
-    where = where or str(config)
+
+def explain_with(
+    event: Any,
+    settings: Settings,
+    *,
+    destination: str | None = None,
+    schema_path: Path | None = None,
+    identity: IdentityState | None = None,
+    store: Store | None = None,
+    where: str = "the configuration",
+    now: float | None = None,
+) -> dict[str, Any]:
+    """`explain` for loaded `settings`: what the planner would do with `event`, and why.
+
+    With `store` (open), the cached schema and what delivery learned are read from it;
+    without, from the configured store when it exists. Raises project errors on bad input.
+    """
     names = sorted(settings.destinations)
     if destination is None:
         if len(names) != 1:
@@ -199,7 +227,7 @@ def explain(
         schema = FieldSchema.from_json(_read_json(schema_path, "schema"), product=dest.product)
         schema_source, schema_detail = "file", str(schema_path)
     else:
-        cached, why = _cached_schema(settings, destination, dest.product)
+        cached, why = _cached_schema(settings, destination, dest.product, store)
         fetched: FieldSchema | None = None
         if cached is None:
             fetched, fetch_why = _sandbox_schema(dest)
@@ -212,7 +240,10 @@ def explain(
             schema = default_schema(dest.product)
             schema_source = "built-in default"
             schema_detail = f"built-in default (selector ids are placeholders; {why})"
-    tracking, events_block = _events_via(dest, _learned_tracking(settings, destination), time.time())
+    tracking, events_block = _events_via(
+        dest, _learned_tracking(settings, destination, store),
+        time.time() if now is None else now,
+    )
     planner_settings = replace(planner_settings, tracking_api=tracking)
     warnings = check_settings(planner_settings, schema)
     result = plan(event, planner_settings, schema, identity)
@@ -246,10 +277,10 @@ def explain_document(
             known = IdentityState.from_json(raw)
         except ValueError as exc:
             raise MappingConfigError(f"identity file {identity_path}: {exc}") from None
-    return explain(
-        event, config=settings, where=where, destination=destination, schema_path=schema_path,
+    return explain_with(
+        event, settings, where=where, destination=destination, schema_path=schema_path,
         identity=known,
     )
 
 
-__all__ = ["explain", "explain_document"]
+__all__ = ["explain", "explain_document", "explain_with"]

@@ -186,7 +186,7 @@ def test_metrics_and_logs_follow_delivery(service: Service) -> None:
     assert _value(after, f"{M}delivery_latency_seconds_count", destination="crm") == 1
     assert _value(after, f"{M}ingest_request_seconds_count", endpoint="tracking") >= 3
     assert _value(after, f"{M}backlog_messages", destination="crm", status="dead") == 1
-    assert _value(after, f"{M}backlog_messages", destination="crm", status="delivered") == 1
+    assert _value(after, f"{M}backlog_messages", destination="crm", status="pending") == 0
     assert _value(after, f"{M}oldest_pending_age_seconds", destination="crm") == 0
     assert _value(after, f"{M}sorting_backlog_messages") == 0
     assert _value(after, f"{M}destination_health", destination="crm", state="healthy") == 1
@@ -280,7 +280,8 @@ def test_several_serving_processes_count_together(tmp_path: Path) -> None:
                     samples = _samples(client.get(f"{base}/metrics").text)
                 assert _value(samples, f"{M}messages_received_total", destination="crm") == 12
                 assert _value(samples, f"{M}messages_delivered_total", destination="crm") == 12
-                assert _value(samples, f"{M}backlog_messages", status="delivered") == 12
+                assert _value(samples, f"{M}backlog_messages", status="pending") == 0
+                assert _value(samples, f"{M}store_up") == 1
         finally:
             stop(process)
         lines = _json_lines(log)

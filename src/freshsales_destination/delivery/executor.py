@@ -41,6 +41,7 @@ from freshsales_destination.core.operations import (
     OperationKind,
     is_ref,
 )
+from freshsales_destination.delivery import journal
 from freshsales_destination.delivery.events_route import TrackingApiAbsent, absent_evidence
 from freshsales_destination.delivery.learned import LearnedFacts
 from freshsales_destination.delivery.memory import DeliveryMemory
@@ -156,11 +157,23 @@ class Executor:
         priority = "record" if op.kind in RECORD_KINDS else "event"
         ticket = await self.budget.acquire(priority)
         self.counter.count(op.kind)
+        at, started = self.now(), time.perf_counter()
         try:
             reply = await action()
         except Exception as exc:
+            if isinstance(exc, FreshsalesError):  # the unit's journal (delivery/journal.py)
+                journal.record(
+                    at=at, operation=str(op.kind), method=exc.method, path=exc.path,
+                    status=exc.status, duration_ms=(time.perf_counter() - started) * 1000,
+                    error=exc.message if exc.status is not None else (
+                        f"{type(exc).__name__}: {exc.message}"),
+                )
             await store_call(self.budget.observe, exc, ticket)
             raise
+        journal.record(
+            at=at, operation=str(op.kind), method=reply.method, path=reply.path,
+            status=reply.status, duration_ms=(time.perf_counter() - started) * 1000,
+        )
         await store_call(self.budget.observe, reply, ticket)
         return reply
 

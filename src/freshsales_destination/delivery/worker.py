@@ -35,6 +35,7 @@ from freshsales_destination.core.reason_codes import failure_reason_code
 from freshsales_destination.core.retry import ErrorKind, RetryPolicy, decide
 from freshsales_destination.core.schema import FieldSchema, MappingConfigError
 from freshsales_destination.core.statuses import MessageStatus, PlanStatus, UnitOutcome
+from freshsales_destination.delivery import journal
 from freshsales_destination.delivery.budget import BudgetExhausted
 from freshsales_destination.delivery.events_route import (
     EVENT_TYPES,
@@ -59,7 +60,7 @@ from freshsales_destination.freshsales.errors import (
     PermissionDenied,
 )
 from freshsales_destination.observe import metrics
-from freshsales_destination.store.base import LaneClaim, Store, StoredMessage
+from freshsales_destination.store.base import JourneyRow, LaneClaim, Store, StoredMessage
 from freshsales_destination.store.wakeups import WorkSignal
 
 log = logging.getLogger(__name__)
@@ -331,7 +332,13 @@ class DestinationWorker:
                 return True  # the lane is held; later messages wait their turn
         return True
 
-    async def _park(self, claim: LaneClaim, head: StoredMessage, exc: MappingConfigError) -> None:
+    async def _park(
+        self,
+        claim: LaneClaim,
+        head: StoredMessage,
+        exc: MappingConfigError,
+        steps: Sequence[JourneyRow] = (),
+    ) -> None:
         """A configuration problem is not the messages' fault: hold them without spending their
         attempts or retry window, and say so once per destination and problem (not per lane)."""
         self.config_error = exc.message
@@ -342,11 +349,13 @@ class DestinationWorker:
                 "destination %s: configuration error: %s (its messages wait, re-checked every "
                 "5 minutes)", self.name, exc.message,
             )
+        now = self.now()
+        why = f"configuration error: {exc.message}"
         await self._reschedule(
             head.seq, destination=self.name, lane=claim.lane,
-            attempts=head.attempts, available_at=self.now() + 300,
-            first_failure_at=head.first_failure_at,
-            last_error=f"configuration error: {exc.message}",
+            attempts=head.attempts, available_at=now + 300,
+            first_failure_at=head.first_failure_at, last_error=why,
+            steps=[*steps, journal.step(head.seq, now, "held", reason=why, next_at=now + 300)],
         )
 
     async def _replan(
@@ -375,10 +384,13 @@ class DestinationWorker:
         return outcome
 
     async def _hold(self, claim: LaneClaim, head: StoredMessage, hold: _Hold) -> None:
+        now = self.now()
         await self._reschedule(
             head.seq, destination=self.name, lane=claim.lane,
-            attempts=head.attempts, available_at=self.now() + hold.seconds,
+            attempts=head.attempts, available_at=now + hold.seconds,
             first_failure_at=head.first_failure_at, last_error=hold.reason,
+            steps=[journal.step(
+                head.seq, now, "held", reason=hold.reason, next_at=now + hold.seconds)],
         )
 
     async def _run_unit(self, claim: LaneClaim, unit: Unit) -> UnitOutcome:
@@ -386,12 +398,17 @@ class DestinationWorker:
         unit failed for good: run its parts one by one), ``STOP`` (retry later), ``BUDGET``, or
         ``REPLAN`` (the tracking API turned out absent: plan the message again)."""
         ctx = UnitContext(user_id=unit.user_id)
+        seqs = [m.seq for m in unit.messages]
+        calls: list[journal.Call] = []
         try:
-            for op in unit.operations:
-                await self.executor.execute(op, ctx)
+            with journal.collect() as calls:
+                for op in unit.operations:
+                    await self.executor.execute(op, ctx)
         except BudgetExhausted:
+            await self._note_calls(seqs, calls)
             return UnitOutcome.BUDGET
         except TrackingApiAbsent as exc:
+            await self._note_calls(seqs, calls)
             await store_call(self.events.learn_absent, exc.evidence, self.now())
             log.warning(
                 "destination %s: %s; events now go by %s", self.name, exc.message,
@@ -400,7 +417,7 @@ class DestinationWorker:
             return UnitOutcome.REPLAN
         except CreateInProgress as exc:
             # Another lane is creating this person: wait for its id, spending no attempt.
-            await self._defer(claim, unit, exc)
+            await self._defer(claim, unit, exc, journal.call_steps(seqs, calls))
             return UnitOutcome.STOP
         except (UnresolvedReference, FreshsalesError) as exc:
             if isinstance(exc, AuthenticationFailed | PermissionDenied) and "/track/" in (
@@ -412,11 +429,12 @@ class DestinationWorker:
                 await self._park(claim, unit.messages[0], MappingConfigError(
                     f"the tracking API refused the app_token (HTTP {exc.status}): fix "
                     f"destinations.{self.name}.app_token and restart", kind="app_token",
-                ))
+                ), journal.call_steps(seqs, calls))
                 return UnitOutcome.STOP
             if self.health is not None and self.health.holds(exc):
                 # The destination's fault (a refused key, no connection): the messages stay
                 # pending as they were, their attempts and retry window unspent.
+                await self._note_calls(seqs, calls)
                 return UnitOutcome.BUDGET
             kind: ErrorKind
             text: str
@@ -430,16 +448,17 @@ class DestinationWorker:
                 kind, text, retry_after = exc.kind, _error_text(exc), exc.retry_after
             if kind == "permanent" and unit.parts:
                 # One message's bad value must not cost the others: deliver them one by one.
+                await self._note_calls(seqs, calls)
                 return UnitOutcome.FELL_BACK
             await self._fail(
-                claim, unit, kind, text, retry_after, status=answer, error_type=type(exc).__name__
+                claim, unit, kind, text, retry_after, journal.call_steps(seqs, calls),
+                status=answer, error_type=type(exc).__name__,
             )
             return UnitOutcome.FAILED if kind == "permanent" else UnitOutcome.STOP
         if unit.probe and has_tracking(unit.operations):
             await store_call(
                 self.events.learn_present, "a 2xx answer on the tracking path", self.now()
             )
-        seqs = [m.seq for m in unit.messages]
         status = MessageStatus.DELIVERED if unit.operations else MessageStatus.SKIPPED
         notes = list(unit.notes)
         if ctx.missing_person:
@@ -454,27 +473,51 @@ class DestinationWorker:
         reason = "; ".join(notes)[:2000] or None
         if status == MessageStatus.SKIPPED and reason is None:
             reason = "nothing to send to Freshsales for this message"
-        finished_at = self.now()
-        await store_call(self.store.finish, seqs, status=status, now=finished_at, reason=reason)
+        now = self.now()
+        steps = journal.call_steps(seqs, calls)
+        steps.extend(journal.step(seq, now, str(status), reason=reason) for seq in seqs)
+        await store_call(
+            self.store.finish, seqs, status=status, now=now, reason=reason, steps=steps
+        )
         metrics.count_finished(
             self.name, [m.type for m in unit.messages], delivered=status == MessageStatus.DELIVERED,
-            latencies=[finished_at - m.received_at for m in unit.messages],
+            latencies=[now - m.received_at for m in unit.messages],
         )
         return UnitOutcome.DONE
 
-    async def _defer(self, claim: LaneClaim, unit: Unit, exc: CreateInProgress) -> None:
+    async def _note_calls(self, seqs: Sequence[int], calls: Sequence[journal.Call]) -> None:
+        """Calls of a unit that ends without a store write of its own (the budget ran out, a
+        fallback or a re-plan follows): written on their own, once."""
+        if calls:
+            await store_call(self.store.add_steps, journal.call_steps(seqs, calls))
+
+    async def _defer(
+        self, claim: LaneClaim, unit: Unit, exc: CreateInProgress, steps: Sequence[JourneyRow]
+    ) -> None:
         """Hold the unit briefly; its attempts and its retry window stay as they were."""
         head = unit.messages[0]
         self.stats.deferred += 1
+        now = self.now()
+        why = f"waiting: {exc}"
         await self._reschedule(
             head.seq, destination=self.name, lane=claim.lane,
-            attempts=head.attempts, available_at=self.now() + exc.retry_in,
-            first_failure_at=head.first_failure_at, last_error=f"waiting: {exc}",
+            attempts=head.attempts, available_at=now + exc.retry_in,
+            first_failure_at=head.first_failure_at, last_error=why,
+            steps=[*steps, journal.step(head.seq, now, "held", reason=why,
+                                        next_at=now + exc.retry_in)],
         )
 
     async def _fail(
-        self, claim: LaneClaim, unit: Unit, kind: ErrorKind, error: str, retry_after: float | None,
-        *, status: int | None = None, error_type: str = "",
+        self,
+        claim: LaneClaim,
+        unit: Unit,
+        kind: ErrorKind,
+        error: str,
+        retry_after: float | None,
+        steps: Sequence[JourneyRow] = (),
+        *,
+        status: int | None = None,
+        error_type: str = "",
     ) -> None:
         now = self.now()
         head = unit.messages[0]
@@ -493,19 +536,29 @@ class DestinationWorker:
                 self.stats.throttled += 1
             else:
                 self.stats.retried += 1
+            retry = journal.step(
+                head.seq, now, "retry", reason=error, error_kind=kind,
+                attempt=decision.attempts_after, next_at=decision.at,
+            )
             await self._reschedule(
                 head.seq, destination=self.name, lane=claim.lane,
                 attempts=decision.attempts_after, available_at=decision.at,
-                first_failure_at=first_failure, last_error=error,
+                first_failure_at=first_failure, last_error=error, steps=[*steps, retry],
             )
             metrics.count_failed(
                 self.name, [head.type], dead=False, status=status, error_type=error_type
             )
             return
         self.stats.dead += len(unit.messages)
+        seqs = [m.seq for m in unit.messages]
+        dead = [
+            journal.step(seq, now, "dead", reason=error, why=decision.reason,
+                         attempt=decision.attempts_after)
+            for seq in seqs
+        ]
         await store_call(
-            self.store.finish, [m.seq for m in unit.messages], status=MessageStatus.DEAD, now=now,
-            reason=error,
+            self.store.finish, seqs, status=MessageStatus.DEAD, now=now, reason=error,
+            steps=[*steps, *dead],
         )
         metrics.count_failed(
             self.name, [m.type for m in unit.messages], dead=True, status=status,

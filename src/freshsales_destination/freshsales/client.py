@@ -77,6 +77,8 @@ class Reply:
     data: dict[str, Any]
     rate: RateLimitInfo
     body: Any = field(default=None, repr=False)
+    method: str = ""  # the request's method and path (no host, no query; secrets redacted)
+    path: str = ""
 
     @property
     def id(self) -> Any:
@@ -355,7 +357,10 @@ class FreshsalesClient:
         if isinstance(parsed, dict):
             inner = parsed.get(envelope) if envelope else None
             data = inner if isinstance(inner, dict) else parsed
-        return Reply(status=response.status_code, data=data, rate=rate, body=parsed)
+        return Reply(
+            status=response.status_code, data=data, rate=rate, body=parsed, method=method,
+            path=self._safe(path.split("?", 1)[0]),
+        )
 
     def _safe(self, text: str) -> str:
         return redact(text, self._secrets)

@@ -222,7 +222,8 @@ class StoreCollector(Collector):
         up.add_metric([], 1)
         yield up
         backlog = GaugeMetricFamily(
-            f"{PREFIX}_backlog_messages", "Messages in the store, by destination and status.",
+            f"{PREFIX}_backlog_messages",
+            "Messages waiting: pending (retrying: those of them after a failure) and dead.",
             labels=["destination", "status"],
         )
         oldest = GaugeMetricFamily(

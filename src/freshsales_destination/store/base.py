@@ -103,6 +103,7 @@ class StoredMessage:
     raw: bytes
     message: bytes
     first_failure_at: float | None = None
+    finished_at: float | None = None
 
     def normalized(self) -> dict[str, Any]:
         import orjson
@@ -110,6 +111,69 @@ class StoredMessage:
         value = orjson.loads(self.message)
         assert isinstance(value, dict)
         return value
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyRow:
+    """One stored step of a message's journey (``journey`` table): a Freshsales call, a retry,
+    an outcome or an operator's action. ``detail`` is compact JSON, bounded by its writer
+    (delivery/journal.py); it never holds a header, a key or a token."""
+
+    seq: int
+    at: float
+    kind: str
+    detail: bytes = b"{}"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageQuery:
+    """What `Store.search` and the dead-letter actions select; None (or empty) means any.
+
+    ``lane`` is a lane key (``u:<userId>``, ``a:<anonymousId>``); ``needles`` are byte strings
+    the normalised message must contain (one of them), checked with ``lane`` as an OR when both
+    are given; ``reason`` is a case-insensitive substring of the reason or the last error.
+    """
+
+    destination: str | None = None
+    lane: str | None = None
+    needles: tuple[bytes, ...] = ()
+    message_id: str | None = None
+    status: str | None = None
+    type: str | None = None
+    reason: str | None = None
+    since: float | None = None
+    until: float | None = None
+    seqs: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """Messages newest first; ``next_before``: pass as ``before`` to go on (None: the end).
+    A page may hold fewer than asked while ``next_before`` is set: the scan is bounded."""
+
+    messages: list[StoredMessage]
+    next_before: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    """Messages of one destination and status finished (or received) in one time bucket."""
+
+    destination: str
+    status: str
+    bucket: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRow:
+    destination: str
+    status: str  # dead | discarded | filtered | retrying
+    reason: str
+    count: int
+    first_seen: float
+    last_seen: float
+    samples: list[int]  # seqs, newest first, at most 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +238,8 @@ class Store(Protocol):
 
     def get_message(self, source: str, message_id: str) -> StoredMessage | None: ...
 
+    def get_by_seq(self, seq: int) -> StoredMessage | None: ...
+
     def count_by_status(self) -> dict[str, int]: ...
 
     def prune(self, *, older_than: float) -> int:
@@ -212,9 +278,16 @@ class Store(Protocol):
     def release_lane(self, destination: str, lane: str, owner: str) -> None: ...
 
     def finish(
-        self, seqs: Sequence[int], *, status: str, now: float, reason: str | None = None
+        self,
+        seqs: Sequence[int],
+        *,
+        status: str,
+        now: float,
+        reason: str | None = None,
+        steps: Sequence[JourneyRow] = (),
     ) -> None:
-        """Move messages to a final status (delivered, skipped, discarded, dead, dropped)."""
+        """Move messages to a final status (delivered, skipped, discarded, dead, dropped),
+        recording `steps` in their journeys in the same transaction."""
         ...
 
     def reschedule(
@@ -227,12 +300,78 @@ class Store(Protocol):
         available_at: float,
         first_failure_at: float | None,
         last_error: str,
+        steps: Sequence[JourneyRow] = (),
     ) -> None:
-        """Keep a message pending for a later attempt and hold its whole lane until then."""
+        """Keep a message pending for a later attempt and hold its whole lane until then,
+        recording `steps` in the journeys in the same transaction."""
         ...
 
     def requeue(self, seqs: Sequence[int], *, now: float) -> int:
-        """Put dead messages back to pending with fresh attempts."""
+        """Put dead messages back to pending with fresh attempts (a ``requeued`` step each);
+        returns how many were dead."""
+        ...
+
+    def drop_dead(self, seqs: Sequence[int], *, now: float) -> int:
+        """Mark dead messages dropped (a ``dropped`` step each); returns how many were dead."""
+        ...
+
+    # -- the journey and the operations read model (admin/views.py) -----------------------------
+
+    def add_steps(self, steps: Sequence[JourneyRow]) -> None:
+        """Record journey steps (bounded per message: the first and the latest are kept)."""
+
+    def steps_of(self, seq: int) -> list[JourneyRow]:
+        """A message's stored journey steps, oldest first."""
+        ...
+
+    def search(
+        self, query: MessageQuery, *, limit: int, before: int | None = None
+    ) -> SearchPage:
+        """Messages matching `query` with seq < `before`, newest first (a bounded scan)."""
+        ...
+
+    def dead_seqs(self, query: MessageQuery, *, limit: int = 100_000) -> list[int]:
+        """Seqs of dead messages matching `query` (its status is ignored), newest first."""
+        ...
+
+    def finished_counts(
+        self, *, start: float, end: float, bucket_seconds: int
+    ) -> list[StatusCount]:
+        """Messages finished in [start, end) by destination, status and bucket."""
+        ...
+
+    def received_counts(
+        self, *, start: float, end: float, bucket_seconds: int
+    ) -> list[StatusCount]:
+        """Messages received in [start, end) by destination and bucket (status "received")."""
+        ...
+
+    def retry_counts(
+        self, *, start: float, end: float, bucket_seconds: int
+    ) -> list[StatusCount]:
+        """``retry`` journey steps in [start, end) by destination and bucket."""
+        ...
+
+    def delivery_latencies(
+        self, *, start: float, end: float
+    ) -> list[tuple[str, float]]:
+        """(destination, finished_at - received_at) of messages delivered in [start, end)."""
+        ...
+
+    def failure_groups(
+        self, *, destination: str | None = None, since: float | None = None
+    ) -> list[FailureRow]:
+        """Dead, discarded, filtered and retrying (pending with a last error) messages grouped
+        by destination, status and reason."""
+        ...
+
+    def backlog(self, destination: str) -> dict[str, int]:
+        """The destination's ``pending`` messages, how many of them are ``retrying`` (pending
+        with a last error), and its ``dead`` letters."""
+        ...
+
+    def oldest_pending(self, destination: str) -> float | None:
+        """received_at of the destination's oldest pending message."""
         ...
 
     def list_messages(self, *, limit: int = 100, status: str | None = None) -> list[StoredMessage]:

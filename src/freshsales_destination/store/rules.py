@@ -26,10 +26,15 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from freshsales_destination.errors import StoreError
 from freshsales_destination.store.base import (
+    FailureRow,
     InboxEntry,
+    JourneyRow,
     LaneClaim,
+    MessageQuery,
     NewMessage,
+    SearchPage,
     SortRaced,
+    StatusCount,
     StoredMessage,
 )
 from freshsales_destination.store.queries import Dialect, queries
@@ -45,8 +50,45 @@ PUBLIC_METHODS = frozenset({
     "open", "close", "append", "inbox_append", "inbox_oldest", "inbox_sorted", "inbox_count",
     "ping", "get_message", "get_by_seq", "count_by_status", "prune", "claim_lane",
     "renew_lease", "release_lane", "finish", "reschedule", "requeue", "list_messages",
-    "pending_count", "kv_get", "kv_put", "kv_update", "kv_prune",
+    "pending_count", "kv_get", "kv_put", "kv_update", "kv_prune", "drop_dead", "add_steps",
+    "steps_of", "search", "dead_seqs", "finished_counts", "received_counts", "retry_counts",
+    "delivery_latencies", "failure_groups", "oldest_pending", "backlog",
 })
+
+# A message's journey keeps at most JOURNEY_CAP steps: its first JOURNEY_FIRST and the latest.
+JOURNEY_CAP = 50
+JOURNEY_FIRST = 10
+# A search reads at most this many seqs per query, and SEARCH_MAX_SCAN per call; a page that
+# stopped at the bound says where to go on (`SearchPage.next_before`).
+SEARCH_WINDOW = 20_000
+SEARCH_MAX_SCAN = 200_000
+# Messages are appended in the order received, except across processes committing at once:
+# the stats look this much earlier for the first message of a window.
+RECEIVED_ORDER_SLACK = 300.0
+
+
+def bounded_steps(steps: Sequence[JourneyRow]) -> list[JourneyRow]:
+    """`steps` of one message cut to JOURNEY_CAP: the first JOURNEY_FIRST and the latest."""
+    if len(steps) <= JOURNEY_CAP:
+        return list(steps)
+    return [*steps[:JOURNEY_FIRST], *steps[len(steps) - (JOURNEY_CAP - JOURNEY_FIRST):]]
+
+
+def query_params(query: MessageQuery) -> dict[str, object]:
+    """The named parameters of ``search_filters`` for `query`."""
+    needles = [n for n in query.needles if n][:2]
+    return {
+        "destination": query.destination,
+        "message_id": query.message_id,
+        "status": query.status,
+        "type": query.type,
+        "since": query.since,
+        "until": query.until,
+        "reason": None if not query.reason else "%" + escape_like(query.reason),
+        "lane": query.lane,
+        "needle1": needles[0] if needles else None,
+        "needle2": needles[1] if len(needles) > 1 else None,
+    }
 
 
 def guarded(method: Callable[P, T]) -> Callable[P, T]:
@@ -155,7 +197,8 @@ class SQLStore:
 
     def _message(self, row: Sequence[Any]) -> StoredMessage:
         (seq, source, destination, message_id, kind, status, reason, lane, received_at,
-         event_at, attempts, available_at, last_error, raw, message, first_failure_at) = row
+         event_at, attempts, available_at, last_error, raw, message, first_failure_at,
+         finished_at) = row
         return StoredMessage(
             seq=int(seq),
             source=str(source),
@@ -173,6 +216,7 @@ class SQLStore:
             raw=bytes(raw),
             message=bytes(message),
             first_failure_at=None if first_failure_at is None else float(first_failure_at),
+            finished_at=None if finished_at is None else float(finished_at),
         )
 
     def _run(self, conn: Any, name: str, params: Sequence[object] | Mapping[str, object] = ()) -> Any:
@@ -244,6 +288,7 @@ class SQLStore:
 
     def prune(self, *, older_than: float) -> int:
         with self._write() as conn:
+            self._run(conn, "prune_journey", (older_than, older_than))
             return int(self._run(conn, "prune", (older_than, older_than)).rowcount)
 
     # -- lanes ---------------------------------------------------------------------------------
@@ -304,12 +349,20 @@ class SQLStore:
             self._run(conn, "forget_idle_lane", (destination, lane))
 
     def finish(
-        self, seqs: Sequence[int], *, status: str, now: float, reason: str | None = None
+        self,
+        seqs: Sequence[int],
+        *,
+        status: str,
+        now: float,
+        reason: str | None = None,
+        steps: Sequence[JourneyRow] = (),
     ) -> None:
-        if not seqs:
+        if not seqs and not steps:
             return
         with self._write() as conn:
-            self._for_seqs(conn, "finish", (status, now, reason), seqs)
+            if seqs:
+                self._for_seqs(conn, "finish", (status, now, reason), seqs)
+            self._add_steps(conn, steps)
 
     def reschedule(
         self,
@@ -321,11 +374,13 @@ class SQLStore:
         available_at: float,
         first_failure_at: float | None,
         last_error: str,
+        steps: Sequence[JourneyRow] = (),
     ) -> None:
         with self._write() as conn:
             self._run(
                 conn, "reschedule", (attempts, available_at, first_failure_at, last_error, seq)
             )
+            self._add_steps(conn, steps)
             self._run(conn, "hold_lane", (destination, lane, available_at))
             self._wake(conn, available_at)
 
@@ -336,12 +391,196 @@ class SQLStore:
         with self._write() as conn:
             rows = self._for_seqs(conn, "dead_lanes", (), distinct, fetch=True)
             self._for_seqs(conn, "requeue", (), distinct)
-            lanes = sorted({(str(d), str(lane)) for d, lane in rows if lane is not None})
+            lanes = sorted({(str(d), str(lane)) for _, d, lane in rows if lane is not None})
             for lane_key in lanes:
                 self._run(conn, "unhold_lane", lane_key)
+            self._add_steps(conn, [JourneyRow(int(seq), now, "requeued") for seq, _, _ in rows])
             if rows:
                 self._wake(conn, None)
         return len(rows)
+
+    def drop_dead(self, seqs: Sequence[int], *, now: float) -> int:
+        if not seqs:
+            return 0
+        distinct = sorted(set(seqs))
+        with self._write() as conn:
+            rows = self._for_seqs(conn, "dead_lanes", (), distinct, fetch=True)
+            self._for_seqs(conn, "drop_dead", (now,), distinct)
+            self._add_steps(conn, [JourneyRow(int(seq), now, "dropped") for seq, _, _ in rows])
+        return len(rows)
+
+    # -- the journey -----------------------------------------------------------------------------
+
+    def _add_steps(self, conn: Any, steps: Sequence[JourneyRow]) -> None:
+        """Append `steps` to their messages' journeys, each kept to JOURNEY_CAP steps."""
+        if not steps:
+            return
+        by_seq: dict[int, list[JourneyRow]] = {}
+        for step in steps:
+            by_seq.setdefault(step.seq, []).append(step)
+        rows: list[tuple[object, ...]] = []
+        trims: list[tuple[int, int, int]] = []
+        for seq, mine in by_seq.items():
+            kept = bounded_steps(mine)
+            last = int(self._run(conn, "journey_last", (seq,)).fetchone()[0])
+            rows.extend(
+                (seq, last + i, step.at, step.kind, step.detail)
+                for i, step in enumerate(kept, start=1)
+            )
+            total = last + len(kept)
+            if total > JOURNEY_CAP:
+                trims.append((seq, JOURNEY_FIRST, total - (JOURNEY_CAP - JOURNEY_FIRST)))
+        conn.cursor().executemany(self.q["journey_add"], rows)
+        for trim in trims:
+            self._run(conn, "journey_trim", trim)
+
+    def add_steps(self, steps: Sequence[JourneyRow]) -> None:
+        if not steps:
+            return
+        with self._write() as conn:
+            self._add_steps(conn, steps)
+
+    def steps_of(self, seq: int) -> list[JourneyRow]:
+        with self._read() as conn:
+            rows = self._run(conn, "journey_of", (seq,)).fetchall()
+        return [
+            JourneyRow(int(s), float(at), str(kind), bytes(detail)) for s, at, kind, detail in rows
+        ]
+
+    # -- the operations read model ---------------------------------------------------------------
+
+    def _filtered(self, name: str) -> str:
+        return self.q[name].replace("{filters}", self.q["search_filters"])
+
+    def search(
+        self, query: MessageQuery, *, limit: int, before: int | None = None
+    ) -> SearchPage:
+        limit = max(1, limit)
+        params = query_params(query)
+        found: list[StoredMessage] = []
+        with self._read() as conn:
+            low, high = (int(v) for v in self._run(conn, "seq_bounds").fetchone())
+            top = high + 1 if before is None else min(before, high + 1)
+            if query.message_id is not None:
+                # At most one message per source: the unique index finds them.
+                cursor = conn.execute(
+                    self._filtered("search_message_id"),
+                    {**params, "before": top, "limit": limit + 1},
+                )
+                rows = [self._message(row) for row in cursor.fetchall()]
+                if len(rows) > limit:
+                    return SearchPage(rows[:limit], rows[limit - 1].seq)
+                return SearchPage(rows, None)
+            scanned = 0
+            while top > low and scanned < SEARCH_MAX_SCAN:
+                floor = max(low, top - SEARCH_WINDOW)
+                cursor = conn.execute(self._filtered("search_window"), {
+                    **params, "before": top, "floor": floor, "limit": limit - len(found),
+                })
+                found.extend(self._message(row) for row in cursor.fetchall())
+                if len(found) >= limit:
+                    return SearchPage(found, found[-1].seq)
+                scanned += top - floor
+                top = floor
+        return SearchPage(found, top if top > low else None)
+
+    def dead_seqs(self, query: MessageQuery, *, limit: int = 100_000) -> list[int]:
+        params = {**query_params(query), "status": None, "limit": limit}
+        with self._read() as conn:
+            rows = conn.execute(self._filtered("dead_matching"), params).fetchall()
+        seqs = [int(row[0]) for row in rows]
+        if query.seqs:
+            wanted = set(query.seqs)
+            seqs = [seq for seq in seqs if seq in wanted]
+        return seqs
+
+    def _counts(self, name: str, params: Mapping[str, object]) -> list[StatusCount]:
+        with self._read() as conn:
+            rows = self._run(conn, name, params).fetchall()
+        return [
+            StatusCount(str(dest), str(status), int(bucket), int(count))
+            for dest, status, bucket, count in rows
+        ]
+
+    def finished_counts(
+        self, *, start: float, end: float, bucket_seconds: int
+    ) -> list[StatusCount]:
+        return self._counts(
+            "finished_counts", {"start": start, "end": end, "size": float(bucket_seconds)}
+        )
+
+    def _first_seq_since(self, conn: Any, when: float) -> int:
+        """The first seq received at or after `when` (binary search on the primary key;
+        messages are appended in about the order they were received)."""
+        low, high = (int(v) for v in self._run(conn, "seq_bounds").fetchone())
+        best = high + 1
+        hi = high + 1
+        while low < hi:
+            mid = (low + hi) // 2
+            row = self._run(conn, "seq_at_or_after", (mid,)).fetchone()
+            if row is None:
+                hi = mid
+            elif float(row[1]) < when:
+                low = int(row[0]) + 1
+            else:
+                best = min(best, int(row[0]))
+                hi = mid
+        return best
+
+    def received_counts(
+        self, *, start: float, end: float, bucket_seconds: int
+    ) -> list[StatusCount]:
+        with self._read() as conn:
+            first = self._first_seq_since(conn, start - RECEIVED_ORDER_SLACK)
+            rows = self._run(conn, "received_counts", {
+                "start": start, "end": end, "size": float(bucket_seconds), "from_seq": first,
+            }).fetchall()
+        return [
+            StatusCount(str(dest), str(status), int(bucket), int(count))
+            for dest, status, bucket, count in rows
+        ]
+
+    def retry_counts(
+        self, *, start: float, end: float, bucket_seconds: int
+    ) -> list[StatusCount]:
+        return self._counts(
+            "retry_counts", {"start": start, "end": end, "size": float(bucket_seconds)}
+        )
+
+    def delivery_latencies(self, *, start: float, end: float) -> list[tuple[str, float]]:
+        with self._read() as conn:
+            rows = self._run(conn, "delivery_latencies", {"start": start, "end": end}).fetchall()
+        return [(str(dest), float(seconds)) for dest, seconds in rows]
+
+    def failure_groups(
+        self, *, destination: str | None = None, since: float | None = None
+    ) -> list[FailureRow]:
+        params = {"destination": destination, "since": -1.0 if since is None else since}
+        with self._read() as conn:
+            rows = self._run(conn, "failure_groups", params).fetchall()
+        groups: dict[tuple[str, str, str], FailureRow] = {}
+        for dest, status, reason, count, first, last, seq in rows:
+            key = (str(dest), str(status), str(reason))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = FailureRow(
+                    destination=key[0], status=key[1], reason=key[2], count=int(count),
+                    first_seen=float(first), last_seen=float(last), samples=[],
+                )
+            group.samples.append(int(seq))
+        return list(groups.values())
+
+    def backlog(self, destination: str) -> dict[str, int]:
+        with self._read() as conn:
+            pending, retrying, dead = self._run(
+                conn, "backlog", {"destination": destination}
+            ).fetchone()
+        return {"pending": int(pending), "retrying": int(retrying), "dead": int(dead)}
+
+    def oldest_pending(self, destination: str) -> float | None:
+        with self._read() as conn:
+            row = self._run(conn, "oldest_pending", (destination,)).fetchone()
+        return None if row is None else float(row[0])
 
     # -- key/value state -----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@
 
 -- name: columns
 seq, source, destination, message_id, type, status, reason, lane, received_at, event_at,
-attempts, available_at, last_error, raw, message, first_failure_at
+attempts, available_at, last_error, raw, message, first_failure_at, finished_at
 
 -- name: append_messages
 -- One statement inserts a whole batch from arrays; rows come out in input order, so seq
@@ -76,6 +76,11 @@ SELECT COUNT(*) FROM messages WHERE status = 'pending'
 
 -- name: pending_count_of_destination
 SELECT COUNT(*) FROM messages WHERE status = 'pending' AND destination = %s
+
+-- name: prune_journey
+-- The journeys of the messages `prune` removes (same conditions), in the same transaction.
+DELETE FROM journey WHERE seq IN (SELECT seq FROM messages WHERE finished_at IS NOT NULL
+AND finished_at < %s AND received_at < %s AND status <> 'dead')
 
 -- name: prune
 DELETE FROM messages WHERE finished_at IS NOT NULL AND finished_at < %s
@@ -148,8 +153,13 @@ hold_until = excluded.hold_until
 -- name: dead_lanes
 -- All seqs at once (an array). FOR UPDATE: a concurrent requeue of the same seqs waits, then
 -- finds them no longer dead.
-SELECT destination, lane FROM messages WHERE seq = ANY(%s::bigint[]) AND status = 'dead'
+SELECT seq, destination, lane FROM messages WHERE seq = ANY(%s::bigint[]) AND status = 'dead'
 FOR UPDATE
+
+-- name: drop_dead
+-- All seqs at once (an array).
+UPDATE messages SET status = 'dropped', finished_at = %s
+WHERE seq = ANY(%s::bigint[]) AND status = 'dead'
 
 -- name: requeue
 -- All seqs at once (an array).
@@ -202,3 +212,119 @@ SELECT COALESCE(MAX(version), 0) FROM schema_migrations
 
 -- name: record_migration
 INSERT INTO schema_migrations (version) VALUES (%s)
+
+-- name: journey_last
+SELECT COALESCE(MAX(n), 0) FROM journey WHERE seq = %s
+
+-- name: journey_add
+INSERT INTO journey (seq, n, at, kind, detail) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (seq, n) DO NOTHING
+
+-- name: journey_trim
+-- Keep the first steps (n <= %s) and the latest: drop the middle up to n <= %s.
+DELETE FROM journey WHERE seq = %s AND n > %s AND n <= %s
+
+-- name: journey_of
+SELECT seq, at, kind, detail FROM journey WHERE seq = %s ORDER BY n
+
+-- name: seq_bounds
+SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM messages
+
+-- name: seq_at_or_after
+SELECT seq, received_at FROM messages WHERE seq >= %s ORDER BY seq LIMIT 1
+
+-- name: search_filters
+-- The filters of a MessageQuery (named parameters; NULL means any).
+(%(destination)s::text IS NULL OR destination = %(destination)s::text)
+AND (%(message_id)s::text IS NULL OR message_id = %(message_id)s::text)
+AND (%(status)s::text IS NULL OR status = %(status)s::text)
+AND (%(type)s::text IS NULL OR type = %(type)s::text)
+AND (%(since)s::float8 IS NULL OR received_at >= %(since)s::float8)
+AND (%(until)s::float8 IS NULL OR received_at < %(until)s::float8)
+AND (%(reason)s::text IS NULL OR reason ILIKE %(reason)s::text ESCAPE '\'
+     OR last_error ILIKE %(reason)s::text ESCAPE '\')
+AND ((%(lane)s::text IS NULL AND %(needle1)s::bytea IS NULL) OR lane = %(lane)s::text
+     OR position(%(needle1)s::bytea IN message) > 0
+     OR position(%(needle2)s::bytea IN message) > 0)
+
+-- name: search_window
+-- A bounded slice of seqs (the primary key), newest first. {filters}: search_filters.
+SELECT {columns} FROM messages WHERE seq < %(before)s AND seq >= %(floor)s AND {filters}
+ORDER BY seq DESC LIMIT %(limit)s
+
+-- name: search_message_id
+-- By message id through the (source, message_id) index, one probe per source (the sources
+-- found by skipping through that index). {filters}: search_filters.
+SELECT {columns} FROM messages WHERE message_id = %(message_id)s::text AND seq < %(before)s
+AND source IN (WITH RECURSIVE s(source) AS (SELECT MIN(source) FROM messages UNION ALL
+SELECT (SELECT MIN(m.source) FROM messages m WHERE m.source > s.source) FROM s
+WHERE s.source IS NOT NULL) SELECT source FROM s WHERE source IS NOT NULL)
+AND {filters}
+ORDER BY seq DESC LIMIT %(limit)s
+
+-- name: dead_matching
+-- Dead letters only (the partial index). {filters}: search_filters (status NULL).
+SELECT seq FROM messages WHERE status = 'dead' AND {filters}
+ORDER BY seq DESC LIMIT %(limit)s
+
+-- name: finished_counts
+SELECT destination, status,
+       floor((finished_at - %(start)s::float8) / %(size)s::float8)::int AS bucket, COUNT(*)
+FROM messages WHERE finished_at >= %(start)s::float8 AND finished_at < %(end)s::float8
+GROUP BY destination, status, bucket
+
+-- name: received_counts
+-- From the first seq received in the window (messages are appended in the order received).
+SELECT destination, 'received',
+       floor((received_at - %(start)s::float8) / %(size)s::float8)::int AS bucket, COUNT(*)
+FROM messages WHERE seq >= %(from_seq)s AND received_at >= %(start)s::float8
+AND received_at < %(end)s::float8
+GROUP BY destination, bucket
+
+-- name: retry_counts
+SELECT m.destination, 'retried',
+       floor((j.at - %(start)s::float8) / %(size)s::float8)::int AS bucket, COUNT(*)
+FROM journey j JOIN messages m ON m.seq = j.seq
+WHERE j.kind = 'retry' AND j.at >= %(start)s::float8 AND j.at < %(end)s::float8
+GROUP BY m.destination, bucket
+
+-- name: delivery_latencies
+SELECT destination, finished_at - received_at FROM messages
+WHERE finished_at >= %(start)s::float8 AND finished_at < %(end)s::float8
+AND status = 'delivered'
+
+-- name: failure_groups
+-- Per (destination, status, reason): count, first and last seen, and the 5 newest seqs.
+WITH f AS (
+    SELECT seq, destination, status, COALESCE(reason, last_error, '') AS reason,
+           COALESCE(finished_at, received_at) AS at
+    FROM messages WHERE status IN ('dead', 'discarded', 'filtered')
+    AND finished_at >= %(since)s::float8
+    AND (%(destination)s::text IS NULL OR destination = %(destination)s::text)
+    UNION ALL
+    SELECT seq, destination, 'retrying', last_error, COALESCE(first_failure_at, received_at)
+    FROM messages WHERE status = 'pending' AND last_error IS NOT NULL
+    AND (%(destination)s::text IS NULL OR destination = %(destination)s::text)
+), r AS (
+    SELECT seq, destination, status, reason, at,
+           ROW_NUMBER() OVER w AS rn, COUNT(*) OVER g AS cnt,
+           MIN(at) OVER g AS first_seen, MAX(at) OVER g AS last_seen
+    FROM f
+    WINDOW g AS (PARTITION BY destination, status, reason),
+           w AS (PARTITION BY destination, status, reason ORDER BY seq DESC)
+)
+SELECT destination, status, reason, cnt, first_seen, last_seen, seq FROM r WHERE rn <= 5
+ORDER BY cnt DESC, destination, status, reason, seq DESC
+
+-- name: oldest_pending
+SELECT received_at FROM messages
+WHERE destination = %s AND status = 'pending' ORDER BY seq LIMIT 1
+
+-- name: backlog
+-- A destination's pending messages, those of them waiting for a retry, and its dead letters
+-- (each count through a partial index).
+SELECT (SELECT COUNT(*) FROM messages
+        WHERE destination = %(destination)s AND status = 'pending'),
+       (SELECT COUNT(*) FROM messages
+        WHERE destination = %(destination)s AND status = 'pending' AND last_error IS NOT NULL),
+       (SELECT COUNT(*) FROM messages WHERE status = 'dead' AND destination = %(destination)s)

@@ -5,7 +5,7 @@
 
 -- name: columns
 seq, source, destination, message_id, type, status, reason, lane, received_at, event_at,
-attempts, available_at, last_error, raw, message, first_failure_at
+attempts, available_at, last_error, raw, message, first_failure_at, finished_at
 
 -- name: append_messages
 -- {rows}: one append_row per message (500 at most: 12 parameters each).
@@ -67,6 +67,11 @@ SELECT COUNT(*) FROM messages WHERE status = 'pending'
 -- name: pending_count_of_destination
 SELECT COUNT(*) FROM messages WHERE status = 'pending' AND destination = ?
 
+-- name: prune_journey
+-- The journeys of the messages `prune` removes (same conditions), in the same transaction.
+DELETE FROM journey WHERE seq IN (SELECT seq FROM messages WHERE finished_at IS NOT NULL
+AND finished_at < ? AND received_at < ? AND status != 'dead')
+
 -- name: prune
 DELETE FROM messages WHERE finished_at IS NOT NULL AND finished_at < ?
 AND received_at < ? AND status != 'dead'
@@ -123,7 +128,11 @@ hold_until = excluded.hold_until
 
 -- name: dead_lanes
 -- One seq at a time. (No UPDATE ... RETURNING: that needs SQLite 3.35.)
-SELECT destination, lane FROM messages WHERE seq = ? AND status = 'dead'
+SELECT seq, destination, lane FROM messages WHERE seq = ? AND status = 'dead'
+
+-- name: drop_dead
+-- One row per seq (executemany).
+UPDATE messages SET status = 'dropped', finished_at = ? WHERE seq = ? AND status = 'dead'
 
 -- name: requeue
 -- One row per seq (executemany).
@@ -147,3 +156,113 @@ updated_at = excluded.updated_at
 
 -- name: kv_prune
 DELETE FROM kv WHERE namespace LIKE ? ESCAPE '\' AND updated_at < ?
+
+-- name: journey_last
+SELECT COALESCE(MAX(n), 0) FROM journey WHERE seq = ?
+
+-- name: journey_add
+INSERT INTO journey (seq, n, at, kind, detail) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (seq, n) DO NOTHING
+
+-- name: journey_trim
+-- Keep the first steps (n <= ?) and the latest: drop the middle up to n <= ?.
+DELETE FROM journey WHERE seq = ? AND n > ? AND n <= ?
+
+-- name: journey_of
+SELECT seq, at, kind, detail FROM journey WHERE seq = ? ORDER BY n
+
+-- name: seq_bounds
+SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM messages
+
+-- name: seq_at_or_after
+SELECT seq, received_at FROM messages WHERE seq >= ? ORDER BY seq LIMIT 1
+
+-- name: search_filters
+-- The filters of a MessageQuery (named parameters; NULL means any).
+(:destination IS NULL OR destination = :destination)
+AND (:message_id IS NULL OR message_id = :message_id)
+AND (:status IS NULL OR status = :status)
+AND (:type IS NULL OR type = :type)
+AND (:since IS NULL OR received_at >= :since)
+AND (:until IS NULL OR received_at < :until)
+AND (:reason IS NULL OR reason LIKE :reason ESCAPE '\' OR last_error LIKE :reason ESCAPE '\')
+AND ((:lane IS NULL AND :needle1 IS NULL) OR lane = :lane
+     OR instr(message, :needle1) > 0 OR instr(message, :needle2) > 0)
+
+-- name: search_window
+-- A bounded slice of seqs (the primary key), newest first. {filters}: search_filters.
+SELECT {columns} FROM messages WHERE seq < :before AND seq >= :floor AND {filters}
+ORDER BY seq DESC LIMIT :limit
+
+-- name: search_message_id
+-- By message id through the (source, message_id) index, one probe per source (the sources
+-- found by skipping through that index). {filters}: search_filters.
+SELECT {columns} FROM messages WHERE message_id = :message_id AND seq < :before
+AND source IN (WITH RECURSIVE s(source) AS (SELECT MIN(source) FROM messages UNION ALL
+SELECT (SELECT MIN(source) FROM messages WHERE source > s.source) FROM s
+WHERE s.source IS NOT NULL) SELECT source FROM s WHERE source IS NOT NULL)
+AND {filters}
+ORDER BY seq DESC LIMIT :limit
+
+-- name: dead_matching
+-- Dead letters only (the partial index). {filters}: search_filters (status NULL).
+SELECT seq FROM messages INDEXED BY messages_dead WHERE status = 'dead' AND {filters}
+ORDER BY seq DESC LIMIT :limit
+
+-- name: finished_counts
+SELECT destination, status, CAST((finished_at - :start) / :size AS INTEGER) AS bucket, COUNT(*)
+FROM messages WHERE finished_at >= :start AND finished_at < :end
+GROUP BY destination, status, bucket
+
+-- name: received_counts
+-- From the first seq received in the window (messages are appended in the order received).
+SELECT destination, 'received', CAST((received_at - :start) / :size AS INTEGER) AS bucket,
+COUNT(*) FROM messages WHERE seq >= :from_seq AND received_at >= :start AND received_at < :end
+GROUP BY destination, bucket
+
+-- name: retry_counts
+SELECT m.destination, 'retried', CAST((j.at - :start) / :size AS INTEGER) AS bucket, COUNT(*)
+FROM journey j INDEXED BY journey_retries JOIN messages m ON m.seq = j.seq
+WHERE j.kind = 'retry' AND j.at >= :start AND j.at < :end
+GROUP BY m.destination, bucket
+
+-- name: delivery_latencies
+SELECT destination, finished_at - received_at FROM messages
+WHERE finished_at >= :start AND finished_at < :end AND status = 'delivered'
+
+-- name: failure_groups
+-- Per (destination, status, reason): count, first and last seen, and the 5 newest seqs.
+WITH f AS (
+    SELECT seq, destination, status, COALESCE(reason, last_error, '') AS reason,
+           COALESCE(finished_at, received_at) AS at
+    FROM messages WHERE status IN ('dead', 'discarded', 'filtered')
+    AND finished_at >= :since AND (:destination IS NULL OR destination = :destination)
+    UNION ALL
+    SELECT seq, destination, 'retrying', last_error, COALESCE(first_failure_at, received_at)
+    FROM messages INDEXED BY messages_pending
+    WHERE status = 'pending' AND last_error IS NOT NULL
+    AND (:destination IS NULL OR destination = :destination)
+), r AS (
+    SELECT seq, destination, status, reason, at,
+           ROW_NUMBER() OVER w AS rn, COUNT(*) OVER g AS cnt,
+           MIN(at) OVER g AS first_seen, MAX(at) OVER g AS last_seen
+    FROM f
+    WINDOW g AS (PARTITION BY destination, status, reason),
+           w AS (PARTITION BY destination, status, reason ORDER BY seq DESC)
+)
+SELECT destination, status, reason, cnt, first_seen, last_seen, seq FROM r WHERE rn <= 5
+ORDER BY cnt DESC, destination, status, reason, seq DESC
+
+-- name: oldest_pending
+SELECT received_at FROM messages INDEXED BY messages_pending
+WHERE destination = ? AND status = 'pending' ORDER BY seq LIMIT 1
+
+-- name: backlog
+-- A destination's pending messages, those of them waiting for a retry, and its dead letters
+-- (each count through a partial index).
+SELECT (SELECT COUNT(*) FROM messages INDEXED BY messages_pending
+        WHERE destination = :destination AND status = 'pending'),
+       (SELECT COUNT(*) FROM messages INDEXED BY messages_pending
+        WHERE destination = :destination AND status = 'pending' AND last_error IS NOT NULL),
+       (SELECT COUNT(*) FROM messages INDEXED BY messages_dead
+        WHERE status = 'dead' AND destination = :destination)
