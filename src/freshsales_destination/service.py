@@ -52,7 +52,12 @@ from freshsales_destination.observe.logs import (
     configure_from_env,
     configure_logging,
 )
-from freshsales_destination.observe.metrics import INGEST_SECONDS, MULTIPROC_ENV, metrics_routes
+from freshsales_destination.observe.metrics import (
+    INGEST_TRACKING,
+    INGEST_WEBHOOK,
+    MULTIPROC_ENV,
+    metrics_routes,
+)
 from freshsales_destination.private_files import FILE_MODE, private_dir, write_private
 from freshsales_destination.routing import without_slash_redirects
 from freshsales_destination.store.base import Store
@@ -104,9 +109,8 @@ class ServiceApp(Starlette):
                 scope["app"] = self
                 started = time.perf_counter()
                 await self.ingest.handle(path, scope, receive, send)
-                INGEST_SECONDS.labels("tracking" if path.startswith("/v1/") else "webhook").observe(
-                    time.perf_counter() - started
-                )
+                timer = INGEST_TRACKING if path.startswith("/v1/") else INGEST_WEBHOOK
+                timer.observe(time.perf_counter() - started)
                 return
         await super().__call__(scope, receive, send)
 

@@ -6,7 +6,7 @@ Two kinds, never mixed up:
   delivered, skipped, retried and dead-lettered; every Freshsales call; delivery latency
   (received -> delivered) and ingest request latency. Module-level counters and histograms,
   updated by sorting (`count_sorted`), the delivery worker (`count_*`), the Freshsales client
-  (`call_observer`) and the serving app (`INGEST_SECONDS`).
+  (`call_observer`) and the serving app (`INGEST_TRACKING`, `INGEST_WEBHOOK`).
 * **State, read from the store at scrape time** (`StoreCollector`): backlog by status, the
   oldest pending message's age, the budget left, destination health, the sorting backlog.
   The same from whichever process answers, since they all share the store.
@@ -114,6 +114,10 @@ INGEST_SECONDS = Histogram(
     ["endpoint"], registry=PROCESS,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+# Bound once: looking a child up by its labels costs more than observing (ServiceApp times
+# every request).
+INGEST_TRACKING = INGEST_SECONDS.labels("tracking")
+INGEST_WEBHOOK = INGEST_SECONDS.labels("webhook")
 
 
 # -- counting, where events happen --------------------------------------------------------------
