@@ -2,8 +2,9 @@
 
 Finished messages (delivered, discarded, filtered, dropped...) and the delivery ledger are kept
 for `store.dedup_days`, so a resent batch or a replay within that window is still recognised;
-after it they are removed so the store does not grow forever. Pending and dead messages are
-never removed here.
+after it they are removed so the store does not grow forever, each with its journey (the
+calls and retries delivery recorded for it, in the same transaction). Pending and dead messages
+are never removed here.
 """
 
 from __future__ import annotations

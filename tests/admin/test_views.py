@@ -96,6 +96,13 @@ def scenario(pipeline: Pipeline, clock: FakeClock) -> dict[str, int]:
     script(pipeline, "POST", UPSERT,
            {"status": 500, "body": {"errors": {"message": ["Something went wrong"]}}})
     pipeline.send("/v1/identify", identify("ann", "ann-1"))
+    pipeline.deliver(now=clock)
+    # Waiting for its retry: searchable as "retrying", and a failure group of its own.
+    waiting = views.search(pipeline.store, MessageFilter(status="retrying")).items
+    assert [m.message_id for m in waiting] == ["ann-1"] and waiting[0].attempts == 1
+    (group,) = views.failures(pipeline.store)
+    assert group.status == "retrying" and "500" in group.reason
+    assert group.samples == [waiting[0].id]
     deliver_until(pipeline, clock, "ann-1", "delivered")
     script(pipeline, "POST", NOTES,
            {"status": 400, "body": {"errors": {"message": ["Note text is too odd"]}}})
@@ -152,8 +159,11 @@ def test_journey_search_stats_failures_and_dead_letter_actions(
     assert dead.steps[-1].kind == "dead" and "400" in dead.steps[-1].detail["reason"]
 
     discarded = views.journey(store, settings, seqs["cat-1"])
-    assert discarded is not None and discarded.steps[-1].kind == "discarded"
-    assert "url" in (discarded.steps[-1].detail["reason"] or "")
+    assert discarded is not None
+    assert [s.kind for s in discarded.steps] == ["received", "sorted", "planned", "discarded"]
+    assert discarded.steps[1].detail["outcome"] == "queued"
+    assert "url" in discarded.steps[-1].detail["reason"]
+    assert discarded.steps[-1].detail["code"] == "missing_url"
     at_ingest = views.journey(store, settings, seqs["nobody-1"])
     assert at_ingest is not None
     assert [s.kind for s in at_ingest.steps] == ["received", "sorted", "discarded"]
@@ -171,6 +181,7 @@ def test_journey_search_stats_failures_and_dead_letter_actions(
     assert ids(MessageFilter(type="page")) == ["cat-1"]
     assert ids(MessageFilter(reason="properties.url")) == ["cat-1"]
     assert ids(MessageFilter(user_id="ann", email="someone@else.com")) == []
+    assert ids(MessageFilter(status="retrying")) == [], "nothing waits for a retry now"
     walked: list[str] = []
     cursor: str | None = None
     while True:
@@ -269,3 +280,38 @@ def test_journey_search_stats_failures_and_dead_letter_actions(
                now=clock() + settings.store.dedup_days * 86400 + 3600)
     assert store.get_by_seq(seqs["ann-1"]) is None
     assert store.steps_of(seqs["ann-1"]) == []
+
+
+def test_a_long_journey_shows_where_steps_were_cut() -> None:
+    """More steps than the store keeps: the first and the latest, and how many between."""
+    import orjson
+
+    from freshsales_destination.config import settings_from_dict
+    from freshsales_destination.store import rules
+    from freshsales_destination.store.base import JourneyRow, NewMessage
+    from freshsales_destination.store.sqlite import SQLiteStore
+
+    settings = settings_from_dict({"destinations": {"crm": {
+        "product": "suite", "domain": "acme", "api_key": "a-key-for-this-test"}}})
+    store = SQLiteStore(None)
+    store.open()
+    try:
+        body = orjson.dumps({"type": "track", "userId": "ann", "event": "Clicked",
+                             "messageId": "m1"})
+        store.append([NewMessage("web", "crm", "m1", "track", "pending", None, "u:ann",
+                                 1.0, 1.0, body, body)])
+        (seq,) = [m.seq for m in store.list_messages()]
+        store.add_steps([JourneyRow(seq, 10.0 + i, "retry", orjson.dumps({"attempt": i}))
+                         for i in range(1, 66)])
+        journey = views.journey(store, settings, seq)
+        assert journey is not None
+        kinds = [s.kind for s in journey.steps]
+        assert kinds[:3] == ["received", "sorted", "planned"]
+        (cut,) = [s for s in journey.steps if s.kind == "elided"]
+        assert cut.detail == {"steps": 65 - rules.JOURNEY_CAP}
+        attempts = [s.detail["attempt"] for s in journey.steps if s.kind == "retry"]
+        assert attempts == [*range(1, rules.JOURNEY_FIRST + 1), *range(26, 66)]
+        assert kinds.index("elided") == 3 + rules.JOURNEY_FIRST
+        assert journey.steps[2].detail["schema_source"] == "built-in default"
+    finally:
+        store.close()

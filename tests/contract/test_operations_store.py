@@ -55,6 +55,8 @@ def test_journey_steps_are_bounded_keeping_the_first_and_the_latest(store: Store
     steps = store.steps_of(seq)
     numbers = [orjson.loads(s.detail)["i"] for s in steps]
     assert len(steps) == rules.JOURNEY_CAP
+    numbered = [s.n for s in steps]
+    assert numbered == [*range(1, rules.JOURNEY_FIRST + 1), *range(31, 71)]
     assert numbers[: rules.JOURNEY_FIRST] == list(range(rules.JOURNEY_FIRST))
     assert numbers[rules.JOURNEY_FIRST :] == list(range(70 - (rules.JOURNEY_CAP - rules.JOURNEY_FIRST), 70))
     # One write of more steps than the cap is cut the same way.
@@ -189,6 +191,11 @@ def test_search_filters(store: Store) -> None:
     assert ids(MessageQuery(reason="NOT MAPPED")) == ["web/f1"]
     assert ids(MessageQuery(since=T0 + 10, until=T0 + 30)) == ["web/b1", "web/a2"]
     assert ids(MessageQuery(lane="u:nobody")) == []
+    assert ids(MessageQuery(status="pending", retrying=True)) == []
+    store.reschedule(_seq(store, "b1"), destination="crm", lane="u:bob", attempts=1,
+                     available_at=T0 + 99, first_failure_at=T0, last_error="HTTP 502")
+    assert ids(MessageQuery(status="pending", retrying=True)) == ["web/b1"]
+    assert ids(MessageQuery(reason="http 502")) == ["web/b1"]
     # message_id pages through the matches too.
     first = store.search(MessageQuery(message_id="a1"), limit=1)
     assert [m.source for m in first.messages] == ["app"] and first.next_before is not None

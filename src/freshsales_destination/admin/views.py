@@ -36,7 +36,7 @@ class MessageFilter:
     anonymous_id: str | None = None
     email: str | None = None
     message_id: str | None = None
-    status: str | None = None
+    status: str | None = None  # a stored status, or "retrying" (pending with a last error)
     type: str | None = None
     reason: str | None = None  # a substring of the stored reason / last error
     since: float | None = None  # received at or after
@@ -72,11 +72,15 @@ class Page:
 class JourneyStep:
     """One thing that happened to a message, oldest first.
 
-    kind: received | sorted | filtered | discarded | planned | call | retry | delivered |
-    dead | requeued | dropped | skipped. ``detail`` is JSON-ready: for ``call``: method,
-    route (path without query secrets), status, duration_ms, error (Freshsales' error text,
-    bounded); for ``retry``: reason, attempt, next_at; for ``planned``: the explanation of
-    every operation and trait (as ``explain`` prints it).
+    kind: received | sorted | filtered | discarded | planned | call | retry | held |
+    delivered | dead | requeued | dropped | skipped | elided (``steps``: how many steps the
+    store cut between the first and the latest, see store/rules.py JOURNEY_CAP). ``detail`` is JSON-ready: for ``call``:
+    operation, method, route (path without query secrets), status (None: no answer),
+    duration_ms, error (Freshsales' error text, bounded); for ``retry``: reason, error_kind,
+    attempt, next_at; for ``held`` (waiting through no fault of its own): reason, next_at;
+    for ``dead``: reason, why, attempt; for ``planned``: the explanation of every operation
+    and trait (as ``explain`` prints it). ``at`` is None for ``sorted`` and ``planned``
+    (derived, not stored; see docs/operations.md "The journey of a message").
     """
 
     at: float | None
@@ -143,6 +147,8 @@ WINDOWS: dict[str, tuple[int, int]] = {"1h": (300, 12), "24h": (3600, 24), "7d":
 # discard while planning) are derived from it.
 FINAL_KINDS = frozenset({"delivered", "skipped", "dead", "dropped", "discarded", "filtered"})
 MAX_PAGE = 500
+# Not a stored status: pending messages with a last error (as the failure groups name them).
+RETRYING = "retrying"
 
 
 def destinations(store: Store, settings: Settings, now: float) -> list[DestinationOverview]:
@@ -218,10 +224,12 @@ def store_query(flt: MessageFilter) -> MessageQuery:
         needles = tuple(dict.fromkeys(
             [_needle("email", flt.email), _needle("email", flt.email.strip().lower())]
         ))
+    retrying = flt.status == RETRYING
     return MessageQuery(
         destination=flt.destination, lane=lane, needles=needles, message_id=flt.message_id,
-        status=flt.status, type=flt.type, reason=flt.reason or None, since=flt.since,
-        until=flt.until, seqs=tuple(flt.seqs),
+        status=MessageStatus.PENDING if retrying else flt.status, type=flt.type,
+        reason=flt.reason or None, since=flt.since, until=flt.until, seqs=tuple(flt.seqs),
+        retrying=retrying,
     )
 
 
@@ -252,7 +260,7 @@ def search(
     store: Store, flt: MessageFilter, *, limit: int = 50, cursor: str | None = None
 ) -> Page:
     """Messages matching ``flt``, newest first; ``cursor`` from the previous page's
-    ``next_cursor``. Raises ValueError for a malformed cursor.
+    ``next_cursor`` (`limit` is kept within 1..500). Raises ValueError for a malformed cursor.
 
     The store scans a bounded slice of the queue per call: a page may hold fewer than `limit`
     items while ``next_cursor`` is set (the search goes on from there); None is the end."""
@@ -330,7 +338,11 @@ def journey(store: Store, settings: Settings, message: int) -> Journey | None:
     }))
     if not at_ingest:
         steps.append(JourneyStep(None, "planned", _plan(store, settings, stored)))
+    previous = 0
     for row in rows:
+        if row.n > previous + 1:  # the store kept the first steps and the latest
+            steps.append(JourneyStep(None, "elided", {"steps": row.n - previous - 1}))
+        previous = row.n
         try:
             detail = orjson.loads(row.detail)
         except orjson.JSONDecodeError:

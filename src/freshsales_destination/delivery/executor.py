@@ -165,8 +165,8 @@ class Executor:
                 journal.record(
                     at=at, operation=str(op.kind), method=exc.method, path=exc.path,
                     status=exc.status, duration_ms=(time.perf_counter() - started) * 1000,
-                    error=exc.message if exc.status is not None else (
-                        f"{type(exc).__name__}: {exc.message}"),
+                    error=(exc.freshsales_message or exc.message) if exc.status is not None
+                    else f"{type(exc).__name__}: {exc.message}",
                 )
             await store_call(self.budget.observe, exc, ticket)
             raise

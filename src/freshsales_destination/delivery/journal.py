@@ -28,8 +28,10 @@ ROUTE_LIMIT = 200
 TEXT_LIMIT = 1_000  # any other text of a step (a retry's reason, a dead letter's why)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
+    """One Freshsales call of a unit (treat as read-only; not frozen: one is built per call)."""
+
     at: float
     operation: str
     method: str
@@ -101,5 +103,7 @@ def step(seq: int, at: float, kind: str, **detail: Any) -> JourneyRow:
 
 def call_steps(seqs: Iterable[int], calls: Sequence[Call]) -> list[JourneyRow]:
     """Each call as a ``call`` step on every message it served."""
+    if not calls:
+        return []
     details = [(call.at, orjson.dumps(call.detail())) for call in calls]
     return [JourneyRow(seq, at, "call", detail) for seq in seqs for at, detail in details]

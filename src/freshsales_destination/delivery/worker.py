@@ -231,10 +231,12 @@ class DestinationWorker:
         if result.status != PlanStatus.PLANNED:
             self.stats.discarded += 1
             metrics.count_planned_out(self.name, message.type, result.status, result.reason_code)
+            status, now = MessageStatus(result.status), self.now()
+            reason = result.reason or "not deliverable"
             await store_call(
-                self.store.finish, [message.seq], status=MessageStatus(result.status),
-                now=self.now(),
-                reason=result.reason or "not deliverable",
+                self.store.finish, [message.seq], status=status, now=now, reason=reason,
+                steps=[journal.step(message.seq, now, str(status), reason=reason,
+                                    code=result.reason_code, at_delivery=True)],
             )
             return None
         dropped = [

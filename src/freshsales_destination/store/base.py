@@ -113,16 +113,19 @@ class StoredMessage:
         return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JourneyRow:
     """One stored step of a message's journey (``journey`` table): a Freshsales call, a retry,
     an outcome or an operator's action. ``detail`` is compact JSON, bounded by its writer
-    (delivery/journal.py); it never holds a header, a key or a token."""
+    (delivery/journal.py); it never holds a header, a key or a token.
+
+    Not frozen (treat as read-only), like `NewMessage`: delivery builds several per unit."""
 
     seq: int
     at: float
     kind: str
     detail: bytes = b"{}"
+    n: int = 0  # its number in the message's journey (from 1; gaps where steps were cut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +134,9 @@ class MessageQuery:
 
     ``lane`` is a lane key (``u:<userId>``, ``a:<anonymousId>``); ``needles`` are byte strings
     the normalised message must contain (one of them), checked with ``lane`` as an OR when both
-    are given; ``reason`` is a case-insensitive substring of the reason or the last error.
+    are given; ``reason`` is a case-insensitive substring of the reason or the last error;
+    ``retrying``: only messages with a last error (with status ``pending``: those waiting for
+    a retry).
     """
 
     destination: str | None = None
@@ -144,6 +149,7 @@ class MessageQuery:
     since: float | None = None
     until: float | None = None
     seqs: tuple[int, ...] = ()
+    retrying: bool = False
 
 
 @dataclass(frozen=True, slots=True)

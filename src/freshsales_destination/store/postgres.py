@@ -301,6 +301,15 @@ class PostgresStore(SQLStore):
         if row is None or row[0] != "off":
             raise StoreUnavailable("the PostgreSQL store is read-only (a standby?)")
 
+    def _insert_steps(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: Sequence[tuple[int, int, float, str, bytes]],
+    ) -> list[tuple[int, int]]:
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 5
+        cursor = conn.execute(_Q["journey_add"], columns)
+        return [(int(seq), int(n)) for seq, n in cursor.fetchall()]
+
     def _for_seqs(
         self,
         conn: psycopg.Connection[Any],

@@ -67,13 +67,6 @@ SEARCH_MAX_SCAN = 200_000
 RECEIVED_ORDER_SLACK = 300.0
 
 
-def bounded_steps(steps: Sequence[JourneyRow]) -> list[JourneyRow]:
-    """`steps` of one message cut to JOURNEY_CAP: the first JOURNEY_FIRST and the latest."""
-    if len(steps) <= JOURNEY_CAP:
-        return list(steps)
-    return [*steps[:JOURNEY_FIRST], *steps[len(steps) - (JOURNEY_CAP - JOURNEY_FIRST):]]
-
-
 def query_params(query: MessageQuery) -> dict[str, object]:
     """The named parameters of ``search_filters`` for `query`."""
     needles = [n for n in query.needles if n][:2]
@@ -81,6 +74,7 @@ def query_params(query: MessageQuery) -> dict[str, object]:
         "destination": query.destination,
         "message_id": query.message_id,
         "status": query.status,
+        "retrying": query.retrying,
         "type": query.type,
         "since": query.since,
         "until": query.until,
@@ -154,6 +148,14 @@ class SQLStore:
     @abstractmethod
     def _append_rows(self, conn: Any, messages: Sequence[NewMessage]) -> list[bool]:
         """Insert `messages` in the open transaction, skipping duplicates: `append`'s answer."""
+
+    @abstractmethod
+    def _insert_steps(
+        self, conn: Any, rows: Sequence[tuple[int, int, float, str, bytes]]
+    ) -> list[tuple[int, int]]:
+        """Insert journey rows (seq, offset, at, kind, detail) in the open transaction, each
+        numbered the message's last step number (before this statement) plus its offset;
+        the (seq, number) of each row inserted."""
 
     @abstractmethod
     def _delete_inbox(self, conn: Any, seqs: Sequence[int]) -> int:
@@ -412,27 +414,30 @@ class SQLStore:
     # -- the journey -----------------------------------------------------------------------------
 
     def _add_steps(self, conn: Any, steps: Sequence[JourneyRow]) -> None:
-        """Append `steps` to their messages' journeys, each kept to JOURNEY_CAP steps."""
+        """Append `steps` to their messages' journeys in one statement (numbered on from each
+        message's last step by the database); a journey keeps its first JOURNEY_FIRST steps
+        and its latest, JOURNEY_CAP in all. The numbers of steps cut stay unused, so readers
+        see where and how many."""
         if not steps:
             return
         by_seq: dict[int, list[JourneyRow]] = {}
         for step in steps:
             by_seq.setdefault(step.seq, []).append(step)
-        rows: list[tuple[object, ...]] = []
-        trims: list[tuple[int, int, int]] = []
+        tail = JOURNEY_CAP - JOURNEY_FIRST
+        rows: list[tuple[int, int, float, str, bytes]] = []
         for seq, mine in by_seq.items():
-            kept = bounded_steps(mine)
-            last = int(self._run(conn, "journey_last", (seq,)).fetchone()[0])
+            # More steps at once than a journey keeps: only its first and latest go in.
             rows.extend(
-                (seq, last + i, step.at, step.kind, step.detail)
-                for i, step in enumerate(kept, start=1)
+                (seq, index, step.at, step.kind, step.detail)
+                for index, step in enumerate(mine, start=1)
+                if index <= JOURNEY_FIRST or index > len(mine) - tail
             )
-            total = last + len(kept)
-            if total > JOURNEY_CAP:
-                trims.append((seq, JOURNEY_FIRST, total - (JOURNEY_CAP - JOURNEY_FIRST)))
-        conn.cursor().executemany(self.q["journey_add"], rows)
-        for trim in trims:
-            self._run(conn, "journey_trim", trim)
+        highest: dict[int, int] = {}
+        for seq, number in self._insert_steps(conn, rows):
+            highest[int(seq)] = max(highest.get(int(seq), 0), int(number))
+        for seq, top in highest.items():
+            if top > JOURNEY_CAP:
+                self._run(conn, "journey_trim", (seq, JOURNEY_FIRST, top - tail))
 
     def add_steps(self, steps: Sequence[JourneyRow]) -> None:
         if not steps:
@@ -444,7 +449,8 @@ class SQLStore:
         with self._read() as conn:
             rows = self._run(conn, "journey_of", (seq,)).fetchall()
         return [
-            JourneyRow(int(s), float(at), str(kind), bytes(detail)) for s, at, kind, detail in rows
+            JourneyRow(int(s), float(at), str(kind), bytes(detail), int(n))
+            for s, at, kind, detail, n in rows
         ]
 
     # -- the operations read model ---------------------------------------------------------------
@@ -485,7 +491,7 @@ class SQLStore:
         return SearchPage(found, top if top > low else None)
 
     def dead_seqs(self, query: MessageQuery, *, limit: int = 100_000) -> list[int]:
-        params = {**query_params(query), "status": None, "limit": limit}
+        params = {**query_params(query), "status": None, "retrying": False, "limit": limit}
         with self._read() as conn:
             rows = conn.execute(self._filtered("dead_matching"), params).fetchall()
         seqs = [int(row[0]) for row in rows]

@@ -53,6 +53,12 @@ def _insert_many(rows: int) -> str:
 
 
 _INBOX_CHUNK = 2_000  # x 6 parameters
+_STEP_CHUNK = 500  # journey steps per INSERT (x 5 parameters)
+
+
+@functools.lru_cache(maxsize=64)
+def _steps_insert(rows: int) -> str:
+    return _Q["journey_add"].replace("{rows}", ", ".join([_Q["journey_row"]] * rows))
 
 
 @functools.lru_cache(maxsize=64)
@@ -330,6 +336,16 @@ class SQLiteStore(SQLStore):
             )
             cursor.close()
         return [inbox_entry(row) for row in rows]
+
+    def _insert_steps(
+        self, conn: sqlite3.Connection, rows: Sequence[tuple[int, int, float, str, bytes]]
+    ) -> list[tuple[int, int]]:
+        numbered: list[tuple[int, int]] = []
+        for start in range(0, len(rows), _STEP_CHUNK):
+            chunk = rows[start : start + _STEP_CHUNK]
+            cursor = conn.execute(_steps_insert(len(chunk)), [v for row in chunk for v in row])
+            numbered.extend((int(seq), int(n)) for seq, n in cursor.fetchall())
+        return numbered
 
     def _delete_inbox(self, conn: sqlite3.Connection, seqs: Sequence[int]) -> int:
         deleted = 0

@@ -213,19 +213,23 @@ SELECT COALESCE(MAX(version), 0) FROM schema_migrations
 -- name: record_migration
 INSERT INTO schema_migrations (version) VALUES (%s)
 
--- name: journey_last
-SELECT COALESCE(MAX(n), 0) FROM journey WHERE seq = %s
-
 -- name: journey_add
-INSERT INTO journey (seq, n, at, kind, detail) VALUES (%s, %s, %s, %s, %s)
+-- All steps in one statement from arrays: seq, offset, at, kind, detail. Each step is numbered
+-- its message's last number (as the statement starts) + offset.
+INSERT INTO journey (seq, n, at, kind, detail)
+SELECT t.seq, COALESCE((SELECT MAX(j.n) FROM journey j WHERE j.seq = t.seq), 0) + t.ord,
+       t.at, t.kind, t.detail
+FROM unnest(%s::bigint[], %s::int4[], %s::float8[], %s::text[], %s::bytea[])
+     AS t(seq, ord, at, kind, detail)
 ON CONFLICT (seq, n) DO NOTHING
+RETURNING seq, n
 
 -- name: journey_trim
 -- Keep the first steps (n <= %s) and the latest: drop the middle up to n <= %s.
 DELETE FROM journey WHERE seq = %s AND n > %s AND n <= %s
 
 -- name: journey_of
-SELECT seq, at, kind, detail FROM journey WHERE seq = %s ORDER BY n
+SELECT seq, at, kind, detail, n FROM journey WHERE seq = %s ORDER BY n
 
 -- name: seq_bounds
 SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM messages
@@ -238,6 +242,7 @@ SELECT seq, received_at FROM messages WHERE seq >= %s ORDER BY seq LIMIT 1
 (%(destination)s::text IS NULL OR destination = %(destination)s::text)
 AND (%(message_id)s::text IS NULL OR message_id = %(message_id)s::text)
 AND (%(status)s::text IS NULL OR status = %(status)s::text)
+AND (NOT %(retrying)s::boolean OR last_error IS NOT NULL)
 AND (%(type)s::text IS NULL OR type = %(type)s::text)
 AND (%(since)s::float8 IS NULL OR received_at >= %(since)s::float8)
 AND (%(until)s::float8 IS NULL OR received_at < %(until)s::float8)

@@ -157,19 +157,25 @@ updated_at = excluded.updated_at
 -- name: kv_prune
 DELETE FROM kv WHERE namespace LIKE ? ESCAPE '\' AND updated_at < ?
 
--- name: journey_last
-SELECT COALESCE(MAX(n), 0) FROM journey WHERE seq = ?
-
 -- name: journey_add
-INSERT INTO journey (seq, n, at, kind, detail) VALUES (?, ?, ?, ?, ?)
+-- {rows}: one journey_row per step (500 at most: 5 parameters each): seq, offset, at, kind,
+-- detail. Each step is numbered its message's last number (read before the insert) + offset.
+INSERT INTO journey (seq, n, at, kind, detail)
+SELECT v.column1, COALESCE((SELECT MAX(j.n) FROM journey j WHERE j.seq = v.column1), 0)
+       + v.column2, v.column3, v.column4, v.column5
+FROM (VALUES {rows}) AS v WHERE true
 ON CONFLICT (seq, n) DO NOTHING
+RETURNING seq, n
+
+-- name: journey_row
+(?, ?, ?, ?, ?)
 
 -- name: journey_trim
 -- Keep the first steps (n <= ?) and the latest: drop the middle up to n <= ?.
 DELETE FROM journey WHERE seq = ? AND n > ? AND n <= ?
 
 -- name: journey_of
-SELECT seq, at, kind, detail FROM journey WHERE seq = ? ORDER BY n
+SELECT seq, at, kind, detail, n FROM journey WHERE seq = ? ORDER BY n
 
 -- name: seq_bounds
 SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM messages
@@ -182,6 +188,7 @@ SELECT seq, received_at FROM messages WHERE seq >= ? ORDER BY seq LIMIT 1
 (:destination IS NULL OR destination = :destination)
 AND (:message_id IS NULL OR message_id = :message_id)
 AND (:status IS NULL OR status = :status)
+AND (:retrying = 0 OR last_error IS NOT NULL)
 AND (:type IS NULL OR type = :type)
 AND (:since IS NULL OR received_at >= :since)
 AND (:until IS NULL OR received_at < :until)
