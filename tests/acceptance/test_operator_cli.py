@@ -152,7 +152,8 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
     kinds = [step["kind"] for step in journey["steps"]]
     assert kinds[0] == "received" and "delivered" in kinds
     shown = cli("messages", "show", str(good_id), cwd=tmp_path).stdout
-    assert "Journey" in shown and "delivered" in shown
+    assert "Journey" in shown and "delivered" in shown and "POST /api/contacts/upsert" in shown
+    assert "traits.plan" in shown and "no Freshsales field named plan" in shown  # the plan's why
     nothing = cli("messages", "show", "999999", cwd=tmp_path, ok=False)
     assert nothing.returncode == 1 and "999999" in nothing.stderr
 

@@ -386,6 +386,11 @@ def show_message(
     for step in journey.steps:
         steps.add_row(iso(step.at), step.kind, _step_detail(step))
     out.print(steps)
+    plan = next((s.detail for s in journey.steps if s.kind == "planned" and "operations" in s.detail),
+                None)
+    if plan is not None:
+        out.print("Plan (as `explain` shows it now):", markup=False)
+        print_explanation(out, plan)
 
 
 def _step_detail(step: views.JourneyStep) -> str:
@@ -398,7 +403,11 @@ def _step_detail(step: views.JourneyStep) -> str:
             parts.append(str(detail["error"]))
         return " ".join(parts)
     if step.kind == "planned":
-        return _compact(detail)[:600]
+        if "error" in detail:
+            return f"cannot plan: {detail['error']}"
+        kinds = [str(op.get("kind")) for op in detail.get("operations") or []]
+        verdict = (detail.get("explanation") or {}).get("status", "")
+        return f"{verdict}: {', '.join(kinds) or 'no operations'} (the plan below)"
     return _compact(detail)
 
 
