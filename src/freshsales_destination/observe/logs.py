@@ -93,8 +93,11 @@ def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> LogF
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         # uvicorn's own handlers (if a config gave it some) would print a second format.
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.disabled = False
+        logger.setLevel(logging.NOTSET)  # the root's level (uvicorn.run(log_level=) sets its own)
     structlog.configure(
         processors=[
             structlog.stdlib.add_log_level,
