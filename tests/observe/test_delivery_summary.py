@@ -97,3 +97,19 @@ def test_default_format_follows_the_terminal() -> None:
     assert logs.default_format(io.StringIO()) == "json"
     with pytest.raises(ValueError, match="log level"):
         logs.configure_logging("json", "chatty")
+
+
+def test_log_level_is_the_threshold(
+    monkeypatch: pytest.MonkeyPatch, restore_logging: object
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(logs.sys, "stderr", stream)
+    for name in (logs.LOG_FORMAT_ENV, logs.LOG_LEVEL_ENV):
+        monkeypatch.setenv(name, "")
+    logs.configure_logging("json", "warning")
+    logging.getLogger("uvicorn.error").info("Application startup complete.")
+    logging.getLogger("freshsales_destination.x").warning("shown")
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["shown"]
+    # What processes started for server.workers > 1 read back:
+    assert (logs.os.environ[logs.LOG_FORMAT_ENV], logs.os.environ[logs.LOG_LEVEL_ENV]) == (
+        "json", "warning")
