@@ -88,6 +88,23 @@ def fill(store: Store, count: int) -> None:
         store.finish(dead, status="dead", now=finish_at, reason="HTTP 400: invalid email")
 
 
+def journey_bytes(store: Store) -> int | None:
+    """The journey table's size with its indexes (None when the engine will not say)."""
+    from freshsales_destination.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        with store._read() as conn:  # noqa: SLF001 - a benchmark's peek
+            try:
+                row = conn.execute("SELECT SUM(pgsize) FROM dbstat WHERE name IN "
+                                   "('journey', 'journey_retries')").fetchone()
+            except Exception:  # noqa: BLE001 - dbstat not compiled in
+                return None
+        return int(row[0] or 0)
+    with store._read() as conn:  # type: ignore[attr-defined]  # noqa: SLF001
+        row = conn.execute("SELECT pg_total_relation_size('journey')").fetchone()
+    return int(row[0])
+
+
 def timed(repeat: int, action: Callable[[], Any]) -> tuple[float, Any]:
     times: list[float] = []
     result: Any = None
@@ -127,6 +144,11 @@ def main() -> None:
             fill(store, args.messages)
             print(f"{args.backend}: {args.messages} messages filled in "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
+            size = journey_bytes(store)
+            if size is not None:
+                delivered = store.count_by_status().get("delivered", 0)
+                print(f"  journey: {size / max(delivered, 1):.0f} bytes per delivered message "
+                      "(two steps: a call and the outcome; table and indexes)", flush=True)
             user = f"user-{max(1, args.messages // 10) // 2}"
             cases: list[tuple[str, Callable[[], Any]]] = [
                 ("search, newest 50", lambda: views.search(store, MessageFilter())),

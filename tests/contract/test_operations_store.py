@@ -128,6 +128,9 @@ def test_requeue_and_drop_count_only_dead_letters_and_record_the_action(store: S
     assert store.dead_seqs(MessageQuery(reason="BAD EMAIL")) == [seqs[2]]
     assert store.dead_seqs(MessageQuery(reason="timeout")) == []
     assert store.dead_seqs(MessageQuery(seqs=(seqs[0],))) == []
+    assert store.dead_seqs(MessageQuery(seqs=(seqs[2], seqs[3], 999_999))) == [seqs[2]]
+    assert store.dead_seqs(MessageQuery(seqs=(seqs[2],), reason="bad email")) == [seqs[2]]
+    assert store.dead_seqs(MessageQuery(seqs=(seqs[2],), reason="timeout")) == []
 
 
 def _all_pages(store: Store, query: MessageQuery, limit: int) -> tuple[list[int], int]:

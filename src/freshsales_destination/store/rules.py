@@ -492,12 +492,23 @@ class SQLStore:
 
     def dead_seqs(self, query: MessageQuery, *, limit: int = 100_000) -> list[int]:
         params = {**query_params(query), "status": None, "retrying": False, "limit": limit}
+        narrows = any(
+            v is not None for k, v in params.items() if k not in ("status", "retrying", "limit")
+        )
+        named: set[int] = set()
         with self._read() as conn:
+            if query.seqs:
+                # Named messages: looked up one by one, however many dead letters there are.
+                named = {
+                    int(row[0]) for row in self._for_seqs(
+                        conn, "dead_lanes", (), sorted(set(query.seqs)), fetch=True)
+                }
+                if not narrows:
+                    return sorted(named, reverse=True)[:limit]
             rows = conn.execute(self._filtered("dead_matching"), params).fetchall()
         seqs = [int(row[0]) for row in rows]
         if query.seqs:
-            wanted = set(query.seqs)
-            seqs = [seq for seq in seqs if seq in wanted]
+            seqs = [seq for seq in seqs if seq in named]
         return seqs
 
     def _counts(self, name: str, params: Mapping[str, object]) -> list[StatusCount]:
