@@ -502,7 +502,11 @@ def _act(
     if matched:
         shown = ", ".join(str(seq) for seq in matched[:50])
         more = f" and {len(matched) - 50} more" if len(matched) > 50 else ""
-        typer.echo(f"ids: {shown}{more}")
+        typer.echo(f"matching ids: {shown}{more}")
+    if changed < len(matched):
+        # One call changes a bounded number (admin/views.py); the rest wait for the next.
+        typer.echo(f"{len(matched) - changed} more matched and were not changed: "
+                   "run the command again")
 
 
 IdsArgument = Annotated[
