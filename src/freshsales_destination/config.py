@@ -169,6 +169,9 @@ class DestinationConfig(_Strict):
     events_via: Literal["auto", "tracking", "sales_activity", "note"] = "auto"
     # The sales activity type (name or id) for events_via = "sales_activity".
     events_activity_type: str | None = Field(default=None, min_length=1)
+    # Track, page and screen events older than this many days when delivery plans them are
+    # filtered with the reason (core/event_age.py): a backfill spends the budget on records.
+    event_max_age_days: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _check_events_via(self) -> DestinationConfig:

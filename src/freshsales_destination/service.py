@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from freshsales_destination.admin.app import operations_routes
 from freshsales_destination.config import (
     ENV_PREFIX,
     Settings,
@@ -177,7 +178,8 @@ def build_app(
     transport: httpx2.AsyncBaseTransport | None = None,
     mounts: Sequence[Mount] = (),
 ) -> ServiceApp:
-    """The ASGI application: tracking API, webhook, health, and delivery in the background.
+    """The ASGI application: tracking API, webhook, health, the admin API (admin/app.py), and
+    delivery in the background.
 
     The store must be open. `deliver` defaults to ``settings.delivery.enabled``; `transport`
     lets the Freshsales client reach an in-process sandbox.
@@ -237,6 +239,7 @@ def build_app(
             *health_routes(store),
             *metrics_routes(store, settings),
             *AnalyticsJs(settings.browser.analytics_js_path, ingest.registry).routes(),
+            *operations_routes(settings, store, now=now),
             *mounts,
         ],
         lifespan=lifespan,
@@ -286,6 +289,11 @@ def _load_or_create_secrets(data_dir: Path) -> tuple[dict[str, str], bool]:
     if stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
         os.chmod(path, FILE_MODE)
     return {name: data[name] for name in _SECRET_NAMES}, False
+
+
+def embedded_keys(data_dir: Path) -> dict[str, str]:
+    """The embedded mode's keys under `data_dir` (made on first use, as `serve` makes them)."""
+    return _load_or_create_secrets(data_dir)[0]
 
 
 def _damaged(path: Path, why: str) -> str:
@@ -395,8 +403,9 @@ def mask(secret: str) -> str:
 def _banner(
     host: str, port: int, keys: dict[str, str], secrets_path: Path, *, show_key: bool
 ) -> str:
-    """The start-up text. The write key appears in full only when `show_key` (first start, or
-    a terminal): otherwise stdout may end in a log (journald), so it is masked."""
+    """The start-up text. The write key and the admin token appear in full only when
+    `show_key` (first start, or a terminal): otherwise stdout may end in a log (journald), so
+    they are masked."""
     url = f"http://{host}:{port}"
     file = shlex.quote(str(secrets_path))
 
@@ -404,11 +413,19 @@ def _banner(
         return f"$(python3 -c \"import json;print(json.load(open({str(secrets_path)!r}))['{name}'])\")"
 
     if show_key:
-        key_line = f"  write key: {keys['write_key']} (kept in {file})\n"
+        key_line = (
+            f"  write key: {keys['write_key']} (kept in {file})\n"
+            f"  admin token: {keys['admin_token']} (for /admin/v1 and /dashboard)\n"
+        )
         write_key = keys["write_key"]
+        admin_token = keys["admin_token"]
     else:
-        key_line = f"  write key: {mask(keys['write_key'])} (in full in {file})\n"
+        key_line = (
+            f"  write key: {mask(keys['write_key'])} (in full in {file})\n"
+            f"  admin token: {mask(keys['admin_token'])} (in full in {file})\n"
+        )
         write_key = from_file("write_key")
+        admin_token = from_file("admin_token")
     return (
         "\nfreshsales-destination is running on embedded defaults:\n"
         f"  store    SQLite in {shlex.quote(str(secrets_path.parent))}, "
@@ -421,6 +438,8 @@ def _banner(
         f"See it in the CRM (sandbox API key in {file}):\n"
         f"  curl -s -H \"Authorization: Token token={from_file('sandbox_api_key')}\" "
         f"{url}/sandbox/_sandbox/state\n"
+        "What happened to it (the admin API; the dashboard logs in with the same token):\n"
+        f"  curl -s -H \"Authorization: Bearer {admin_token}\" {url}/admin/v1/messages\n"
     )
 
 

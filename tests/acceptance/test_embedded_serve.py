@@ -119,11 +119,13 @@ def test_the_write_key_is_masked_on_a_restart_unless_stdout_is_a_terminal(
     caplog.set_level(logging.DEBUG)
     data_dir = tmp_path / "state"
     first = _serve_in_process(monkeypatch, capsys, data_dir, tty=False)
-    key = json.loads((data_dir / "embedded-secrets.json").read_text())["write_key"]
-    assert key in first  # generated just now: shown once
+    kept = json.loads((data_dir / "embedded-secrets.json").read_text())
+    key, admin = kept["write_key"], kept["admin_token"]
+    assert key in first and admin in first  # generated just now: shown once
     again = _serve_in_process(monkeypatch, capsys, data_dir, tty=False)
-    assert key not in again
+    assert key not in again and admin not in again
     assert f"{key[:4]}…" in again and str(data_dir / "embedded-secrets.json") in again
+    assert f"admin token: {admin[:4]}…" in again
     on_terminal = _serve_in_process(monkeypatch, capsys, data_dir, tty=True)
-    assert key in on_terminal
-    assert key not in caplog.text  # never logged
+    assert key in on_terminal and admin in on_terminal
+    assert key not in caplog.text and admin not in caplog.text  # never logged

@@ -6,6 +6,8 @@ Shared by ``status`` (delivery/cli.py, whose JSON keys these are) and the read m
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,23 +48,59 @@ def drain_seconds(backlog: int, budget: dict[str, Any]) -> float:
     return now_part / int(budget["per_minute"]) * MINUTE + later / int(budget["per_hour"]) * HOUR
 
 
+def backlog_drain(
+    own: Mapping[str, int], shared: Mapping[str, int], budget: dict[str, Any]
+) -> dict[str, Any]:
+    """The backlog split into records (identify, group, alias, delete) and events (track,
+    page, screen), from pending counts by type (`own`: this destination's; `shared`: all
+    destinations of its account, which spend one budget), and the time to drain each.
+
+    Records: at the earliest, the time their calls take with the budget to themselves (delivery
+    keeps a fifth of each hour for them, and favours them once events have spent their share;
+    until then they share the budget with events in queue order, so they may take longer).
+    Events: the time to drain everything, records included, since events get what records
+    leave. Both at one call per message (`drain_seconds`)."""
+    from freshsales_destination.delivery.events_route import EVENT_TYPES
+
+    def split(counts: Mapping[str, int]) -> tuple[int, int]:
+        events = sum(count for kind, count in counts.items() if kind in EVENT_TYPES)
+        return sum(counts.values()) - events, events
+
+    own_records, own_events = split(own)
+    records, events = split(shared)
+    records_seconds = drain_seconds(records, budget)
+    events_seconds = drain_seconds(records + events, budget) if events else 0.0
+    return {
+        "backlog_records": own_records,
+        "backlog_events": own_events,
+        "drain_records_seconds": round(records_seconds),
+        "drain_records": duration(records_seconds),
+        "drain_events_seconds": round(events_seconds),
+        "drain_events": duration(events_seconds),
+    }
+
+
 def destinations_status(store: Store, settings: Settings, now: float) -> dict[str, Any]:
     """Per destination (by name): health, when it last succeeded or failed, its backlog, the
     budget and the estimated time to drain (what ``status`` prints under "destinations")."""
     from freshsales_destination.delivery.engine import budget_account_key
     from freshsales_destination.delivery.health import explain, read_health
 
-    backlogs = {name: store.pending_count(name) for name in settings.destinations}
+    by_type = {name: store.pending_by_type(name) for name in settings.destinations}
+    backlogs = {name: sum(counts.values()) for name, counts in by_type.items()}
     out: dict[str, Any] = {}
     for name, config in sorted(settings.destinations.items()):
         health = read_health(store, name)
         budget = account_budget(store, config, now)
         account = budget_account_key(config)
         # Destinations on one account share its budget: the account's backlog drains first.
-        shared = sum(
-            backlogs[other] for other, c in settings.destinations.items()
-            if budget_account_key(c) == account
-        )
+        sharing = [
+            other for other, c in settings.destinations.items() if budget_account_key(c) == account
+        ]
+        shared = sum(backlogs[other] for other in sharing)
+        shared_types: Counter[str] = Counter()
+        for other in sharing:
+            shared_types.update(by_type[other])
         entry: dict[str, Any] = {
             "state": health.state,
             "detail": health.detail or None,
@@ -77,10 +115,15 @@ def destinations_status(store: Store, settings: Settings, now: float) -> dict[st
             entry["action"] = explain(name, health, config.resolved_base_url(), now)
             entry["drain_estimate_seconds"] = None
             entry["drain_estimate"] = "paused until the destination is fixed"
+            entry.update(backlog_drain(by_type[name], shared_types, budget))
+            for key in ("drain_records", "drain_events"):
+                entry[f"{key}_seconds"] = None
+                entry[key] = "paused until the destination is fixed"
         else:
             seconds = drain_seconds(shared, budget)
             entry["drain_estimate_seconds"] = round(seconds)
             entry["drain_estimate"] = duration(seconds)
+            entry.update(backlog_drain(by_type[name], shared_types, budget))
         out[name] = entry
     return out
 

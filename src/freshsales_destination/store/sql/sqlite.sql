@@ -67,6 +67,9 @@ SELECT COUNT(*) FROM messages WHERE status = 'pending'
 -- name: pending_count_of_destination
 SELECT COUNT(*) FROM messages WHERE status = 'pending' AND destination = ?
 
+-- name: pending_by_type
+SELECT type, COUNT(*) FROM messages WHERE status = 'pending' AND destination = ? GROUP BY type
+
 -- name: prune_journey
 -- The journeys of the messages `prune` removes (same conditions), in the same transaction.
 DELETE FROM journey WHERE seq IN (SELECT seq FROM messages WHERE finished_at IS NOT NULL
