@@ -26,7 +26,6 @@ counters across them (`sum without (instance)`); the store gauges are the same o
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import re
 import time
@@ -50,6 +49,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from freshsales_destination.admin.auth import refusal
 from freshsales_destination.config import Settings
 from freshsales_destination.core.reason_codes import (
     failure_reason_code,
@@ -329,32 +329,18 @@ def render(store: Store, settings: Settings, now: Callable[[], float] = time.tim
     return generate_latest(_Scrape(StoreCollector(store, settings, now)))
 
 
-def bearer_matches(request: Request, token: str) -> bool:
-    """``Authorization: Bearer <token>``, compared in constant time.
-
-    A stand-in until the admin API's own check (admin/auth.py, another branch) is merged:
-    then this should call it."""
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
-
-
 def metrics_routes(store: Store, settings: Settings) -> list[Route]:
     """``GET /metrics`` as ``server.metrics`` says: public, behind the admin token, or none."""
     mode = settings.server.metrics
     if mode == "off":
         return []
-    token = settings.server.admin_token
 
     async def metrics(request: Request) -> Response:
-        if mode == "admin" and (token is None or not bearer_matches(request, token.get_secret_value())):
-            return Response(
-                b'{"code":"unauthorized","message":"send Authorization: Bearer <admin token>"}',
-                status_code=401, media_type="application/json",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if mode == "admin":
+            # The admin API's check (admin/auth.py): the Bearer token, or a dashboard session.
+            refused = refusal(request, settings)
+            if refused is not None:
+                return refused
         body = await asyncio.to_thread(render, store, settings)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
