@@ -70,6 +70,22 @@ def _formatter(fmt: LogFormat) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a line is written (not as it was when logging was
+    set up: a replaced stderr, such as a test runner's capture, may be closed since)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> LogFormat:
     """One handler on the root logger (stderr) rendering every record as `fmt`; returns the
     format chosen. A second call replaces the handler of the first; handlers others added
@@ -80,7 +96,7 @@ def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> LogF
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_formatter(chosen))
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
