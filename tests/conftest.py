@@ -35,3 +35,24 @@ def pytest_runtest_makereport(
     if "PostgreSQL" in reason or "psycopg" in reason:
         report.outcome = "failed"
         report.longrepr = f"CI=true: this PostgreSQL test must run, but it was skipped: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Generator[None, None, None]:
+    """A test that runs `serve` in process configures logging for the whole process
+    (observe/logs.py); put the root logger and uvicorn's back afterwards, so that no later
+    test's output holds its lines."""
+    import logging
+
+    names = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {
+        name: (logging.getLogger(name), list(logging.getLogger(name).handlers),
+               logging.getLogger(name).level, logging.getLogger(name).propagate,
+               logging.getLogger(name).disabled)
+        for name in names
+    }
+    yield
+    for logger, handlers, level, propagate, disabled in saved.values():
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled

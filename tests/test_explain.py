@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from freshsales_destination.explain import explain_command
+from freshsales_destination.admin.cli import explain_command
 
 CONFIG = """
 [[sources]]
@@ -59,7 +59,7 @@ def _files(tmp_path: Path, product: str = "suite", extra: str = "") -> tuple[Pat
 
 
 def _run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(_app(), ["explain", *args])
+    result = CliRunner().invoke(_app(), ["explain", "--json", *args])
     return result.exit_code, result.stdout, result.stderr
 
 

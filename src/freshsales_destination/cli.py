@@ -5,7 +5,11 @@ Each command lives beside the code it drives; this module only assembles them.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from freshsales_destination import __version__
 
 app = typer.Typer(
     name="freshsales-destination",
@@ -16,10 +20,30 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"freshsales-destination {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """A self-hosted Segment-compatible destination that delivers to Freshsales CRM."""
+
+
 def _register() -> None:
+    from freshsales_destination.admin.cli import (
+        dead_letters,
+        explain_command,
+        messages,
+        status_command,
+    )
     from freshsales_destination.delivery.check import check_command
-    from freshsales_destination.delivery.cli import dead_letters, status_command
-    from freshsales_destination.explain import explain_command
     from freshsales_destination.ingest.import_command import import_command
     from freshsales_destination.sandbox.cli import sandbox_command
     from freshsales_destination.service import serve_command
@@ -30,6 +54,7 @@ def _register() -> None:
     app.command("status")(status_command)
     app.command("check")(check_command)
     app.command("import")(import_command)
+    app.add_typer(messages, name="messages")
     app.add_typer(dead_letters, name="dead-letters")
 
 

@@ -54,6 +54,9 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
+    # GET /metrics (Prometheus; docs/operations.md): "public" (no token: it holds no personal
+    # data and no secrets), "admin" (Authorization: Bearer <admin_token>) or "off" (404).
+    metrics: Literal["public", "admin", "off"] = "public"
     # Processes serving the API (and delivering) on the same store; more use more cores.
     workers: int = Field(default=1, ge=1, le=64)
     # Ingest limits (Segment's HTTP Tracking API values by default).
@@ -77,6 +80,12 @@ class ServerConfig(_Strict):
     # Believe X-Forwarded-Proto/-Host (behind a reverse proxy): only then do they shape the
     # apiHost that /v1/projects/{writeKey}/settings gives browsers (docs/browser.md).
     trust_proxy: bool = False
+
+    @model_validator(mode="after")
+    def _check_metrics(self) -> ServerConfig:
+        if self.metrics == "admin" and self.admin_token is None:
+            raise ValueError('metrics = "admin" needs server.admin_token')
+        return self
 
 
 class StoreConfig(_Strict):

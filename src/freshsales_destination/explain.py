@@ -1,4 +1,5 @@
-"""``freshsales-destination explain``: show what the planner would do with one event.
+"""What ``freshsales-destination explain`` shows (the command is in admin/cli.py): what the
+planner would do with one event.
 
 Nothing is sent to Freshsales. The field schema comes from ``--schema`` (a JSON file with
 ``{"contacts": {"fields": [...]}, ..., "selectors": {...}}``); without it, from the copy the
@@ -14,14 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from freshsales_destination.config import (
     DestinationConfig,
@@ -309,46 +307,30 @@ def explain_with(
     return out
 
 
-def explain_command(
-    event_file: Annotated[Path, typer.Argument(help="A JSON file holding one Segment message.")],
-    config: Annotated[Path, typer.Option("--config", help="The service's TOML configuration.")],
-    destination: Annotated[
-        str | None, typer.Option("--destination", help="The destination (destinations.NAME) to plan for.")
-    ] = None,
-    schema: Annotated[
-        Path | None,
-        typer.Option(
-            "--schema",
-            help=(
-                "A JSON field schema (default: the one cached in the store, else the "
-                "sandbox's when the destination points at one, else the built-in one)."
-            ),
-        ),
-    ] = None,
-    identity: Annotated[
-        Path | None,
-        typer.Option("--identity", help="A JSON identity state, as if the person were known."),
-    ] = None,
-) -> None:
-    """Print, as JSON, the Freshsales operations an event would become, and why."""
-    try:
-        event = _read_json(event_file, "event")
-        known = None
-        if identity is not None:
-            raw = _read_json(identity, "identity")
-            if not isinstance(raw, dict):
-                raise MappingConfigError("the identity file must hold a JSON object")
-            try:
-                known = IdentityState.from_json(raw)
-            except ValueError as exc:
-                raise MappingConfigError(f"identity file {identity}: {exc}") from None
-        out = explain(
-            event, config=config, destination=destination, schema_path=schema, identity=known
-        )
-    except FreshsalesDestinationError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(code=2) from None
-    sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+def explain_document(
+    event_file: Path,
+    *,
+    settings: Settings,
+    where: str,
+    destination: str | None = None,
+    schema_path: Path | None = None,
+    identity_path: Path | None = None,
+) -> dict[str, Any]:
+    """What ``explain EVENT.json`` prints (admin/cli.py): the files read, then `explain`."""
+    event = _read_json(event_file, "event")
+    known = None
+    if identity_path is not None:
+        raw = _read_json(identity_path, "identity")
+        if not isinstance(raw, dict):
+            raise MappingConfigError("the identity file must hold a JSON object")
+        try:
+            known = IdentityState.from_json(raw)
+        except ValueError as exc:
+            raise MappingConfigError(f"identity file {identity_path}: {exc}") from None
+    return explain_with(
+        event, settings, where=where, destination=destination, schema_path=schema_path,
+        identity=known,
+    )
 
 
-__all__ = ["explain", "explain_command", "explain_with"]
+__all__ = ["explain", "explain_document", "explain_with"]

@@ -9,8 +9,10 @@ import logging
 import os
 import secrets
 import shlex
+import shutil
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from http import HTTPStatus
@@ -45,6 +47,18 @@ from freshsales_destination.ingest.responses import IngestError, error_response,
 from freshsales_destination.ingest.sort_loop import InboxSorting, SortPolicy
 from freshsales_destination.ingest.sorting import IngestCounters, Sorter
 from freshsales_destination.ingest.sources import SourceRegistry
+from freshsales_destination.observe.logs import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    configure_from_env,
+    configure_logging,
+)
+from freshsales_destination.observe.metrics import (
+    INGEST_TRACKING,
+    INGEST_WEBHOOK,
+    MULTIPROC_ENV,
+    metrics_routes,
+)
 from freshsales_destination.private_files import FILE_MODE, private_dir, write_private
 from freshsales_destination.routing import without_slash_redirects
 from freshsales_destination.store.base import Store
@@ -94,7 +108,10 @@ class ServiceApp(Starlette):
             path = route_path(scope)
             if self.ingest.owns(path):
                 scope["app"] = self
+                started = time.perf_counter()
                 await self.ingest.handle(path, scope, receive, send)
+                timer = INGEST_TRACKING if path.startswith("/v1/") else INGEST_WEBHOOK
+                timer.observe(time.perf_counter() - started)
                 return
         await super().__call__(scope, receive, send)
 
@@ -141,7 +158,7 @@ def build_worker_app(
                 store.close()
 
     app = Starlette(
-        routes=health_routes(store),
+        routes=[*health_routes(store), *metrics_routes(store, settings)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
@@ -221,6 +238,7 @@ def build_app(
         ingest,
         routes=[
             *health_routes(store),
+            *metrics_routes(store, settings),
             *AnalyticsJs(settings.browser.analytics_js_path, ingest.registry).routes(),
             *operations_routes(settings, store, now=now),
             *mounts,
@@ -464,12 +482,29 @@ def serve_command(
     data_dir: Annotated[
         Path, typer.Option(help="Where embedded defaults keep their files (no --config).")
     ] = Path("data"),
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="console or json (default: console when stderr is a terminal, json "
+            "otherwise). uvicorn's lines use the same format.",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option(help="debug, info, warning or error.")
+    ] = "info",
 ) -> None:
     """Run the ingest API and delivery (or one of them: --role). Without --config: embedded
     store and sandbox CRM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Request lines may carry people's emails (lookups); keep them out of the logs.
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    if log_format is not None and log_format not in LOG_FORMATS:
+        typer.echo(f"error: --log-format must be one of {', '.join(LOG_FORMATS)}", err=True)
+        raise typer.Exit(2)
+    if log_level.lower() not in LOG_LEVELS:
+        typer.echo(f"error: --log-level must be one of {', '.join(LOG_LEVELS)}", err=True)
+        raise typer.Exit(2)
+    # One renderer for every line (ours and uvicorn's); request lines of the HTTP client may
+    # carry people's emails (lookups), so it stays at warning (observe/logs.py).
+    configure_logging(log_format, log_level)
+    uvicorn_logs: dict[str, Any] = {"log_config": None, "log_level": log_level.lower()}
     if role is not None and role not in ROLES:
         typer.echo(f"error: --role must be one of {', '.join(ROLES)}", err=True)
         raise typer.Exit(2)
@@ -494,7 +529,7 @@ def serve_command(
         ))
         try:
             uvicorn.run(
-                app, host=bind_host, port=bind_port, access_log=False, log_level="info",
+                app, host=bind_host, port=bind_port, access_log=False, **uvicorn_logs,
                 proxy_headers=app.state.settings.server.trust_proxy,
             )
         finally:
@@ -525,17 +560,24 @@ def serve_command(
         store.close()
         os.environ[CONFIG_ENV] = str(config.resolve())
         os.environ[ROLE_ENV] = role
-        uvicorn.run(
-            f"{__name__}:app_factory", factory=True, workers=settings.server.workers,
-            host=bind_host, port=bind_port, access_log=False, log_level="info",
-            proxy_headers=settings.server.trust_proxy,
-        )
+        # A scrape reaches any one process: each counts into this directory and /metrics
+        # sums them all (observe/metrics.py).
+        metrics_dir = tempfile.mkdtemp(prefix="freshsales-destination-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
+        try:
+            uvicorn.run(
+                f"{__name__}:app_factory", factory=True, workers=settings.server.workers,
+                host=bind_host, port=bind_port, access_log=False, **uvicorn_logs,
+                proxy_headers=settings.server.trust_proxy,
+            )
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         return
     try:
         # X-Forwarded-* are believed only with server.trust_proxy (uvicorn's own reading of
         # them would otherwise change the scheme of requests from 127.0.0.1).
         uvicorn.run(
-            app, host=bind_host, port=bind_port, access_log=False, log_level="info",
+            app, host=bind_host, port=bind_port, access_log=False, **uvicorn_logs,
             proxy_headers=settings.server.trust_proxy,
         )
     finally:
@@ -568,6 +610,7 @@ ROLE_ENV = "FRESHSALES_DESTINATION_ROLE"
 
 def app_factory() -> Starlette:
     """The app of one serving process when `server.workers` > 1 (configuration from the env)."""
+    configure_from_env()
     settings = load_settings(Path(os.environ[CONFIG_ENV]))
     role = os.environ.get(ROLE_ENV) or settings.server.role
     store = open_store(settings.store.url, pool_size=settings.store.pool_size)

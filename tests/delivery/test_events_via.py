@@ -136,7 +136,7 @@ def test_suite_without_tracking_api_writes_notes_and_probes_once(tmp_path: Path,
         assert out["events_via"]["tracking_api"]["value"] == "absent"
         assert any("events go by note (learned)" in e["reason"] for e in out["explanation"]["entries"])
         _register()
-        status = CliRunner().invoke(cli_app, ["status", "--config", str(config)])
+        status = CliRunner().invoke(cli_app, ["status", "--json", "--config", str(config)])
         assert status.exit_code == 0, status.output
         assert json.loads(status.output)["events_via"]["crm"].startswith("note (learned)")
 

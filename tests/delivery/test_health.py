@@ -236,7 +236,7 @@ def status_of(pipeline: Pipeline, tmp_path: Path, key: str) -> dict[str, Any]:
         f'allow_custom_base_url = true\napi_key = "{key}"\n'
     )
     _register()
-    result = CliRunner().invoke(app, ["status", "--config", str(config)])
+    result = CliRunner().invoke(app, ["status", "--json", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert key not in result.output
     doc: dict[str, Any] = json.loads(result.output)

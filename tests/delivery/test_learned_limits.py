@@ -30,7 +30,7 @@ def _status_budget(pipeline: Pipeline, tmp_path: Path) -> dict[str, Any]:
         f"rate_limit_per_minute = {config.rate_limit_per_minute}\n"
     )
     _register()
-    result = CliRunner().invoke(app, ["status", "--config", str(path)])
+    result = CliRunner().invoke(app, ["status", "--json", "--config", str(path)])
     assert result.exit_code == 0, result.output
     budget: dict[str, Any] = json.loads(result.output)["destinations"]["crm"]["budget"]
     return budget

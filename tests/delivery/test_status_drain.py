@@ -63,7 +63,7 @@ def test_status_command_shows_the_split(tmp_path: Path) -> None:
     imported = subprocess.run([str(SCRIPT), "import", str(history), "-c", str(config)],
                               capture_output=True, timeout=120)
     assert imported.returncode == 0, imported.stderr
-    status = subprocess.run([str(SCRIPT), "status", "-c", str(config)], capture_output=True,
+    status = subprocess.run([str(SCRIPT), "status", "--json", "-c", str(config)], capture_output=True,
                             timeout=120)
     assert status.returncode == 0, status.stderr
     acme = json.loads(status.stdout)["destinations"]["acme"]

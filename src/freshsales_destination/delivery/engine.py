@@ -25,6 +25,7 @@ from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.schema_cache import SchemaCache
 from freshsales_destination.delivery.worker import DestinationWorker
 from freshsales_destination.freshsales.client import FreshsalesClient
+from freshsales_destination.observe.metrics import call_observer
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.wakeups import (
     Listener,
@@ -34,6 +35,9 @@ from freshsales_destination.store.wakeups import (
 )
 
 log = logging.getLogger(__name__)
+
+SUMMARY_SECONDS = 60.0
+SUMMARY_FIELDS = ("delivered", "skipped", "discarded", "retried", "throttled", "dead")
 
 
 @dataclass
@@ -67,6 +71,7 @@ def build_runtime(
     # The client turns absolute rate-limit times (X-RateLimit-Reset as an epoch) into delays:
     # it must read the same clock as the budget and the retry decisions.
     client = FreshsalesClient.from_config(config, transport=transport, clock=now)
+    client.on_call = call_observer(name)  # counted in /metrics (observe/metrics.py)
     budget = StoreBudget(
         store=store,
         account=budget_account_key(config),
@@ -141,6 +146,10 @@ class DeliveryEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._ready_asked: dict[str, float] = {}  # destination -> when next_ready_at was read
 
+        # One log line per this many seconds in which something was delivered or failed.
+        self.summary_every = SUMMARY_SECONDS
+        self._summarised: dict[str, dict[str, int]] = {}
+
     @classmethod
     def from_settings(
         cls,
@@ -169,6 +178,32 @@ class DeliveryEngine:
                 self._tasks.append(
                     asyncio.create_task(self._loop(worker), name=f"deliver-{runtime.name}-{index}")
                 )
+        self._tasks.append(asyncio.create_task(self._summaries(), name="delivery-summary"))
+
+    async def _summaries(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.summary_every)
+            self.log_summary()
+
+    def log_summary(self) -> None:
+        """One line per destination that did something since the last one (never when idle):
+        what this process delivered, skipped, discarded, retried, throttled and dead-lettered."""
+        for runtime in self.runtimes:
+            totals = {name: 0 for name in SUMMARY_FIELDS}
+            for worker in runtime.workers:
+                for name in SUMMARY_FIELDS:
+                    totals[name] += getattr(worker.stats, name)
+            before = self._summarised.get(runtime.name, dict.fromkeys(SUMMARY_FIELDS, 0))
+            delta = {name: totals[name] - before[name] for name in SUMMARY_FIELDS}
+            self._summarised[runtime.name] = totals
+            if not any(delta.values()):
+                continue
+            log.info(
+                "delivery to %s in the last %.0f s: %s", runtime.name, self.summary_every,
+                ", ".join(f"{value} {name}" for name, value in delta.items() if value),
+                extra={"kind": "delivery_summary", "destination": runtime.name, **delta},
+            )
 
     async def _loop(self, worker: DestinationWorker) -> None:
         worker.signal = self.signal

@@ -32,6 +32,7 @@ from freshsales_destination.core.operations import (
     merge_person_operations,
 )
 from freshsales_destination.core.planner import plan as plan_event
+from freshsales_destination.core.reason_codes import failure_reason_code
 from freshsales_destination.core.retry import ErrorKind, RetryPolicy, decide
 from freshsales_destination.core.schema import FieldSchema, MappingConfigError
 from freshsales_destination.core.statuses import MessageStatus, PlanStatus, UnitOutcome
@@ -59,6 +60,7 @@ from freshsales_destination.freshsales.errors import (
     InvalidRequest,
     PermissionDenied,
 )
+from freshsales_destination.observe import metrics
 from freshsales_destination.store.base import JourneyRow, LaneClaim, Store, StoredMessage
 from freshsales_destination.store.wakeups import WorkSignal
 
@@ -244,6 +246,7 @@ class DestinationWorker:
             )
         if result.status != PlanStatus.PLANNED:
             self.stats.discarded += 1
+            metrics.count_planned_out(self.name, message.type, result.status, result.reason_code)
             status, now = MessageStatus(result.status), self.now()
             reason = result.reason or "not deliverable"
             await store_call(
@@ -454,6 +457,7 @@ class DestinationWorker:
             kind: ErrorKind
             text: str
             retry_after: float | None
+            answer = None if isinstance(exc, UnresolvedReference) else exc.status
             if isinstance(exc, UnresolvedReference):
                 kind, text, retry_after = "permanent", str(exc), None
             else:
@@ -464,7 +468,10 @@ class DestinationWorker:
                 # One message's bad value must not cost the others: deliver them one by one.
                 await self._note_calls(seqs, calls)
                 return UnitOutcome.FELL_BACK
-            await self._fail(claim, unit, kind, text, retry_after, journal.call_steps(seqs, calls))
+            await self._fail(
+                claim, unit, kind, text, retry_after, journal.call_steps(seqs, calls),
+                status=answer, error_type=type(exc).__name__,
+            )
             return UnitOutcome.FAILED if kind == "permanent" else UnitOutcome.STOP
         if unit.probe and has_tracking(unit.operations):
             await store_call(
@@ -489,6 +496,10 @@ class DestinationWorker:
         steps.extend(journal.step(seq, now, str(status), reason=reason) for seq in seqs)
         await store_call(
             self.store.finish, seqs, status=status, now=now, reason=reason, steps=steps
+        )
+        metrics.count_finished(
+            self.name, [m.type for m in unit.messages], delivered=status == MessageStatus.DELIVERED,
+            latencies=[now - m.received_at for m in unit.messages],
         )
         return UnitOutcome.DONE
 
@@ -522,6 +533,9 @@ class DestinationWorker:
         error: str,
         retry_after: float | None,
         steps: Sequence[JourneyRow] = (),
+        *,
+        status: int | None = None,
+        error_type: str = "",
     ) -> None:
         now = self.now()
         head = unit.messages[0]
@@ -549,6 +563,9 @@ class DestinationWorker:
                 attempts=decision.attempts_after, available_at=decision.at,
                 first_failure_at=first_failure, last_error=error, steps=[*steps, retry],
             )
+            metrics.count_failed(
+                self.name, [head.type], dead=False, status=status, error_type=error_type
+            )
             return
         self.stats.dead += len(unit.messages)
         seqs = [m.seq for m in unit.messages]
@@ -560,6 +577,27 @@ class DestinationWorker:
         await store_call(
             self.store.finish, seqs, status=MessageStatus.DEAD, now=now, reason=error,
             steps=[*steps, *dead],
+        )
+        metrics.count_failed(
+            self.name, [m.type for m in unit.messages], dead=True, status=status,
+            error_type=error_type,
+        )
+        _log_dead(self.name, unit.messages, failure_reason_code(status, error_type), error)
+
+
+def _log_dead(
+    destination: str, messages: Sequence[StoredMessage], code: str, error: str
+) -> None:
+    """One line per dead letter, with the fields an operator filters on (JSON logs)."""
+    for message in messages:
+        log.warning(
+            "dead letter: destination %s, message %s (%s, seq %d) after %d attempts: %s",
+            destination, message.message_id, message.type, message.seq, message.attempts + 1,
+            error[:300],
+            extra={
+                "kind": "dead_letter", "destination": destination, "seq": message.seq,
+                "message_id": message.message_id, "type": message.type, "reason_code": code,
+            },
         )
 
 

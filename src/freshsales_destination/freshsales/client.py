@@ -165,6 +165,8 @@ class FreshsalesClient:
         self._sdk = sdk
         self._secrets = tuple(s for s in (self._api_key, self._app_token) if s)
         self._http = httpx2.AsyncClient(transport=transport, follow_redirects=False)
+        # Told of every call (method, path, status or None, seconds); see `_send`.
+        self.on_call: Callable[[str, str, int | None, float], None] | None = None
 
     @classmethod
     def from_config(
@@ -241,6 +243,31 @@ class FreshsalesClient:
         params: Mapping[str, str | int] | None = None,
         envelope: str | None = None,
         tracking: bool = False,
+    ) -> Reply:
+        """`_call`, reported to `on_call` (method, path, the answer's status or None when
+        there was none, seconds) when one is set: the metrics (observe/metrics.py)."""
+        if self.on_call is None:
+            return await self._call(method, path, body, params, envelope, tracking)
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            reply = await self._call(method, path, body, params, envelope, tracking)
+            status = reply.status
+            return reply
+        except FreshsalesError as exc:
+            status = exc.status
+            raise
+        finally:
+            self.on_call(method, path, status, time.perf_counter() - started)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: Mapping[str, str | int] | None,
+        envelope: str | None,
+        tracking: bool,
     ) -> Reply:
         headers = {
             "Accept": "application/json",

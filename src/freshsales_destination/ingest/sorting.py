@@ -32,6 +32,7 @@ from freshsales_destination.core.segment import (
     normalize,
 )
 from freshsales_destination.errors import StoreRefused
+from freshsales_destination.observe.metrics import count_sorted
 from freshsales_destination.store.base import InboxEntry, NewMessage, SortRaced, Store
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ class Sorter:
                 counters.filtered += 1
             else:
                 counters.discarded += 1
+        count_sorted(messages, fresh)
 
     # -- one entry -----------------------------------------------------------------------------
 
