@@ -145,7 +145,6 @@ class DeliveryEngine:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready_asked: dict[str, float] = {}  # destination -> when next_ready_at was read
-
         # One log line per this many seconds in which something was delivered or failed.
         self.summary_every = SUMMARY_SECONDS
         self._summarised: dict[str, dict[str, int]] = {}
