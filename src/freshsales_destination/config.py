@@ -49,7 +49,7 @@ Role = Literal["all", "ingest", "worker"]
 
 class ServerConfig(_Strict):
     # What `serve` runs (docs/deployment.md): "all" = ingest and delivery; "ingest" = the API
-    # and sorting, no delivery; "worker" = delivery only, with /healthz and /readyz.
+    # and sorting, no delivery; "worker" = delivery only, with /healthz, /readyz and /metrics.
     role: Role = "all"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)

@@ -139,8 +139,8 @@ def build_worker_app(
     now: Callable[[], float] = time.time,
     transport: httpx2.AsyncBaseTransport | None = None,
 ) -> Starlette:
-    """The `worker` role: delivery (and housekeeping) only; HTTP serves just ``/healthz`` and
-    ``/readyz``, never the tracking API. The store must be open."""
+    """The `worker` role: delivery (and housekeeping) only; HTTP serves just ``/healthz``,
+    ``/readyz`` and ``/metrics``, never the tracking API. The store must be open."""
     engine = DeliveryEngine.from_settings(settings, store, now=now, transport=transport)
     housekeeper = Housekeeper(store, dedup_days=settings.store.dedup_days, now=now)
 
@@ -476,7 +476,7 @@ def serve_command(
         typer.Option(
             help="Override server.role: all (ingest and delivery, the default), ingest (the "
             "tracking API and sorting, no delivery) or worker (delivery only; HTTP serves "
-            "just /healthz and /readyz). Any number of each on one PostgreSQL store.",
+            "just /healthz, /readyz and /metrics). Any number of each on one PostgreSQL store.",
         ),
     ] = None,
     data_dir: Annotated[

@@ -95,6 +95,17 @@ def test_ingest_and_worker_roles_split_the_work(tmp_path: Path) -> None:
                 time.sleep(0.2)
             emails = sorted(str(c["email"]) for c in sandbox.state.snapshot()["contacts"])
             assert emails == sorted(f"r{n}@example.com" for n in range(20))
+            # Each role counts what it does: the ingest process what it received and sorted,
+            # the worker what it delivered (docs/operations.md, "Several processes").
+            received = 'freshsales_destination_messages_received_total{destination="crm",type="identify"} 20.0'
+            delivered = 'freshsales_destination_messages_delivered_total{destination="crm",type="identify"} 20.0'
+            deadline = time.monotonic() + 30
+            while delivered not in (worker_page := httpx2.get(f"{wbase}/metrics").text):
+                assert time.monotonic() < deadline, worker_page[-3000:]
+                time.sleep(0.2)
+            ingest_page = httpx2.get(f"{base}/metrics").text
+            assert received in ingest_page and "messages_delivered_total{" not in ingest_page
+            assert "messages_received_total{" not in worker_page
         finally:
             stop(ingest)
             if worker is not None:

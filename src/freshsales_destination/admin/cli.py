@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -488,7 +489,8 @@ def _act(
                   status=MessageStatus.DEAD)
 
     def run(target: Target, store: Store) -> tuple[list[int], int]:
-        matched = [item.id for item in _all_pages(store, flt)]
+        # Listed first, to say which; no more than one call can change, plus one.
+        matched = [item.id for item in islice(_all_pages(store, flt), MATCHES_LISTED)]
         return matched, action(store, flt, now)
 
     matched, changed = with_store(config, data_dir, run)
@@ -505,9 +507,12 @@ def _act(
         typer.echo(f"matching ids: {shown}{more}")
     if changed < len(matched):
         # One call changes a bounded number (admin/views.py); the rest wait for the next.
-        typer.echo(f"{len(matched) - changed} more matched and were not changed: "
+        at_least = "at least " if len(matched) == MATCHES_LISTED else ""
+        typer.echo(f"{at_least}{len(matched) - changed} more matched and were not changed: "
                    "run the command again")
 
+
+MATCHES_LISTED = 100_001  # views changes at most 100,000 dead letters chosen by a filter per call
 
 IdsArgument = Annotated[
     list[int] | None, typer.Argument(help="Message ids (from `dead-letters list`).")
