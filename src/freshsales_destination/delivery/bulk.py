@@ -1,0 +1,555 @@
+"""Record writes as Freshsales bulk upsert jobs (Suite; reference §13.1, issue 12).
+
+When a destination has enough record writes ready (``core/bulk.py`` ``should_bulk``), a worker
+takes up to 100 lanes whose next message is an identify, plans each lane's leading identifies
+as the single path would (one merged write per person), and sends the eligible ones as one
+``POST /api/contacts/bulk_upsert`` whose items match by email (``{"emails": ..., "data": ...}``)
+or by the id delivery knows. The ids of records created in bulk are never in the answer, so
+nothing later depends on them: a later write of that person upserts by email, as for a person
+delivery has never seen.
+
+Order and safety:
+
+* **Lanes are held while their job is pending.** The job is kept in the store's key-value table
+  (namespace ``bulk_jobs``, one entry per destination) *before* the lanes are held, and each
+  lane's head message is held until the job's deadline, so a person's later messages never
+  overtake a write waiting in a job, and a restarted process resumes polling the job rather
+  than writing again. A crash after the POST but before the job is kept leaves the lanes to
+  lapse and be written again by the same upserts: the same final state.
+* **Custom fields.** Until the destination is known to merge partial ``custom_field`` writes
+  (``delivery/preserve.py``), a lane whose write carries custom fields is not sent in bulk: it
+  goes as single calls, which send a complete object and learn the behaviour.
+* **Account links.** A ``sales_accounts`` list replaces a contact's links, and a bulk answer
+  shows nothing to union with; whether links inside bulk items stick at all is unattested. A
+  lane whose write links an account therefore goes as single calls (read, union, write).
+* **Creates cannot race.** Each email sent in a job is claimed as the single path claims it
+  (``DeliveryMemory.claim_create``) until the job's result is known; a lane whose email another
+  lane is creating is left to the single path.
+
+Results: a record the job reports as written delivers its messages; a record in
+``detailed_failure_report`` (or one the answer does not account for) is handed back to its lane
+remembered as handed back (``BULK_SINGLE``), and the lane then writes it as a single call, whose own error dead-letters it with Freshsales' message. A job that has not finished by
+its deadline (``bulk_job_timeout_seconds``) is given up the same way.
+
+Capability (learned fact ``bulk_api``, ``delivery/learned.py``): a 404 means the account has
+no bulk API (single calls; re-checked after a day); a 405 is sent again after a pause, up to
+``REFUSALS_BEFORE_FALLBACK`` times, then single calls for an hour; an accepted POST records
+``present``. ``check`` and the admin API show the fact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from freshsales_destination.core.bulk import (
+    ABSENT_RECHECK_SECONDS,
+    REFUSAL_PAUSE_SECONDS,
+    REFUSALS_BEFORE_FALLBACK,
+    REFUSED_RECHECK_SECONDS,
+    BacklogView,
+    BulkApi,
+    bulk_usable,
+    email_match_key,
+    next_poll_delay,
+    should_bulk,
+)
+from freshsales_destination.core.operations import Operation, OperationKind, is_ref
+from freshsales_destination.core.schema import MappingConfigError
+from freshsales_destination.core.statuses import MessageStatus
+from freshsales_destination.delivery.budget import BudgetExhausted
+from freshsales_destination.delivery.executor import CREATE_CLAIM_SECONDS, LOOKUP_SETTLE_SECONDS
+from freshsales_destination.delivery.learned import BULK_API, Fact, LearnedFacts
+from freshsales_destination.delivery.memory import DeliveryMemory
+from freshsales_destination.delivery.offloop import store_call
+from freshsales_destination.delivery.preserve import MERGE
+from freshsales_destination.freshsales.bulk import MAX_BULK_ITEMS, JobStatus
+from freshsales_destination.freshsales.errors import (
+    FreshsalesError,
+    MethodNotAllowed,
+    NotFound,
+)
+from freshsales_destination.store.base import LaneClaim, StoredMessage
+
+if TYPE_CHECKING:
+    from freshsales_destination.delivery.worker import DestinationWorker
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "bulk_jobs"
+BULK_SINGLE = "bulk-single"
+"""Namespace prefix (``bulk-single:<destination>``, key: the message's seq) of the messages a
+bulk job handed back: their lane writes them as single calls, never in a job again (pruned by
+housekeeping with the ledger)."""
+HOLD_PAST_DEADLINE_SECONDS = 600.0
+"""Lanes in a job are held this long past its deadline, so the job is given up (its records
+handed back) before they could be taken again, even after every process was down a while."""
+POLL_LEASE_SECONDS = 60.0
+"""A worker polling a job keeps others off it this long (a crashed poller's job is polled again)."""
+
+
+@dataclass(frozen=True)
+class BulkSettings:
+    enabled: bool = True
+    min_records: int = 10
+    job_timeout_seconds: float = 1800.0
+
+
+def _load(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {"jobs": []}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"jobs": []}
+    if not isinstance(data, dict) or not isinstance(data.get("jobs"), list):
+        return {"jobs": []}
+    return data
+
+
+@dataclass
+class _Item:
+    """One lane's write in a job, as kept in the store."""
+
+    lane: str
+    seqs: list[int]
+    head: int
+    key: str
+    value: Any
+    data: dict[str, Any]
+    record: str
+    email: str | None
+    claim_owner: str | None
+    attempts: int = 0
+    first_failure_at: float | None = None
+    user: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lane": self.lane, "seqs": self.seqs, "head": self.head, "key": self.key,
+            "value": self.value, "data": self.data, "record": self.record, "email": self.email,
+            "claim_owner": self.claim_owner, "attempts": self.attempts,
+            "first_failure_at": self.first_failure_at, "user": self.user,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Item:
+        return cls(
+            lane=str(data["lane"]), seqs=[int(s) for s in data["seqs"]], head=int(data["head"]),
+            key=str(data["key"]), value=data["value"], data=dict(data["data"]),
+            record=str(data["record"]), email=data.get("email"), claim_owner=data.get("claim_owner"),
+            attempts=int(data.get("attempts") or 0), first_failure_at=data.get("first_failure_at"),
+            user=data.get("user"),
+        )
+
+    def match(self) -> tuple[str, str]:
+        if self.key == "emails":
+            return self.key, email_match_key(str(self.value))
+        return self.key, str(self.value).strip().lower()
+
+
+class BulkSender:
+    """Sends one destination's ready record writes as bulk jobs and settles their results."""
+
+    def __init__(
+        self,
+        *,
+        destination: str,
+        settings: BulkSettings,
+        facts: LearnedFacts,
+        memory: DeliveryMemory,
+        calls_per_hour: Callable[[], int],
+        now: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
+    ) -> None:
+        self.destination = destination
+        self.settings = settings
+        self.facts = facts
+        self.memory = memory
+        self.calls_per_hour = calls_per_hour
+        """The destination's effective hourly limit (reads the budget in the store)."""
+        self.store = facts.store
+        self.now = now
+        self.sleep = sleep or asyncio.sleep
+        self.jobs_sent = 0
+        self.polls = 0
+        self.records_sent = 0
+
+    # -- store state -------------------------------------------------------------------------
+
+    def _jobs(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = _load(self.store.kv_get(NAMESPACE, self.destination))["jobs"]
+        return jobs
+
+    def pending_jobs(self) -> int:
+        """How many jobs of this destination wait for their result."""
+        return len(self._jobs())
+
+    def _keep(self, job: dict[str, Any]) -> None:
+        def update(raw: bytes | None) -> tuple[None, bytes]:
+            data = _load(raw)
+            data["jobs"] = [j for j in data["jobs"] if j.get("id") != job["id"]] + [job]
+            return None, orjson.dumps(data)
+
+        self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
+
+    def _drop(self, job_id: str) -> None:
+        def update(raw: bytes | None) -> tuple[None, bytes]:
+            data = _load(raw)
+            data["jobs"] = [j for j in data["jobs"] if j.get("id") != job_id]
+            return None, orjson.dumps(data)
+
+        self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
+
+    def _take_due(self) -> dict[str, Any] | None:
+        """A job whose poll is due, leased to this caller for ``POLL_LEASE_SECONDS``."""
+        now = self.now()
+
+        def update(raw: bytes | None) -> tuple[dict[str, Any] | None, bytes]:
+            data = _load(raw)
+            for job in sorted(data["jobs"], key=lambda j: float(j.get("next_poll", 0))):
+                if float(job.get("next_poll", 0)) <= now:
+                    job["next_poll"] = now + POLL_LEASE_SECONDS
+                    return dict(job), orjson.dumps(data)
+            return None, orjson.dumps(data)
+
+        found: dict[str, Any] | None = self.store.kv_update(NAMESPACE, self.destination, update, now=now)
+        return found
+
+    def _handed_back(self, seq: int) -> bool:
+        return self.store.kv_get(f"{BULK_SINGLE}:{self.destination}", str(seq)) is not None
+
+    def _hand_back_mark(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            self.store.kv_put(f"{BULK_SINGLE}:{self.destination}", str(seq), b"1", now=self.now())
+
+    def _capability(self) -> bool:
+        fact = self.facts.get(BULK_API)
+        if fact is None:
+            return bulk_usable(None, None, self.now())
+        return bulk_usable(fact.value, fact.recheck_at, self.now())
+
+    def _learn(self, value: BulkApi, evidence: str, recheck: float | None) -> None:
+        old = self.facts.get(BULK_API)
+        now = self.now()
+        self.facts.learn(BULK_API, Fact(value, evidence, now, None if recheck is None else now + recheck))
+        if old is None or old.value != value:
+            log.info("destination %s: bulk upsert %s (%s)", self.destination, {
+                BulkApi.PRESENT: "is in use", BulkApi.ABSENT: "is absent on this account; single calls, "
+                "re-checked daily", BulkApi.REFUSED: "keeps answering 405; single calls for an hour",
+            }[value], evidence)
+
+    # -- the worker's entry point -------------------------------------------------------------
+
+    async def run_once(self, worker: DestinationWorker) -> bool | None:
+        """Poll a due job, or send a job; ``None`` when there was nothing for bulk to do (the
+        worker then takes a lane as usual)."""
+        try:
+            job = await store_call(self._take_due)
+            if job is not None:
+                await self._poll(worker, job)
+                return True
+            if not await store_call(self._capability):
+                return None
+            pending = await store_call(worker.store.pending_count, self.destination)
+            if pending < 2:
+                return None
+            return await self._collect_and_send(worker, pending)
+        except BudgetExhausted:
+            return False
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _collect_and_send(self, worker: DestinationWorker, pending: int) -> bool | None:
+        claims: list[LaneClaim] = []
+        while len(claims) < MAX_BULK_ITEMS:
+            claim = await store_call(
+                worker.store.claim_lane, self.destination, owner=worker.owner, now=self.now(),
+                lease_seconds=worker.lease_seconds, max_messages=worker.batch_size,
+                head_types=("identify",),
+            )
+            if claim is None:
+                break
+            claims.append(claim)
+            if len(claims) == 1 and worker.signal is not None:
+                worker.signal.notify()
+        if not claims:
+            return None
+        per_hour = await store_call(self.calls_per_hour)
+        view = BacklogView(len(claims), pending, per_hour)
+        if not should_bulk(view, min_records=self.settings.min_records):
+            await self._single(worker, claims)
+            return True
+        items: list[_Item] = []
+        single: list[LaneClaim] = []
+        for claim in claims:
+            item = await self._item(worker, claim)
+            if item is None:
+                single.append(claim)
+            else:
+                items.append(item)
+        if len(items) < 2:
+            single.extend(c for c in claims if c.lane in {i.lane for i in items})
+            await self._end_claims(items, settle=0.0)
+            items = []
+        if items:
+            sent = await self._send(worker, items)
+            if not sent:
+                single.extend(c for c in claims if c.lane in {i.lane for i in items})
+        for claim in claims:
+            if claim not in single:
+                await store_call(worker.store.release_lane, self.destination, claim.lane, worker.owner)
+        await self._single(worker, single)
+        return True
+
+    async def _single(self, worker: DestinationWorker, claims: list[LaneClaim]) -> None:
+        for index, claim in enumerate(claims):
+            try:
+                progressed = await worker.deliver_claimed(claim)
+            except Exception:
+                for rest in claims[index + 1:]:
+                    await store_call(worker.store.release_lane, self.destination, rest.lane, worker.owner)
+                raise
+            if not progressed:  # the budget is spent: the others wait for their turn
+                for rest in claims[index + 1:]:
+                    await store_call(worker.store.release_lane, self.destination, rest.lane, worker.owner)
+                return
+
+    async def _item(self, worker: DestinationWorker, claim: LaneClaim) -> _Item | None:
+        """The lane's leading identifies as one bulk item, or ``None`` (the lane goes single)."""
+        head: list[StoredMessage] = []
+        for message in claim.messages:
+            if message.type != "identify":
+                break
+            head.append(message)
+        if not head or await store_call(self._handed_back, head[0].seq):
+            return None  # none, or handed back by a job: written as a single call
+        try:
+            schema = await worker.schema.get()
+            unit = await worker.record_unit(head, schema)
+        except (FreshsalesError, MappingConfigError, BudgetExhausted):
+            return None
+        except Exception:  # noqa: BLE001 - the single path plans again and reports it
+            log.debug("bulk planning failed for a lane; it goes single", exc_info=True)
+            return None
+        if unit is None or len(unit.messages) != len(head) or len(unit.operations) != 1:
+            return None
+        op = unit.operations[0]
+        if not await self._eligible(worker, op):
+            return None
+        return await store_call(self._claimed_item, worker, claim, unit.messages, op)
+
+    async def _eligible(self, worker: DestinationWorker, op: Operation) -> bool:
+        if op.kind != OperationKind.UPSERT_CONTACT or _has_ref(op.fields) or _has_ref(op.key):
+            return False
+        if "sales_accounts" in op.fields:
+            return False
+        email = op.key.get("emails")
+        if not isinstance(email, str) or not email.strip():
+            return False
+        if "custom_field" in op.fields and await store_call(worker.executor.keeper.mode) != MERGE:
+            return False
+        if op.idempotency_key and await store_call(worker.memory.done, op.idempotency_key) is not None:
+            return False
+        return True
+
+    def _claimed_item(
+        self, worker: DestinationWorker, claim: LaneClaim, messages: list[StoredMessage], op: Operation
+    ) -> _Item | None:
+        memory = worker.memory
+        email = str(op.key["emails"]).strip()
+        external = op.key.get("external_id")
+        user = op.user_id or (external if isinstance(external, str) else None)
+        user = memory.canonical_user(user) if user else None
+        record = f"contact:{user or email}"
+        fields = dict(op.fields)
+        if isinstance(external, str):
+            fields.setdefault("external_id", external)
+        head = messages[0]
+        identity = memory.identity(user)
+        if identity is not None and identity.record_id is not None and identity.record_type == "contact":
+            changed = memory.changed_fields(record, fields)
+            if not changed:
+                return None  # nothing to write: the single path skips it without a call
+            return _Item(claim.lane, [m.seq for m in messages], head.seq, "id",
+                         str(identity.record_id), changed, record, None, None,
+                         head.attempts, head.first_failure_at, user)
+        if memory.person_by_email("contact", email) is not None:
+            return None  # known by email: the single path writes by id
+        owner = f"bulk-{uuid.uuid4().hex}"
+        granted = memory.claim_create(email, owner, now=self.now(), hold=CREATE_CLAIM_SECONDS)
+        if not granted.granted:
+            return None
+        return _Item(claim.lane, [m.seq for m in messages], head.seq, "emails", email,
+                     fields, record, email, owner, head.attempts, head.first_failure_at, user)
+
+    async def _end_claims(self, items: list[_Item], *, settle: float) -> None:
+        for item in items:
+            if item.email and item.claim_owner:
+                await store_call(
+                    self.memory.end_claim, item.email, item.claim_owner, now=self.now(), settle=settle,
+                )
+
+    async def _send(self, worker: DestinationWorker, items: list[_Item]) -> bool:
+        """POST the job, keep it, hold its lanes. False: the lanes go single (already told)."""
+        body = [{item.key: item.value, "data": item.data} for item in items]
+        client = worker.executor.client
+        budget = worker.executor.budget
+        job_id: str | None = None
+        for attempt in range(REFUSALS_BEFORE_FALLBACK):
+            ticket = await budget.acquire("record")
+            worker.executor.counter.count("bulk_upsert")
+            try:
+                job_id, reply = await client.bulk_upsert("contact", body)
+            except MethodNotAllowed as exc:
+                await store_call(budget.observe, exc, ticket)
+                if attempt + 1 < REFUSALS_BEFORE_FALLBACK:
+                    await self.sleep(REFUSAL_PAUSE_SECONDS)
+                    continue
+                await store_call(self._learn, BulkApi.REFUSED,
+                                 f"POST /api/contacts/bulk_upsert answered 405 {REFUSALS_BEFORE_FALLBACK} times",
+                                 REFUSED_RECHECK_SECONDS)
+                await self._end_claims(items, settle=0.0)
+                return False
+            except NotFound as exc:
+                await store_call(budget.observe, exc, ticket)
+                await store_call(self._learn, BulkApi.ABSENT, "POST /api/contacts/bulk_upsert answered 404",
+                                 ABSENT_RECHECK_SECONDS)
+                await self._end_claims(items, settle=0.0)
+                return False
+            except FreshsalesError as exc:
+                await store_call(budget.observe, exc, ticket)
+                # A timeout or a 5xx may have made the job: creates wait until lookups show it.
+                await self._end_claims(items, settle=0.0 if exc.kind == "permanent" else LOOKUP_SETTLE_SECONDS)
+                log.info("destination %s: a bulk upsert failed (%s); its lanes go as single calls",
+                         self.destination, exc.message)
+                return False
+            await store_call(budget.observe, reply, ticket)
+            break
+        assert job_id is not None
+        now = self.now()
+        deadline = now + self.settings.job_timeout_seconds
+        job: dict[str, Any] = {
+            "id": job_id, "entity": "contact", "created": now, "polls": 0,
+            "next_poll": now + next_poll_delay(0, elapsed=0.0, progress=None),
+            "deadline": deadline,
+            "items": [item.to_json() for item in items],
+        }
+        await store_call(self._keep, job)
+        self.jobs_sent += 1
+        self.records_sent += len(items)
+        fact = await store_call(self.facts.get, BULK_API)
+        if fact is None or fact.value != BulkApi.PRESENT:
+            await store_call(self._learn, BulkApi.PRESENT, f"POST /api/contacts/bulk_upsert accepted job {job_id}",
+                             None)
+        for item in items:
+            await self._hold(worker, item, deadline + HOLD_PAST_DEADLINE_SECONDS,
+                             f"waiting for bulk job {job_id} (polled until it finishes)")
+        return True
+
+    # -- polling and results ------------------------------------------------------------------
+
+    async def _poll(self, worker: DestinationWorker, job: dict[str, Any]) -> None:
+        items = [_Item.from_json(i) for i in job["items"]]
+        now = self.now()
+        if now >= float(job["deadline"]):
+            await self._hand_back(worker, items, f"bulk job {job['id']} did not finish within "
+                                  f"{self.settings.job_timeout_seconds:.0f}s; written as a single call")
+            await self._end_claims(items, settle=LOOKUP_SETTLE_SECONDS)
+            await store_call(self._drop, job["id"])
+            log.warning("destination %s: bulk job %s did not finish in time; its %d records go as single calls",
+                        self.destination, job["id"], len(items))
+            return
+        budget = worker.executor.budget
+        ticket = await budget.acquire("record")
+        worker.executor.counter.count("job_status")
+        self.polls += 1
+        try:
+            status, reply = await worker.executor.client.job_status(str(job["id"]))
+        except FreshsalesError as exc:
+            await store_call(budget.observe, exc, ticket)
+            job["polls"] = int(job["polls"]) + 1
+            job["next_poll"] = min(now + next_poll_delay(int(job["polls"]), elapsed=now - float(job["created"]),
+                                                         progress=None), float(job["deadline"]))
+            await store_call(self._keep, job)
+            return
+        await store_call(budget.observe, reply, ticket)
+        if not status.finished:
+            job["polls"] = int(job["polls"]) + 1
+            job["next_poll"] = min(self.now() + next_poll_delay(
+                int(job["polls"]), elapsed=now - float(job["created"]), progress=status.progress),
+                float(job["deadline"]))
+            await store_call(self._keep, job)
+            return
+        await self._settle(worker, job, items, status)
+
+    async def _settle(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item],
+                      status: JobStatus) -> None:
+        failed: dict[tuple[str, str], str] = {}
+        for failure in status.failures:
+            if failure.key is None:
+                continue
+            value = str(failure.value)
+            key = (failure.key, email_match_key(value) if failure.key == "emails" else value.strip().lower())
+            failed[key] = "; ".join(failure.messages)
+        unaccounted = status.succeeded is None or status.succeeded + len(failed) < len(items)
+        done: list[_Item] = []
+        back: list[tuple[_Item, str]] = []
+        for item in items:
+            why = failed.get(item.match())
+            if why is not None:
+                back.append((item, f"bulk job {job['id']} refused it ({why}); written as a single call"))
+            elif unaccounted:
+                back.append((item, f"bulk job {job['id']} did not account for it; written as a "
+                             "single call"))
+            else:
+                done.append(item)
+        now = self.now()
+        for item in done:
+            await store_call(worker.memory.remember_written, item.record, item.data, now)
+            if item.email and item.user:
+                # The id is not in the answer: the person is known by email, so what needs
+                # their id later looks them up by email once (a write upserts by email).
+                await store_call(worker.memory.remember_person, item.user, record_type="contact",
+                                 record_id=None, email=item.email, now=now)
+            await self._hold(worker, item, now, f"delivered by bulk job {job['id']}")
+            await store_call(worker.store.finish, item.seqs, status=MessageStatus.DELIVERED, now=now,
+                             reason=f"written by bulk job {job['id']}")
+        worker.stats.delivered += sum(len(item.seqs) for item in done)
+        for item, why in back:
+            await store_call(self._hand_back_mark, item.seqs)
+            await self._hold(worker, item, now, why)
+        # Records written show in lookups only after a while: creates of these emails wait. A
+        # record Freshsales refused was not written: its single call may create it at once.
+        refused = [item for item in items if item.match() in failed]
+        await self._end_claims(refused, settle=0.0)
+        await self._end_claims([item for item in items if item not in refused], settle=LOOKUP_SETTLE_SECONDS)
+        await store_call(self._drop, job["id"])
+
+    async def _hand_back(self, worker: DestinationWorker, items: list[_Item], reason: str) -> None:
+        now = self.now()
+        for item in items:
+            await store_call(self._hand_back_mark, item.seqs)
+            await self._hold(worker, item, now, reason)
+
+    async def _hold(self, worker: DestinationWorker, item: _Item, until: float, reason: str) -> None:
+        """Hold the item's lane until ``until`` (now: let it go), its attempts and window unspent."""
+        await worker.hold_lane(item.head, item.lane, attempts=item.attempts, available_at=until,
+                               first_failure_at=item.first_failure_at, reason=reason[:2000])
+
+
+def _has_ref(value: Any) -> bool:
+    if is_ref(value):
+        return True
+    if isinstance(value, dict):
+        return any(_has_ref(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_ref(v) for v in value)
+    return False
