@@ -97,3 +97,22 @@ def next_poll_delay(polls_done: int, *, elapsed: float, progress: float | None) 
 def email_match_key(value: str) -> str:
     """How a failure report's ``emails`` is matched to an item: trimmed, any case."""
     return value.strip().lower()
+
+
+def describe_bulk(
+    product: str, setting: str, known: str | None, recheck_at: float | None, now: float,
+    min_records: int,
+) -> tuple[bool, str]:
+    """Whether bulk upsert is in use for a destination, and one line saying why (``check``)."""
+    if product != "suite":
+        return False, "off: Classic keeps single calls (no Classic bulk API is attested)"
+    if setting == "off":
+        return False, 'off: bulk = "off"'
+    if known is None:
+        return True, f"on: not tried yet (the first backlog of {min_records}+ contact writes tries it)"
+    if known == BulkApi.PRESENT:
+        return True, "in use (the account accepted a bulk upsert)"
+    when = "now" if recheck_at is None or recheck_at <= now else f"in {int(recheck_at - now)} s"
+    if known == BulkApi.ABSENT:
+        return False, f"not in use: the account has no bulk API (404); re-checked {when}"
+    return False, f"not in use: bulk upserts were refused (405) repeatedly; tried again {when}"
