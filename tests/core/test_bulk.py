@@ -23,8 +23,9 @@ from freshsales_destination.core.bulk import (
         (1, 50_000, 1000, False),  # a lone identify always goes at once, whatever the backlog
         (10, 10, 1000, True),  # the threshold
         (9, 9, 1000, False),  # under it, and 9 calls drain in 32 s
-        (3, 17, 1000, True),  # under it, but 17 calls take 61 s at 1,000 an hour
-        (3, 17, 5000, False),  # ... and 12 s at 5,000 an hour
+        (4, 17, 1000, True),  # under it, but 17 calls take 61 s at 1,000 an hour
+        (4, 17, 5000, False),  # ... and 12 s at 5,000 an hour
+        (3, 5000, 1000, False),  # three writes: a job (POST and poll) saves nothing
     ],
 )
 def test_should_bulk(ready: int, pending: int, per_hour: int, expected: bool) -> None:

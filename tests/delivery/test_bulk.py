@@ -47,7 +47,7 @@ def _statuses(pipeline: Pipeline) -> dict[str, str]:
 def _make(tmp_path: Path, clock: FakeClock, *, sandbox: dict[str, Any] | None = None,
           destination: dict[str, Any] | None = None) -> Iterator[Pipeline]:
     yield from make_pipeline(tmp_path, "suite", clock=clock, sandbox_options=sandbox or {},
-                             app_token=False, destination=destination)
+                             app_token=False, destination={"bulk": "auto", **(destination or {})})
 
 
 @pytest.fixture
@@ -250,3 +250,86 @@ def test_custom_fields_wait_for_merge_to_be_learned(tmp_path: Path, clock: FakeC
         contacts = {c["email"]: c for c in pipeline.records("contacts")}
         assert contacts["person100@example.com"]["custom_field"] == {"cf_plan": "max"}
         assert contacts["person1@example.com"]["custom_field"] == {"cf_plan": "pro"}
+
+
+def _linked(pipeline: Pipeline) -> dict[str, set[str]]:
+    """Email -> names of the accounts the contact is linked to, read as a salesperson would see them."""
+    state = pipeline.sandbox.state
+    names = {a["id"]: a["name"] for a in pipeline.records("sales_accounts")}
+    return {c["email"]: {names[link["id"]] for link in c.get("_sales_accounts", [])}
+            for c in state.snapshot()["contacts"]}
+
+
+def _with_company(i: int, company: str) -> dict[str, Any]:
+    return _identify(i, company={"name": company})
+
+
+def _run(pipeline: Pipeline, clock: FakeClock, passes: int = 8, step: float = 31.0) -> None:
+    for _ in range(passes):
+        pipeline.deliver(now=clock)
+        clock.advance(step)
+
+
+def test_companies_go_as_an_accounts_job_then_contacts_linked_in_bulk(
+    pipeline: Pipeline, clock: FakeClock
+) -> None:
+    companies = [f"Company {n}" for n in range(5)]
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, companies[i % 5]) for i in range(20)]})
+    _run(pipeline, clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    linked = _linked(pipeline)
+    assert len(linked) == 20
+    assert all(linked[f"person{i}@example.com"] == {companies[i % 5]} for i in range(20))
+    assert sorted(a["name"] for a in pipeline.records("sales_accounts")) == companies
+    calls = [(m, r) for m, r in _calls(pipeline) if not r.startswith(("/api/settings", "/api/selector"))]
+    # accounts job, its poll, their ids; contacts: the presearch, the job, its poll; one read-back
+    assert calls.count(("POST", "/api/sales_accounts/bulk_upsert")) == 1
+    assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 1
+    assert calls.count(("POST", "/api/filtered_search/sales_account")) == 1
+    assert calls.count(("POST", "/api/filtered_search/contact")) == 2  # presearch, read-back's find
+    assert len([c for c in calls if c[1].startswith("/api/contacts/") and c[0] == "GET"]) == 1
+    assert not [c for c in calls if c[1] in ("/api/contacts/upsert", "/api/sales_accounts/upsert")]
+    assert len(calls) == 8, calls
+    fact = LearnedFacts(pipeline.store, "crm").get("bulk_links")
+    assert fact is not None and fact.value == "kept"
+    # The next backlog names known companies: only the contacts job (and its presearch).
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, companies[i % 5]) for i in range(100, 120)]})
+    _run(pipeline, clock, passes=3)
+    linked = _linked(pipeline)
+    assert all(linked[f"person{i}@example.com"] == {companies[i % 5]} for i in range(100, 120))
+    later = [(m, r) for m, r in _calls(pipeline) if not r.startswith(("/api/settings", "/api/selector"))][8:]
+    assert sorted(r for _, r in later) == sorted(
+        ["/api/filtered_search/contact", "/api/contacts/bulk_upsert", later[2][1]]), later
+
+
+def test_an_existing_contact_keeps_a_salesperson_s_link(pipeline: Pipeline, clock: FakeClock) -> None:
+    state = pipeline.sandbox.state
+    from freshsales_destination.sandbox import companies as sandbox_companies
+    from freshsales_destination.sandbox import people
+
+    with state.lock:
+        theirs = sandbox_companies.create_account(state, {"sales_account": {"name": "Salesperson Co"}})
+        people.create_contact(state, {"contact": {"emails": ["person3@example.com"],
+                                                  "sales_accounts": [{"id": theirs["id"], "is_primary": True}]}})
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, "Acme") for i in range(12)]})
+    _run(pipeline, clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    linked = _linked(pipeline)
+    # The presearch found person3: its link was written as the union, by the single path.
+    assert linked["person3@example.com"] == {"Salesperson Co", "Acme"}
+    assert all(linked[f"person{i}@example.com"] == {"Acme"} for i in range(12) if i != 3)
+
+
+def test_links_dropped_by_bulk_are_learned_and_written_singly(tmp_path: Path, clock: FakeClock) -> None:
+    for pipeline in _make(tmp_path, clock, sandbox={"bulk_links": "dropped"}):
+        pipeline.send("/v1/batch", {"batch": [_with_company(i, "Acme") for i in range(12)]})
+        _run(pipeline, clock)
+        assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+        assert all(v == {"Acme"} for v in _linked(pipeline).values())
+        fact = LearnedFacts(pipeline.store, "crm").get("bulk_links")
+        assert fact is not None and fact.value == "dropped"
+        before = _calls(pipeline).count(("POST", "/api/contacts/bulk_upsert"))
+        pipeline.send("/v1/batch", {"batch": [_with_company(i, "Acme") for i in range(100, 112)]})
+        _run(pipeline, clock, passes=3)
+        assert _calls(pipeline).count(("POST", "/api/contacts/bulk_upsert")) == before
+        assert all(v == {"Acme"} for v in _linked(pipeline).values())

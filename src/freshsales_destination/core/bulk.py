@@ -26,6 +26,10 @@ ABSENT_RECHECK_SECONDS = DAY
 """After a 404 on a bulk path (the account has no bulk API), re-checked at most daily."""
 
 
+MIN_DRAIN_RECORDS = 4
+"""Below this many ready record writes a job saves nothing (a POST and a poll cost two calls)."""
+
+
 class BulkApi(StrEnum):
     """What delivery knows of the account's bulk API (learned fact ``bulk_api``)."""
 
@@ -68,11 +72,11 @@ def should_bulk(view: BacklogView, *, min_records: int, max_single_wait_seconds:
 
     A job costs at least two calls (POST and a poll) and a few seconds; single calls cost one call
     per record, spaced by the budget. Bulk is chosen when enough record writes are ready
-    (``min_records``), or, with at least two, when the backlog would take longer than
-    ``max_single_wait_seconds`` to drain at the account's pace one call at a time. A lone identify
-    always goes out at once as a single call.
+    (``min_records``), or, with at least ``MIN_DRAIN_RECORDS``, when the backlog would take longer
+    than ``max_single_wait_seconds`` to drain at the account's pace one call at a time. A lone
+    identify always goes out at once as a single call.
     """
-    if view.ready_record_lanes < 2:
+    if view.ready_record_lanes < min(MIN_DRAIN_RECORDS, min_records):
         return False
     if view.ready_record_lanes >= min_records:
         return True

@@ -44,7 +44,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -56,6 +56,7 @@ from freshsales_destination.core.bulk import (
     REFUSED_RECHECK_SECONDS,
     BacklogView,
     BulkApi,
+    BulkLinks,
     bulk_usable,
     email_match_key,
     next_poll_delay,
@@ -66,11 +67,11 @@ from freshsales_destination.core.schema import MappingConfigError
 from freshsales_destination.core.statuses import MessageStatus
 from freshsales_destination.delivery.budget import BudgetExhausted
 from freshsales_destination.delivery.executor import CREATE_CLAIM_SECONDS, LOOKUP_SETTLE_SECONDS
-from freshsales_destination.delivery.learned import BULK_API, Fact, LearnedFacts
+from freshsales_destination.delivery.learned import BULK_API, BULK_LINKS, Fact, LearnedFacts
 from freshsales_destination.delivery.memory import DeliveryMemory
 from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.preserve import MERGE
-from freshsales_destination.freshsales.bulk import MAX_BULK_ITEMS, JobStatus
+from freshsales_destination.freshsales.bulk import BULK_PATHS, MAX_BULK_ITEMS, JobStatus
 from freshsales_destination.freshsales.errors import (
     FreshsalesError,
     MethodNotAllowed,
@@ -116,7 +117,12 @@ def _load(raw: bytes | None) -> dict[str, Any]:
 
 @dataclass
 class _Item:
-    """One lane's write in a job, as kept in the store."""
+    """One lane's record writes in a job, as kept in the store.
+
+    ``accounts``: the accounts the lane's write names that must be written first (``{"name",
+    "data"}``); while there are any, the lane waits for an accounts job and its ids. ``links``:
+    the account ids the contact is linked to, sent in its item only for a contact the
+    presearch showed to be new (union with nothing)."""
 
     lane: str
     seqs: list[int]
@@ -130,6 +136,8 @@ class _Item:
     attempts: int = 0
     first_failure_at: float | None = None
     user: str | None = None
+    accounts: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,6 +145,7 @@ class _Item:
             "value": self.value, "data": self.data, "record": self.record, "email": self.email,
             "claim_owner": self.claim_owner, "attempts": self.attempts,
             "first_failure_at": self.first_failure_at, "user": self.user,
+            "accounts": self.accounts, "links": self.links,
         }
 
     @classmethod
@@ -146,13 +155,20 @@ class _Item:
             key=str(data["key"]), value=data["value"], data=dict(data["data"]),
             record=str(data["record"]), email=data.get("email"), claim_owner=data.get("claim_owner"),
             attempts=int(data.get("attempts") or 0), first_failure_at=data.get("first_failure_at"),
-            user=data.get("user"),
+            user=data.get("user"), accounts=list(data.get("accounts") or []),
+            links=list(data.get("links") or []),
         )
 
     def match(self) -> tuple[str, str]:
         if self.key == "emails":
             return self.key, email_match_key(str(self.value))
         return self.key, str(self.value).strip().lower()
+
+    def body(self) -> dict[str, Any]:
+        data = dict(self.data)
+        if self.links:
+            data["sales_accounts"] = self.links
+        return {self.key: self.value, "data": data}
 
 
 class BulkSender:
@@ -265,7 +281,7 @@ class BulkSender:
         except BudgetExhausted:
             return False
 
-    # -- sending ------------------------------------------------------------------------------
+    # -- collecting ---------------------------------------------------------------------------
 
     async def _collect_and_send(self, worker: DestinationWorker, pending: int) -> bool | None:
         claims: list[LaneClaim] = []
@@ -287,26 +303,36 @@ class BulkSender:
         if not should_bulk(view, min_records=self.settings.min_records):
             await self._single(worker, claims)
             return True
+        by_lane = {claim.lane: claim for claim in claims}
         items: list[_Item] = []
-        single: list[LaneClaim] = []
+        single: list[str] = []
         for claim in claims:
             item = await self._item(worker, claim)
             if item is None:
-                single.append(claim)
+                single.append(claim.lane)
             else:
                 items.append(item)
-        if len(items) < 2:
-            single.extend(c for c in claims if c.lane in {i.lane for i in items})
-            await self._end_claims(items, settle=0.0)
-            items = []
-        if items:
-            sent = await self._send(worker, items)
-            if not sent:
-                single.extend(c for c in claims if c.lane in {i.lane for i in items})
+        waiting = [item for item in items if item.accounts]
+        contacts = [item for item in items if not item.accounts]
+        if len(waiting) >= 2 or (waiting and contacts):
+            if not await self._send_accounts(worker, waiting):
+                single.extend(item.lane for item in waiting)
+        else:
+            single.extend(item.lane for item in waiting)
+        if any(item.links for item in contacts):
+            kept = await self._presearch(worker, contacts)
+            single.extend(item.lane for item in contacts if item not in kept)
+            contacts = kept
+        if len(contacts) >= 2:
+            if not await self._send_contacts(worker, contacts):
+                single.extend(item.lane for item in contacts)
+        else:
+            await self._end_claims(contacts, settle=0.0)
+            single.extend(item.lane for item in contacts)
         for claim in claims:
-            if claim not in single:
+            if claim.lane not in single:
                 await store_call(worker.store.release_lane, self.destination, claim.lane, worker.owner)
-        await self._single(worker, single)
+        await self._single(worker, [by_lane[lane] for lane in dict.fromkeys(single)])
         return True
 
     async def _single(self, worker: DestinationWorker, claims: list[LaneClaim]) -> None:
@@ -339,29 +365,44 @@ class BulkSender:
         except Exception:  # noqa: BLE001 - the single path plans again and reports it
             log.debug("bulk planning failed for a lane; it goes single", exc_info=True)
             return None
-        if unit is None or len(unit.messages) != len(head) or len(unit.operations) != 1:
+        if unit is None or len(unit.messages) != len(head):
             return None
-        op = unit.operations[0]
-        if not await self._eligible(worker, op):
+        people = [op for op in unit.operations if op.kind == OperationKind.UPSERT_CONTACT]
+        accounts = [op for op in unit.operations if op.kind == OperationKind.UPSERT_SALES_ACCOUNT]
+        if len(people) != 1 or len(people) + len(accounts) != len(unit.operations):
             return None
-        return await store_call(self._claimed_item, worker, claim, unit.messages, op)
+        if not await self._eligible(worker, people[0], accounts):
+            return None
+        return await store_call(self._claimed_item, worker, claim, unit.messages, people[0], accounts)
 
-    async def _eligible(self, worker: DestinationWorker, op: Operation) -> bool:
-        if op.kind != OperationKind.UPSERT_CONTACT or _has_ref(op.fields) or _has_ref(op.key):
-            return False
-        if "sales_accounts" in op.fields:
+    async def _eligible(self, worker: DestinationWorker, op: Operation, accounts: list[Operation]) -> bool:
+        fields = {k: v for k, v in op.fields.items() if k != "sales_accounts"}
+        if _has_ref(fields) or _has_ref(op.key):
             return False
         email = op.key.get("emails")
         if not isinstance(email, str) or not email.strip():
             return False
-        if "custom_field" in op.fields and await store_call(worker.executor.keeper.mode) != MERGE:
+        merge = await store_call(worker.executor.keeper.mode) == MERGE
+        if not merge and ("custom_field" in op.fields or any("custom_field" in a.fields for a in accounts)):
             return False
+        if any(_has_ref(a.fields) or not isinstance(a.key.get("name"), str) for a in accounts):
+            return False
+        names = {str(a.key["name"]) for a in accounts}
+        for link in op.fields.get("sales_accounts") or []:
+            target: Any = link.get("id") if isinstance(link, dict) else None
+            if not is_ref(target) or str(target["ref"]).removeprefix("account:") not in names:
+                return False
+        if op.fields.get("sales_accounts"):
+            links = await store_call(self.facts.get, BULK_LINKS)
+            if links is not None and links.value == BulkLinks.DROPPED:
+                return False
         if op.idempotency_key and await store_call(worker.memory.done, op.idempotency_key) is not None:
             return False
         return True
 
     def _claimed_item(
-        self, worker: DestinationWorker, claim: LaneClaim, messages: list[StoredMessage], op: Operation
+        self, worker: DestinationWorker, claim: LaneClaim, messages: list[StoredMessage], op: Operation,
+        accounts: list[Operation],
     ) -> _Item | None:
         memory = worker.memory
         email = str(op.key["emails"]).strip()
@@ -369,26 +410,49 @@ class BulkSender:
         user = op.user_id or (external if isinstance(external, str) else None)
         user = memory.canonical_user(user) if user else None
         record = f"contact:{user or email}"
-        fields = dict(op.fields)
+        fields = {k: v for k, v in op.fields.items() if k != "sales_accounts"}
         if isinstance(external, str):
             fields.setdefault("external_id", external)
         head = messages[0]
+        to_write: list[dict[str, Any]] = []
+        ids: dict[str, Any] = {}
+        for account in accounts:
+            name = str(account.key["name"])
+            known = memory.record_id("sales_account", name)
+            changed = memory.changed_fields(f"sales_account:{name}", dict(account.fields))
+            if known is None or changed:
+                to_write.append({"name": name, "data": dict(account.fields) if known is None else changed})
+            ids[name] = known
+        wanted = [
+            {"id": ids.get(str(link["id"]["ref"]).removeprefix("account:")), "is_primary": bool(link.get("is_primary"))}
+            for link in op.fields.get("sales_accounts") or []
+        ]
         identity = memory.identity(user)
+        base = dict(lane=claim.lane, seqs=[m.seq for m in messages], head=head.seq, record=record,
+                    attempts=head.attempts, first_failure_at=head.first_failure_at, user=user)
+        if to_write:
+            # The accounts are written (and their ids found) first; the lane is collected again.
+            return _Item(key="emails", value=email, data=fields, email=None, claim_owner=None,
+                         accounts=to_write, **base)  # type: ignore[arg-type]
         if identity is not None and identity.record_id is not None and identity.record_type == "contact":
+            if any(w["id"] not in identity.sales_account_ids for w in wanted):
+                return None  # a new link on a known contact: read, union, write (single path)
             changed = memory.changed_fields(record, fields)
             if not changed:
                 return None  # nothing to write: the single path skips it without a call
-            return _Item(claim.lane, [m.seq for m in messages], head.seq, "id",
-                         str(identity.record_id), changed, record, None, None,
-                         head.attempts, head.first_failure_at, user)
+            return _Item(key="id", value=str(identity.record_id), data=changed, email=None, claim_owner=None,
+                         **base)  # type: ignore[arg-type]
         if memory.person_by_email("contact", email) is not None:
             return None  # known by email: the single path writes by id
+        if identity is not None and identity.sales_account_ids and wanted:
+            return None  # links delivery knows of but no id: the single path unions them
         owner = f"bulk-{uuid.uuid4().hex}"
         granted = memory.claim_create(email, owner, now=self.now(), hold=CREATE_CLAIM_SECONDS)
         if not granted.granted:
             return None
-        return _Item(claim.lane, [m.seq for m in messages], head.seq, "emails", email,
-                     fields, record, email, owner, head.attempts, head.first_failure_at, user)
+        links = _primary_once(wanted)
+        return _Item(key="emails", value=email, data=fields, email=email, claim_owner=owner, links=links,
+                     **base)  # type: ignore[arg-type]
 
     async def _end_claims(self, items: list[_Item], *, settle: float) -> None:
         for item in items:
@@ -397,61 +461,113 @@ class BulkSender:
                     self.memory.end_claim, item.email, item.claim_owner, now=self.now(), settle=settle,
                 )
 
-    async def _send(self, worker: DestinationWorker, items: list[_Item]) -> bool:
-        """POST the job, keep it, hold its lanes. False: the lanes go single (already told)."""
-        body = [{item.key: item.value, "data": item.data} for item in items]
-        client = worker.executor.client
+    # -- calls --------------------------------------------------------------------------------
+
+    async def _call(self, worker: DestinationWorker, kind: str, action: Callable[[], Awaitable[Any]]) -> Any:
+        """One call through the budget (a record call), counted as ``kind``."""
         budget = worker.executor.budget
-        job_id: str | None = None
+        ticket = await budget.acquire("record")
+        worker.executor.counter.count(kind)
+        try:
+            result = await action()
+        except FreshsalesError as exc:
+            await store_call(budget.observe, exc, ticket)
+            raise
+        reply = result[1] if isinstance(result, tuple) else result
+        await store_call(budget.observe, reply, ticket)
+        return result
+
+    async def _presearch(self, worker: DestinationWorker, items: list[_Item]) -> list[_Item]:
+        """Which of the linked contacts exist already: a link on an existing contact must be the
+        union with links this service cannot see, so those lanes go single (their ids are
+        remembered, so the single path makes no lookup). One filtered search for the batch."""
+        linked = [item for item in items if item.links and item.email]
+        try:
+            reply = await self._call(worker, "filtered_search", lambda: worker.executor.client.filtered_search(
+                "contact", "contact_email.email", [str(item.email) for item in linked]))
+        except FreshsalesError:
+            await self._end_claims(linked, settle=0.0)
+            return [item for item in items if not item.links]
+        found = _found_emails(reply.data.get("contacts"))
+        kept: list[_Item] = []
+        for item in items:
+            record_id = found.get(email_match_key(str(item.email))) if item.links and item.email else None
+            if record_id is None:
+                kept.append(item)
+                continue
+            await store_call(self.memory.remember_email, "contact", str(item.email), record_id, self.now())
+            await self._end_claims([item], settle=0.0)
+        return kept
+
+    async def _post(
+        self, worker: DestinationWorker, entity: str, body: list[dict[str, Any]]
+    ) -> tuple[str | None, bool]:
+        """POST a bulk upsert: the job's id, or ``None`` (the lanes go single; learned and told),
+        and whether a job may have been made all the same (a timeout or a 5xx)."""
+        path = f"POST /api/{BULK_PATHS[entity]}/bulk_upsert"
+        client = worker.executor.client
         for attempt in range(REFUSALS_BEFORE_FALLBACK):
-            ticket = await budget.acquire("record")
-            worker.executor.counter.count("bulk_upsert")
             try:
-                job_id, reply = await client.bulk_upsert("contact", body)
-            except MethodNotAllowed as exc:
-                await store_call(budget.observe, exc, ticket)
+                job_id, _ = await self._call(worker, "bulk_upsert", lambda: client.bulk_upsert(entity, body))
+            except MethodNotAllowed:
                 if attempt + 1 < REFUSALS_BEFORE_FALLBACK:
                     await self.sleep(REFUSAL_PAUSE_SECONDS)
                     continue
                 await store_call(self._learn, BulkApi.REFUSED,
-                                 f"POST /api/contacts/bulk_upsert answered 405 {REFUSALS_BEFORE_FALLBACK} times",
-                                 REFUSED_RECHECK_SECONDS)
-                await self._end_claims(items, settle=0.0)
-                return False
-            except NotFound as exc:
-                await store_call(budget.observe, exc, ticket)
-                await store_call(self._learn, BulkApi.ABSENT, "POST /api/contacts/bulk_upsert answered 404",
-                                 ABSENT_RECHECK_SECONDS)
-                await self._end_claims(items, settle=0.0)
-                return False
+                                 f"{path} answered 405 {REFUSALS_BEFORE_FALLBACK} times", REFUSED_RECHECK_SECONDS)
+                return None, False
+            except NotFound:
+                await store_call(self._learn, BulkApi.ABSENT, f"{path} answered 404", ABSENT_RECHECK_SECONDS)
+                return None, False
             except FreshsalesError as exc:
-                await store_call(budget.observe, exc, ticket)
-                # A timeout or a 5xx may have made the job: creates wait until lookups show it.
-                await self._end_claims(items, settle=0.0 if exc.kind == "permanent" else LOOKUP_SETTLE_SECONDS)
                 log.info("destination %s: a bulk upsert failed (%s); its lanes go as single calls",
                          self.destination, exc.message)
-                return False
-            await store_call(budget.observe, reply, ticket)
-            break
-        assert job_id is not None
+                return None, exc.kind != "permanent"
+            fact = await store_call(self.facts.get, BULK_API)
+            if fact is None or fact.value != BulkApi.PRESENT:
+                await store_call(self._learn, BulkApi.PRESENT, f"{path} accepted job {job_id}", None)
+            return str(job_id), False
+        return None, False
+
+    async def _keep_and_hold(self, worker: DestinationWorker, job_id: str, entity: str, items: list[_Item],
+                             extra: dict[str, Any]) -> None:
         now = self.now()
         deadline = now + self.settings.job_timeout_seconds
         job: dict[str, Any] = {
-            "id": job_id, "entity": "contact", "created": now, "polls": 0,
+            "id": job_id, "entity": entity, "stage": "job", "created": now, "polls": 0,
             "next_poll": now + next_poll_delay(0, elapsed=0.0, progress=None),
-            "deadline": deadline,
-            "items": [item.to_json() for item in items],
+            "deadline": deadline, "items": [item.to_json() for item in items], **extra,
         }
-        await store_call(self._keep, job)
+        await store_call(self._keep, job)  # kept before the lanes are held: a restart polls it
         self.jobs_sent += 1
-        self.records_sent += len(items)
-        fact = await store_call(self.facts.get, BULK_API)
-        if fact is None or fact.value != BulkApi.PRESENT:
-            await store_call(self._learn, BulkApi.PRESENT, f"POST /api/contacts/bulk_upsert accepted job {job_id}",
-                             None)
         for item in items:
             await self._hold(worker, item, deadline + HOLD_PAST_DEADLINE_SECONDS,
                              f"waiting for bulk job {job_id} (polled until it finishes)")
+
+    async def _send_contacts(self, worker: DestinationWorker, items: list[_Item]) -> bool:
+        job_id, maybe = await self._post(worker, "contact", [item.body() for item in items])
+        if job_id is None:
+            # A timeout or a 5xx may have made the job: creates wait until lookups show it.
+            await self._end_claims(items, settle=LOOKUP_SETTLE_SECONDS if maybe else 0.0)
+            return False
+        self.records_sent += len(items)
+        await self._keep_and_hold(worker, job_id, "contact", items, {})
+        return True
+
+    async def _send_accounts(self, worker: DestinationWorker, items: list[_Item]) -> bool:
+        accounts: dict[str, dict[str, Any]] = {}
+        for item in items:
+            for account in item.accounts:
+                merged = accounts.setdefault(account["name"].strip().lower(), {"name": account["name"], "data": {}})
+                merged["data"].update(account["data"])
+        writes = list(accounts.values())[:MAX_BULK_ITEMS]
+        named = {w["name"].strip().lower() for w in writes}
+        items = [item for item in items if all(a["name"].strip().lower() in named for a in item.accounts)]
+        job_id, _ = await self._post(worker, "sales_account", [{"name": w["name"], "data": w["data"]} for w in writes])
+        if job_id is None:
+            return False
+        self.records_sent += len(writes)
+        await self._keep_and_hold(worker, job_id, "sales_account", items, {"accounts": writes, "searches": 0})
         return True
 
     # -- polling and results ------------------------------------------------------------------
@@ -464,31 +580,84 @@ class BulkSender:
                                   f"{self.settings.job_timeout_seconds:.0f}s; written as a single call")
             await self._end_claims(items, settle=LOOKUP_SETTLE_SECONDS)
             await store_call(self._drop, job["id"])
-            log.warning("destination %s: bulk job %s did not finish in time; its %d records go as single calls",
+            log.warning("destination %s: bulk job %s did not finish in time; its %d lanes go as single calls",
                         self.destination, job["id"], len(items))
             return
-        budget = worker.executor.budget
-        ticket = await budget.acquire("record")
-        worker.executor.counter.count("job_status")
+        if job.get("stage") == "ids":
+            await self._account_ids(worker, job, items)
+            return
+        if job.get("stage") == "verify":
+            await self._verify_links(worker, job, items)
+            return
         self.polls += 1
         try:
-            status, reply = await worker.executor.client.job_status(str(job["id"]))
-        except FreshsalesError as exc:
-            await store_call(budget.observe, exc, ticket)
-            job["polls"] = int(job["polls"]) + 1
-            job["next_poll"] = min(now + next_poll_delay(int(job["polls"]), elapsed=now - float(job["created"]),
-                                                         progress=None), float(job["deadline"]))
-            await store_call(self._keep, job)
-            return
-        await store_call(budget.observe, reply, ticket)
-        if not status.finished:
+            status, _ = await self._call(worker, "job_status",
+                                         lambda: worker.executor.client.job_status(str(job["id"])))
+        except FreshsalesError:
+            status = None
+        if status is None or not status.finished:
             job["polls"] = int(job["polls"]) + 1
             job["next_poll"] = min(self.now() + next_poll_delay(
-                int(job["polls"]), elapsed=now - float(job["created"]), progress=status.progress),
-                float(job["deadline"]))
+                int(job["polls"]), elapsed=now - float(job["created"]),
+                progress=status.progress if status is not None else None), float(job["deadline"]))
             await store_call(self._keep, job)
             return
-        await self._settle(worker, job, items, status)
+        if job["entity"] == "sales_account":
+            await self._settle_accounts(worker, job, items, status)
+        else:
+            await self._settle(worker, job, items, status)
+
+    async def _settle_accounts(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item],
+                               status: JobStatus) -> None:
+        refused = {str(f.value).strip().lower(): "; ".join(f.messages) for f in status.failures if f.key == "name"}
+        unaccounted = status.succeeded is None or status.succeeded + len(refused) < len(job["accounts"])
+        if unaccounted:
+            await self._hand_back(worker, items, f"bulk job {job['id']} did not account for every account; "
+                                  "written as single calls")
+            await store_call(self._drop, job["id"])
+            return
+        back = [item for item in items if any(a["name"].strip().lower() in refused for a in item.accounts)]
+        for item in back:
+            why = "; ".join(refused[a["name"].strip().lower()] for a in item.accounts
+                            if a["name"].strip().lower() in refused)
+            await self._hand_back(worker, [item], f"bulk job {job['id']} refused an account ({why}); "
+                                  "written as a single call")
+        job["items"] = [item.to_json() for item in items if item not in back]
+        job["accounts"] = [a for a in job["accounts"] if a["name"].strip().lower() not in refused]
+        # Their ids are not in the answer: found by name once searches can show new records.
+        job["stage"] = "ids"
+        job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
+        await store_call(self._keep, job)
+
+    async def _account_ids(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item]) -> None:
+        wanted = {a["name"].strip().lower(): a for a in job["accounts"]}
+        try:
+            reply = await self._call(worker, "filtered_search", lambda: worker.executor.client.filtered_search(
+                "sales_account", "name", [a["name"] for a in wanted.values()]))
+            found = _found_names(reply.data.get("sales_accounts"))
+        except FreshsalesError:
+            found = {}
+        now = self.now()
+        for key, account in wanted.items():
+            if key in found:
+                await store_call(self.memory.remember_record, "sales_account", account["name"], found[key], now)
+                await store_call(self.memory.remember_written, f"sales_account:{account['name']}",
+                                 account["data"], now)
+        missing = [key for key in wanted if key not in found]
+        job["searches"] = int(job.get("searches") or 0) + 1
+        if missing and job["searches"] < 3:
+            job["accounts"] = [wanted[key] for key in missing]
+            job["next_poll"] = now + LOOKUP_SETTLE_SECONDS
+            await store_call(self._keep, job)
+            return
+        # The lanes are collected again: their accounts are known now, their contacts go in a job.
+        for item in items:
+            if any(a["name"].strip().lower() in missing for a in item.accounts):
+                await self._hand_back(worker, [item], f"bulk job {job['id']}: an account could not be found "
+                                      "after it was written; written as a single call")
+            else:
+                await self._hold(worker, item, now, f"accounts written by bulk job {job['id']}")
+        await store_call(self._drop, job["id"])
 
     async def _settle(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item],
                       status: JobStatus) -> None:
@@ -507,30 +676,81 @@ class BulkSender:
             if why is not None:
                 back.append((item, f"bulk job {job['id']} refused it ({why}); written as a single call"))
             elif unaccounted:
-                back.append((item, f"bulk job {job['id']} did not account for it; written as a "
-                             "single call"))
+                back.append((item, f"bulk job {job['id']} did not account for it; written as a single call"))
             else:
                 done.append(item)
+        for item, why in back:
+            await self._hand_back(worker, [item], why)
+        # Records written show in lookups only after a while: creates of these emails wait. A
+        # record Freshsales refused was not written: its single call may create it at once.
+        refused = [item for item, _ in back if item.match() in failed]
+        await self._end_claims(refused, settle=0.0)
+        await self._end_claims([item for item in items if item not in refused], settle=LOOKUP_SETTLE_SECONDS)
+        links = await store_call(self.facts.get, BULK_LINKS)
+        if links is None and any(item.links for item in done):
+            # Whether links inside bulk items stick is unattested: one record is read back first.
+            await self._finish(worker, job, [item for item in done if not item.links])
+            job["items"] = [item.to_json() for item in done if item.links]
+            job["stage"] = "verify"
+            job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
+            await store_call(self._keep, job)
+            return
+        await self._finish(worker, job, done)
+        await store_call(self._drop, job["id"])
+
+    async def _finish(self, worker: DestinationWorker, job: dict[str, Any], done: list[_Item]) -> None:
         now = self.now()
         for item in done:
             await store_call(worker.memory.remember_written, item.record, item.data, now)
             if item.email and item.user:
-                # The id is not in the answer: the person is known by email, so what needs
-                # their id later looks them up by email once (a write upserts by email).
-                await store_call(worker.memory.remember_person, item.user, record_type="contact",
-                                 record_id=None, email=item.email, now=now)
+                # The id is not in the answer: the person is known by email (and their links), so
+                # what needs their id later looks them up by email once; writes upsert by email.
+                for link in item.links or [{"id": None}]:
+                    await store_call(worker.memory.remember_person, item.user, record_type="contact",
+                                     record_id=None, email=item.email, now=now, account_id=link["id"])
             await self._hold(worker, item, now, f"delivered by bulk job {job['id']}")
             await store_call(worker.store.finish, item.seqs, status=MessageStatus.DELIVERED, now=now,
                              reason=f"written by bulk job {job['id']}")
         worker.stats.delivered += sum(len(item.seqs) for item in done)
-        for item, why in back:
-            await store_call(self._hand_back_mark, item.seqs)
-            await self._hold(worker, item, now, why)
-        # Records written show in lookups only after a while: creates of these emails wait. A
-        # record Freshsales refused was not written: its single call may create it at once.
-        refused = [item for item in items if item.match() in failed]
-        await self._end_claims(refused, settle=0.0)
-        await self._end_claims([item for item in items if item not in refused], settle=LOOKUP_SETTLE_SECONDS)
+
+    async def _verify_links(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item]) -> None:
+        """Read one contact of the first job that linked accounts back: did its links stick?"""
+        sample = items[0]
+        client = worker.executor.client
+        try:
+            reply = await self._call(worker, "filtered_search", lambda: client.filtered_search(
+                "contact", "contact_email.email", [str(sample.email)]))
+            record_id = _found_emails(reply.data.get("contacts")).get(email_match_key(str(sample.email)))
+            got = None
+            if record_id is not None:
+                got = await self._call(worker, "read_back", lambda: client.get_contact(record_id, "sales_accounts"))
+        except FreshsalesError:
+            got = None
+        if got is None:
+            job["searches"] = int(job.get("searches") or 0) + 1
+            if job["searches"] < 3:
+                job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
+                await store_call(self._keep, job)
+                return
+            await self._hand_back(worker, items, f"bulk job {job['id']}: its links could not be checked; "
+                                  "written as single calls")
+            await store_call(self._drop, job["id"])
+            return
+        linked = {str(link.get("id")) for link in got.data.get("sales_accounts") or [] if isinstance(link, dict)}
+        expected = {str(link["id"]) for link in sample.links}
+        now = self.now()
+        if expected <= linked:
+            await store_call(self.facts.learn, BULK_LINKS, Fact(
+                BulkLinks.KEPT, f"contact {record_id} read back after bulk job {job['id']} holds its links", now))
+            log.info("destination %s: account links inside bulk items stick; they go in bulk", self.destination)
+            await self._finish(worker, job, items)
+        else:
+            await store_call(self.facts.learn, BULK_LINKS, Fact(
+                BulkLinks.DROPPED, f"contact {record_id} read back after bulk job {job['id']} lacks its links", now))
+            log.info("destination %s: account links inside bulk items are dropped; they go as single calls",
+                     self.destination)
+            await self._hand_back(worker, items, f"bulk job {job['id']} dropped the account links; linked by a "
+                                  "single call")
         await store_call(self._drop, job["id"])
 
     async def _hand_back(self, worker: DestinationWorker, items: list[_Item], reason: str) -> None:
@@ -543,6 +763,45 @@ class BulkSender:
         """Hold the item's lane until ``until`` (now: let it go), its attempts and window unspent."""
         await worker.hold_lane(item.head, item.lane, attempts=item.attempts, available_at=until,
                                first_failure_at=item.first_failure_at, reason=reason[:2000])
+
+
+def _primary_once(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The links as sent on a new contact: each once, one primary (the first marked, else the first)."""
+    out: list[dict[str, Any]] = []
+    for link in links:
+        if link["id"] is not None and all(str(o["id"]) != str(link["id"]) for o in out):
+            out.append({"id": link["id"], "is_primary": bool(link.get("is_primary"))})
+    if out and not any(o["is_primary"] for o in out):
+        out[0]["is_primary"] = True
+    seen = False
+    for o in out:
+        o["is_primary"] = o["is_primary"] and not seen
+        seen = seen or o["is_primary"]
+    return out
+
+
+def _found_emails(records: Any) -> dict[str, Any]:
+    """Email (match key) -> record id, from a contact search answer."""
+    found: dict[str, Any] = {}
+    for record in records if isinstance(records, list) else []:
+        if not isinstance(record, dict) or record.get("id") is None:
+            continue
+        values = [record.get("email")] + [e.get("value") for e in record.get("emails") or [] if isinstance(e, dict)]
+        for value in values:
+            if isinstance(value, str) and value.strip():
+                found.setdefault(email_match_key(value), record["id"])
+    return found
+
+
+def _found_names(records: Any) -> dict[str, Any]:
+    """Account name (trimmed, lower case) -> id, from an account search answer (oldest first)."""
+    found: dict[str, Any] = {}
+    for record in sorted((r for r in (records if isinstance(records, list) else []) if isinstance(r, dict)),
+                         key=lambda r: str(r.get("id"))):
+        name = record.get("name")
+        if isinstance(name, str) and record.get("id") is not None:
+            found.setdefault(name.strip().lower(), record["id"])
+    return found
 
 
 def _has_ref(value: Any) -> bool:

@@ -400,6 +400,22 @@ class FreshsalesClient:
         path = f"/api/contacts/{_segment(contact_id, 'contact id')}"
         return await self._send("DELETE", path)
 
+    async def filtered_search(
+        self, entity: str, attribute: str, values: Sequence[str], *, per_page: int = 100
+    ) -> Reply:
+        """``POST /api/filtered_search/<entity>`` with one ``is_in`` rule over a list of values
+        (``value`` may be a list, reference §4.11). ``Reply.data`` is the whole body:
+        ``{"<plural>": [...], "meta": {...}}``."""
+        _require_text(entity, "entity")
+        _require_text(attribute, "attribute")
+        if not values or len(values) > per_page:
+            raise InvalidArgument(f"a filtered search takes 1 to {per_page} values")
+        body = {
+            "filter_rule": [{"attribute": attribute, "operator": "is_in", "value": list(values)}],
+            "page": 1, "per_page": per_page,
+        }
+        return await self._send("POST", f"/api/filtered_search/{quote(entity.strip(), safe='')}", body=body)
+
     async def search_contacts_by_email(self, email: str) -> Reply:
         """``POST /api/filtered_search/contact`` on ``contact_email.email``.
 
