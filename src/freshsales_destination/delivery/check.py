@@ -137,7 +137,7 @@ async def check_destination(
         )
         result.events_via = await store_call(route.describe, now)
         facts = await store_call(LearnedFacts(store, name).all)
-        bulk_fact = facts.get(BULK_API)
+        bulk_fact = facts[BULK_API] if BULK_API in facts else None
         in_use, why = describe_bulk(
             config.product, config.bulk, bulk_fact.value if bulk_fact else None,
             bulk_fact.recheck_at if bulk_fact else None, now, config.bulk_min_records,
