@@ -350,12 +350,10 @@ class BulkSender:
 
     async def _item(self, worker: DestinationWorker, claim: LaneClaim) -> _Item | None:
         """The lane's leading identifies as one bulk item, or ``None`` (the lane goes single)."""
-        head: list[StoredMessage] = []
-        for message in claim.messages:
-            if message.type != "identify":
-                break
-            head.append(message)
-        if not head or await store_call(self._handed_back, head[0].seq):
+        # As the single path does: the lane's identifies merged into one write, run at the place
+        # of the first (the lane's head); its other messages follow once the job is settled.
+        head = [message for message in claim.messages if message.type == "identify"]
+        if not head or head[0] is not claim.messages[0] or await store_call(self._handed_back, head[0].seq):
             return None  # none, or handed back by a job: written as a single call
         try:
             schema = await worker.schema.get()
