@@ -333,3 +333,21 @@ def test_links_dropped_by_bulk_are_learned_and_written_singly(tmp_path: Path, cl
         _run(pipeline, clock, passes=3)
         assert _calls(pipeline).count(("POST", "/api/contacts/bulk_upsert")) == before
         assert all(v == {"Acme"} for v in _linked(pipeline).values())
+
+
+def test_deals_go_as_a_deals_job_once_their_contacts_ids_are_found(pipeline: Pipeline, clock: FakeClock) -> None:
+    batch = [_with_company(i, "Acme") for i in range(12)]
+    for i in (2, 5):
+        batch[i]["traits"]["deal"] = {"name": f"Deal {i}", "amount": 100 * i}
+    pipeline.send("/v1/batch", {"batch": batch})
+    _run(pipeline, clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    contacts = {c["email"]: c for c in pipeline.records("contacts")}
+    acme = pipeline.records("sales_accounts")[0]
+    deals = {d["name"]: d for d in pipeline.records("deals")}
+    assert set(deals) == {"Deal 2", "Deal 5"}
+    assert deals["Deal 5"]["amount"] == "500.0" and deals["Deal 5"]["sales_account_id"] == acme["id"]
+    assert deals["Deal 5"]["_contact_ids"] == [contacts["person5@example.com"]["id"]]
+    calls = [(m, r) for m, r in _calls(pipeline) if not r.startswith(("/api/settings", "/api/selector"))]
+    assert calls.count(("POST", "/api/deals/bulk_upsert")) == 1
+    assert ("POST", "/api/deals/upsert") not in calls and ("POST", "/api/contacts/upsert") not in calls

@@ -138,6 +138,9 @@ class _Item:
     user: str | None = None
     accounts: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
+    deals: list[dict[str, Any]] = field(default_factory=list)
+    """The lane's deals (``{"name", "fields"}``, fields with ``person`` and ``account:`` refs):
+    written by a deals job once the contact's id is found after its job."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,7 +148,7 @@ class _Item:
             "value": self.value, "data": self.data, "record": self.record, "email": self.email,
             "claim_owner": self.claim_owner, "attempts": self.attempts,
             "first_failure_at": self.first_failure_at, "user": self.user,
-            "accounts": self.accounts, "links": self.links,
+            "accounts": self.accounts, "links": self.links, "deals": self.deals,
         }
 
     @classmethod
@@ -156,7 +159,7 @@ class _Item:
             record=str(data["record"]), email=data.get("email"), claim_owner=data.get("claim_owner"),
             attempts=int(data.get("attempts") or 0), first_failure_at=data.get("first_failure_at"),
             user=data.get("user"), accounts=list(data.get("accounts") or []),
-            links=list(data.get("links") or []),
+            links=list(data.get("links") or []), deals=list(data.get("deals") or []),
         )
 
     def match(self) -> tuple[str, str]:
@@ -367,13 +370,16 @@ class BulkSender:
             return None
         people = [op for op in unit.operations if op.kind == OperationKind.UPSERT_CONTACT]
         accounts = [op for op in unit.operations if op.kind == OperationKind.UPSERT_SALES_ACCOUNT]
-        if len(people) != 1 or len(people) + len(accounts) != len(unit.operations):
+        deals = [op for op in unit.operations if op.kind == OperationKind.UPSERT_DEAL]
+        if len(people) != 1 or len(people) + len(accounts) + len(deals) != len(unit.operations):
             return None
-        if not await self._eligible(worker, people[0], accounts):
+        if not await self._eligible(worker, people[0], accounts, deals):
             return None
-        return await store_call(self._claimed_item, worker, claim, unit.messages, people[0], accounts)
+        return await store_call(self._claimed_item, worker, claim, unit.messages, people[0], accounts, deals)
 
-    async def _eligible(self, worker: DestinationWorker, op: Operation, accounts: list[Operation]) -> bool:
+    async def _eligible(
+        self, worker: DestinationWorker, op: Operation, accounts: list[Operation], deals: list[Operation]
+    ) -> bool:
         fields = {k: v for k, v in op.fields.items() if k != "sales_accounts"}
         if _has_ref(fields) or _has_ref(op.key):
             return False
@@ -381,11 +387,23 @@ class BulkSender:
         if not isinstance(email, str) or not email.strip():
             return False
         merge = await store_call(worker.executor.keeper.mode) == MERGE
-        if not merge and ("custom_field" in op.fields or any("custom_field" in a.fields for a in accounts)):
+        if not merge and any("custom_field" in o.fields for o in (op, *accounts, *deals)):
             return False
         if any(_has_ref(a.fields) or not isinstance(a.key.get("name"), str) for a in accounts):
             return False
         names = {str(a.key["name"]) for a in accounts}
+        for deal in deals:
+            # A deal names the person and at most an account of this unit, nothing else.
+            if not isinstance(deal.key.get("name"), str) or _has_ref(deal.key):
+                return False
+            rest = {k: v for k, v in deal.fields.items() if k not in ("contacts_added_list", "sales_account_id")}
+            if _has_ref(rest) or deal.fields.get("contacts_added_list") != [{"ref": "person"}]:
+                return False
+            account: Any = deal.fields.get("sales_account_id")
+            if account is not None and (
+                not is_ref(account) or str(account["ref"]).removeprefix("account:") not in names
+            ):
+                return False
         for link in op.fields.get("sales_accounts") or []:
             target: Any = link.get("id") if isinstance(link, dict) else None
             if not is_ref(target) or str(target["ref"]).removeprefix("account:") not in names:
@@ -400,7 +418,7 @@ class BulkSender:
 
     def _claimed_item(
         self, worker: DestinationWorker, claim: LaneClaim, messages: list[StoredMessage], op: Operation,
-        accounts: list[Operation],
+        accounts: list[Operation], deals: list[Operation],
     ) -> _Item | None:
         memory = worker.memory
         email = str(op.key["emails"]).strip()
@@ -426,13 +444,19 @@ class BulkSender:
             for link in op.fields.get("sales_accounts") or []
         ]
         identity = memory.identity(user)
+        deal_writes = [{"name": str(d.key["name"]), "fields": dict(d.fields)} for d in deals
+                       if memory.record_id("deal", str(d.key["name"])) is None
+                       or memory.changed_fields(f"deal:{d.key['name']}", dict(d.fields))]
         base = dict(lane=claim.lane, seqs=[m.seq for m in messages], head=head.seq, record=record,
-                    attempts=head.attempts, first_failure_at=head.first_failure_at, user=user)
+                    attempts=head.attempts, first_failure_at=head.first_failure_at, user=user,
+                    deals=deal_writes)
         if to_write:
             # The accounts are written (and their ids found) first; the lane is collected again.
             return _Item(key="emails", value=email, data=fields, email=None, claim_owner=None,
                          accounts=to_write, **base)  # type: ignore[arg-type]
         if identity is not None and identity.record_id is not None and identity.record_type == "contact":
+            if deal_writes:
+                return None  # deals of a known person: the single path (it has the id)
             if any(w["id"] not in identity.sales_account_ids for w in wanted):
                 return None  # a new link on a known contact: read, union, write (single path)
             changed = memory.changed_fields(record, fields)
@@ -581,11 +605,11 @@ class BulkSender:
             log.warning("destination %s: bulk job %s did not finish in time; its %d lanes go as single calls",
                         self.destination, job["id"], len(items))
             return
-        if job.get("stage") == "ids":
+        if job.get("stage") == "ids" and job["entity"] == "sales_account":
             await self._account_ids(worker, job, items)
             return
-        if job.get("stage") == "verify":
-            await self._verify_links(worker, job, items)
+        if job.get("stage") == "ids":
+            await self._contact_ids(worker, job, items)
             return
         self.polls += 1
         try:
@@ -602,6 +626,8 @@ class BulkSender:
             return
         if job["entity"] == "sales_account":
             await self._settle_accounts(worker, job, items, status)
+        elif job["entity"] == "deal":
+            await self._settle_deals(worker, job, items, status)
         else:
             await self._settle(worker, job, items, status)
 
@@ -685,70 +711,150 @@ class BulkSender:
         await self._end_claims(refused, settle=0.0)
         await self._end_claims([item for item in items if item not in refused], settle=LOOKUP_SETTLE_SECONDS)
         links = await store_call(self.facts.get, BULK_LINKS)
-        if links is None and any(item.links for item in done):
-            # Whether links inside bulk items stick is unattested: one record is read back first.
-            await self._finish(worker, job, [item for item in done if not item.links])
-            job["items"] = [item.to_json() for item in done if item.links]
-            job["stage"] = "verify"
-            job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
-            await store_call(self._keep, job)
+        verify = links is None and any(item.links for item in done)
+        # Whether links inside bulk items stick is unattested: one record is read back first.
+        # Deals need the contacts' ids, which the answer lacks: found by one search for the job.
+        later = [item for item in done if item.deals or (verify and item.links)]
+        await self._finish(worker, job, [item for item in done if item not in later])
+        if not later:
+            await store_call(self._drop, job["id"])
             return
-        await self._finish(worker, job, done)
-        await store_call(self._drop, job["id"])
+        job["items"] = [item.to_json() for item in later]
+        job["stage"] = "ids"
+        job["verify"] = verify
+        job["searches"] = 0
+        job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
+        await store_call(self._keep, job)
 
     async def _finish(self, worker: DestinationWorker, job: dict[str, Any], done: list[_Item]) -> None:
         now = self.now()
         for item in done:
             await store_call(worker.memory.remember_written, item.record, item.data, now)
             if item.email and item.user:
-                # The id is not in the answer: the person is known by email (and their links), so
-                # what needs their id later looks them up by email once; writes upsert by email.
-                for link in item.links or [{"id": None}]:
-                    await store_call(worker.memory.remember_person, item.user, record_type="contact",
-                                     record_id=None, email=item.email, now=now, account_id=link["id"])
+                await store_call(self._remember_by_email, item, now)
             await self._hold(worker, item, now, f"delivered by bulk job {job['id']}")
             await store_call(worker.store.finish, item.seqs, status=MessageStatus.DELIVERED, now=now,
                              reason=f"written by bulk job {job['id']}")
         worker.stats.delivered += sum(len(item.seqs) for item in done)
 
-    async def _verify_links(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item]) -> None:
-        """Read one contact of the first job that linked accounts back: did its links stick?"""
-        sample = items[0]
+    async def _contact_ids(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item]) -> None:
+        """After a contact job: the contacts' ids by one search (remembered: later writes and
+        events use them); then one record read back if links are not known to stick; then the
+        deals job."""
         client = worker.executor.client
+        emails = [str(item.email) for item in items if item.email][:MAX_BULK_ITEMS]
         try:
             reply = await self._call(worker, "filtered_search", lambda: client.filtered_search(
-                "contact", "contact_email.email", [str(sample.email)]))
-            record_id = _found_emails(reply.data.get("contacts")).get(email_match_key(str(sample.email)))
-            got = None
-            if record_id is not None:
-                got = await self._call(worker, "read_back", lambda: client.get_contact(record_id, "sales_accounts"))
+                "contact", "contact_email.email", emails))
+            found = _found_emails(reply.data.get("contacts"))
         except FreshsalesError:
-            got = None
-        if got is None:
-            job["searches"] = int(job.get("searches") or 0) + 1
-            if job["searches"] < 3:
-                job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
-                await store_call(self._keep, job)
-                return
-            await self._hand_back(worker, items, f"bulk job {job['id']}: its links could not be checked; "
-                                  "written as single calls")
-            await store_call(self._drop, job["id"])
-            return
-        linked = {str(link.get("id")) for link in got.data.get("sales_accounts") or [] if isinstance(link, dict)}
-        expected = {str(link["id"]) for link in sample.links}
+            found = {}
         now = self.now()
-        if expected <= linked:
-            await store_call(self.facts.learn, BULK_LINKS, Fact(
-                BulkLinks.KEPT, f"contact {record_id} read back after bulk job {job['id']} holds its links", now))
-            log.info("destination %s: account links inside bulk items stick; they go in bulk", self.destination)
-            await self._finish(worker, job, items)
-        else:
-            await store_call(self.facts.learn, BULK_LINKS, Fact(
-                BulkLinks.DROPPED, f"contact {record_id} read back after bulk job {job['id']} lacks its links", now))
-            log.info("destination %s: account links inside bulk items are dropped; they go as single calls",
-                     self.destination)
-            await self._hand_back(worker, items, f"bulk job {job['id']} dropped the account links; linked by a "
-                                  "single call")
+        for item in items:
+            record_id = found.get(email_match_key(str(item.email))) if item.email else None
+            if record_id is not None and item.user:
+                # The links are remembered by _finish, once they are known to stick.
+                await store_call(worker.memory.remember_person, item.user, record_type="contact",
+                                 record_id=record_id, email=item.email, now=now)
+                await store_call(worker.memory.remember_email, "contact", str(item.email), record_id, now)
+        missing = [item for item in items if item.email and email_match_key(str(item.email)) not in found]
+        job["searches"] = int(job.get("searches") or 0) + 1
+        if missing and job["searches"] < 3:
+            job["next_poll"] = now + LOOKUP_SETTLE_SECONDS  # lookups lag: look again
+            await store_call(self._keep, job)
+            return
+        if missing:
+            await self._hand_back(worker, missing, f"bulk job {job['id']}: the contact could not be found "
+                                  "after it was written; written as a single call")
+            items = [item for item in items if item not in missing]
+        linked = [item for item in items if item.links]
+        if job.get("verify") and linked:
+            sample = linked[0]
+            sample_id = found[email_match_key(str(sample.email))]
+            try:
+                got = await self._call(worker, "read_back", lambda: client.get_contact(sample_id, "sales_accounts"))
+                have = {str(link.get("id")) for link in got.data.get("sales_accounts") or []
+                        if isinstance(link, dict)}
+            except FreshsalesError:
+                have = None
+            if have is not None:
+                kept = {str(link["id"]) for link in sample.links} <= have
+                await store_call(self.facts.learn, BULK_LINKS, Fact(
+                    BulkLinks.KEPT if kept else BulkLinks.DROPPED,
+                    f"contact {sample_id} read back after bulk job {job['id']} "
+                    + ("holds its account links" if kept else "lacks its account links"), now))
+                log.info("destination %s: account links inside bulk items %s", self.destination,
+                         "stick; they go in bulk" if kept else "are dropped; they go as single calls")
+                if not kept:
+                    await self._hand_back(worker, linked, f"bulk job {job['id']} dropped the account links; "
+                                          "linked by a single call")
+                    items = [item for item in items if not item.links]
+            else:
+                await self._hand_back(worker, linked, f"bulk job {job['id']}: its links could not be checked; "
+                                      "written as single calls")
+                items = [item for item in items if not item.links]
+        with_deals = [item for item in items if item.deals]
+        await self._finish(worker, job, [item for item in items if not item.deals])
+        await store_call(self._drop, job["id"])
+        if with_deals:
+            await self._send_deals(worker, with_deals, found)
+
+    def _remember_by_email(self, item: _Item, now: float) -> None:
+        """The id is not in a job's answer: unless a search found it, the person is known by email
+        (and their links), so what needs their id later looks them up by email once."""
+        identity = self.memory.identity(item.user)
+        record_id = identity.record_id if identity is not None else None
+        for link in item.links or [{"id": None}]:
+            self.memory.remember_person(str(item.user), record_type="contact", record_id=record_id,
+                                        email=item.email, now=now, account_id=link["id"])
+
+    async def _send_deals(self, worker: DestinationWorker, items: list[_Item], ids: dict[str, Any]) -> None:
+        deals: dict[str, dict[str, Any]] = {}
+        for item in items:
+            person = ids[email_match_key(str(item.email))]
+            for deal in item.deals:
+                data = await store_call(self._deal_data, deal["fields"], person)
+                merged = deals.setdefault(deal["name"].strip().lower(), {"name": deal["name"], "data": {}})
+                contacts = merged["data"].get("contacts_added_list", []) + data.pop("contacts_added_list", [])
+                merged["data"].update(data)
+                merged["data"]["contacts_added_list"] = list(dict.fromkeys(contacts))
+        writes = list(deals.values())
+        job_id, _ = await self._post(worker, "deal", [{"name": w["name"], "data": w["data"]} for w in writes])
+        if job_id is None:
+            await self._hand_back(worker, items, "the deals' bulk upsert failed; written as single calls")
+            return
+        self.records_sent += len(writes)
+        await self._keep_and_hold(worker, job_id, "deal", items, {"deal_writes": writes})
+
+    def _deal_data(self, fields: dict[str, Any], person: Any) -> dict[str, Any]:
+        data = {k: v for k, v in fields.items() if k != "name"}
+        data["contacts_added_list"] = [person]
+        account: Any = fields.get("sales_account_id")
+        if is_ref(account):
+            data["sales_account_id"] = self.memory.record_id(
+                "sales_account", str(account["ref"]).removeprefix("account:"))
+        return data
+
+    async def _settle_deals(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item],
+                            status: JobStatus) -> None:
+        refused = {str(f.value).strip().lower(): "; ".join(f.messages) for f in status.failures if f.key == "name"}
+        unaccounted = status.succeeded is None or status.succeeded + len(refused) < len(job["deal_writes"])
+        now = self.now()
+        done: list[_Item] = []
+        for item in items:
+            names = [d["name"].strip().lower() for d in item.deals]
+            why = "; ".join(refused[n] for n in names if n in refused)
+            if unaccounted or why:
+                # The contact is written; the deal goes again by a single call (an upsert by name).
+                await self._hand_back(worker, [item], f"bulk job {job['id']} "
+                                      + (f"refused a deal ({why})" if why else "did not account for a deal")
+                                      + "; written as a single call")
+            else:
+                done.append(item)
+        for write in job["deal_writes"]:
+            if write["name"].strip().lower() not in refused and not unaccounted:
+                await store_call(worker.memory.remember_written, f"deal:{write['name']}", write["data"], now)
+        await self._finish(worker, job, done)
         await store_call(self._drop, job["id"])
 
     async def _hand_back(self, worker: DestinationWorker, items: list[_Item], reason: str) -> None:
