@@ -27,7 +27,7 @@ reports record calls (bulk POSTs, polls and searches included), event calls made
 simulated time until every record was in the CRM, and what is left of the events.
 
 Usage: python bench/economy.py [--users 2000] [--rounds 10] [--seed 7]
-       python bench/economy.py --backfill-users 20000 [--job-seconds 10]
+       python bench/economy.py --backfill-users 20000 [--job-seconds 10] [--single-hours 24]
 """
 
 from __future__ import annotations
@@ -379,6 +379,8 @@ def run_backfill(events: list[dict[str, Any]], workdir: Path, *, bulk: bool, job
                 await engine.stop()
 
         asyncio.run(deliver())
+        records_pending = _pending_records(db)
+        simulated = clock() - begin
         elapsed = time.perf_counter() - started
         log = sandbox.request_log()
         counts = store.count_by_status()
@@ -399,6 +401,8 @@ def run_backfill(events: list[dict[str, Any]], workdir: Path, *, bulk: bool, job
         "schema_calls": schema_calls,
         "refused_429": refused,
         "records_done_hours": None if done_at is None else round((done_at - begin) / 3600, 3),
+        "simulated_hours": round(simulated / 3600, 3),
+        "record_messages_pending": records_pending,
         "statuses": counts,
         "by_route": dict(sorted(by_route.items())),
         "store_seconds": round(stored, 1),
@@ -406,7 +410,7 @@ def run_backfill(events: list[dict[str, Any]], workdir: Path, *, bulk: bool, job
     }
 
 
-def backfill(users: int, seed: int, job_seconds: float) -> None:
+def backfill(users: int, seed: int, job_seconds: float, single_hours: float) -> None:
     events = workload(users, seed)
     naive_records, naive_sends = naive_calls(events)
     identifies = sum(1 for e in events if e["type"] == "identify")
@@ -415,7 +419,8 @@ def backfill(users: int, seed: int, job_seconds: float) -> None:
     results = {}
     for name, bulk in (("bulk", True), ("single", False)):
         with tempfile.TemporaryDirectory() as tmp:
-            got = run_backfill(events, Path(tmp), bulk=bulk, job_seconds=job_seconds, max_sim_hours=200)
+            got = run_backfill(events, Path(tmp), bulk=bulk, job_seconds=job_seconds,
+                               max_sim_hours=200 if bulk else single_hours)
         got["record_ratio_to_naive"] = round(got["record_calls"] / naive_records, 4)
         results[name] = got
         print(f"{name}: {json.dumps(got)}", flush=True)
@@ -440,9 +445,11 @@ def main() -> None:
                         help="run only the backfill scenario with this many users")
     parser.add_argument("--job-seconds", type=float, default=10.0,
                         help="backfill: how long the sandbox's bulk jobs take (simulated seconds)")
+    parser.add_argument("--single-hours", type=float, default=24.0,
+                        help="backfill: stop the single-call engine after this many simulated hours")
     args = parser.parse_args()
     if args.backfill_users:
-        backfill(args.backfill_users, args.seed, args.job_seconds)
+        backfill(args.backfill_users, args.seed, args.job_seconds, args.single_hours)
         return
     events = workload(args.users, args.seed)
     naive_records, naive_sends = naive_calls(events)
