@@ -366,3 +366,25 @@ def test_explain_says_a_rudderstack_identify_takes_its_traits_from_context(
     assert entries["context.traits"]["outcome"] == "used"
     assert "context.traits are its traits" in entries["context.traits"]["reason"]
     assert entries["context.traits.firstName"]["target"] == "contact.first_name"
+
+
+def test_an_event_older_than_event_max_age_days_is_filtered_as_delivery_would(
+    tmp_path: Path,
+) -> None:
+    config, event = _files(tmp_path, extra="event_max_age_days = 30")
+    old = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "t-1",
+           "timestamp": "2024-05-01T12:00:00Z"}
+    event.write_text(json.dumps(old))
+    code, out, _ = _run(str(event), "--config", str(config))
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["operations"] == []
+    assert doc["explanation"]["status"] == "filtered"
+    assert doc["explanation"]["reason_code"] == "event_too_old"
+    assert "older than event_max_age_days = 30" in doc["explanation"]["reason"]
+    # A record is never too old; an event without the setting is planned.
+    event.write_text(json.dumps({**EVENT, "timestamp": "2024-05-01T12:00:00Z"}))
+    assert json.loads(_run(str(event), "--config", str(config))[1])["explanation"]["status"] == "planned"
+    config, event = _files(tmp_path)
+    event.write_text(json.dumps(old))
+    assert json.loads(_run(str(event), "--config", str(config))[1])["explanation"]["status"] == "planned"

@@ -20,6 +20,7 @@ def _register() -> None:
     from freshsales_destination.delivery.check import check_command
     from freshsales_destination.delivery.cli import dead_letters, status_command
     from freshsales_destination.explain import explain_command
+    from freshsales_destination.ingest.import_command import import_command
     from freshsales_destination.sandbox.cli import sandbox_command
     from freshsales_destination.service import serve_command
 
@@ -28,6 +29,7 @@ def _register() -> None:
     app.command("explain")(explain_command)
     app.command("status")(status_command)
     app.command("check")(check_command)
+    app.command("import")(import_command)
     app.add_typer(dead_letters, name="dead-letters")
 
 

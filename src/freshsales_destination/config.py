@@ -167,6 +167,9 @@ class DestinationConfig(_Strict):
     bulk_min_records: int = Field(default=10, ge=2, le=100)
     # A bulk job not finished after this long is given up: its records go as single calls.
     bulk_job_timeout_seconds: float = Field(default=1800.0, gt=0)
+    # Track, page and screen events older than this many days when delivery plans them are
+    # filtered with the reason (core/event_age.py): a backfill spends the budget on records.
+    event_max_age_days: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _check_events_via(self) -> DestinationConfig:

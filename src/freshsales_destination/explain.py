@@ -16,7 +16,7 @@ import asyncio
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,15 +29,19 @@ from freshsales_destination.config import (
     is_freshworks_https_url,
     load_settings,
 )
+from freshsales_destination.core.event_age import REASON_CODE, too_old
 from freshsales_destination.core.events_via import TrackingApi, events_way, tracking_state
 from freshsales_destination.core.identity import IdentityState
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.planner import check_settings, plan
+from freshsales_destination.core.planning.result import Plan
 from freshsales_destination.core.schema import (
     FieldSchema,
     MappingConfigError,
     default_schema,
 )
+from freshsales_destination.core.segment import parse_time
+from freshsales_destination.core.statuses import PlanStatus
 from freshsales_destination.delivery.learned import TRACKING_API, Fact, LearnedFacts
 from freshsales_destination.delivery.schema_cache import (
     add_part,
@@ -167,6 +171,64 @@ def _sandbox_schema(dest: DestinationConfig) -> tuple[FieldSchema | None, str]:
     return FieldSchema.from_json(raw, product=dest.product), f"fetched from the sandbox at {base}"
 
 
+@dataclass(frozen=True)
+class PlannerInputs:
+    """What the planner is given for one destination outside delivery, and where it came from."""
+
+    settings: DestinationSettings
+    schema: FieldSchema
+    schema_source: str  # file | store cache | sandbox | built-in default
+    schema_detail: str
+    events: dict[str, Any]  # the ``events_via`` block of explain's output
+
+
+def planner_inputs(
+    settings: Settings, destination: str, schema_path: Path | None, now: float
+) -> PlannerInputs:
+    """The planner's settings and schema for `destination` as `explain` finds them (see the
+    module's docstring); `import --dry-run` plans with the same."""
+    dest = settings.destinations[destination]
+    planner_settings = DestinationSettings.build(
+        dest.product, dest.app_token is not None, dest.mapping,
+        events_via=dest.events_via, events_activity_type=dest.events_activity_type,
+        event_max_age_days=dest.event_max_age_days,
+    )
+    if schema_path is not None:
+        schema = FieldSchema.from_json(_read_json(schema_path, "schema"), product=dest.product)
+        schema_source, schema_detail = "file", str(schema_path)
+    else:
+        cached, why = _cached_schema(settings, destination, dest.product)
+        fetched: FieldSchema | None = None
+        if cached is None:
+            fetched, fetch_why = _sandbox_schema(dest)
+            why = f"{why}; {fetch_why}"
+        if cached is not None:
+            schema, schema_source, schema_detail = cached, "store cache", why
+        elif fetched is not None:
+            schema, schema_source, schema_detail = fetched, "sandbox", fetch_why
+        else:
+            schema = default_schema(dest.product)
+            schema_source = "built-in default"
+            schema_detail = f"built-in default (selector ids are placeholders; {why})"
+    tracking, events_block = _events_via(dest, _learned_tracking(settings, destination), now)
+    return PlannerInputs(
+        replace(planner_settings, tracking_api=tracking), schema, schema_source, schema_detail,
+        events_block,
+    )
+
+
+def _too_old(event: Any, max_age_days: float | None, now: float) -> str | None:
+    """Why delivery would filter `event` for its age now (`event_max_age_days`), else None.
+    Its time is its ``timestamp`` (else ``originalTimestamp``) as sent: explain reads the
+    message as given, without the receive time that ingest's skew correction would use."""
+    if max_age_days is None or not isinstance(event, dict):
+        return None
+    when = parse_time(event.get("timestamp")) or parse_time(event.get("originalTimestamp"))
+    if when is None:
+        return None
+    return too_old(str(event.get("type")), when.timestamp(), now, max_age_days)
+
+
 def explain(
     event: Any,
     *,
@@ -188,31 +250,15 @@ def explain(
     if destination not in settings.destinations:
         raise MappingConfigError(f"no destination named {destination!r} in {config}")
     dest = settings.destinations[destination]
-    planner_settings = DestinationSettings.build(
-        dest.product, dest.app_token is not None, dest.mapping,
-        events_via=dest.events_via, events_activity_type=dest.events_activity_type,
-    )
-    if schema_path is not None:
-        schema = FieldSchema.from_json(_read_json(schema_path, "schema"), product=dest.product)
-        schema_source, schema_detail = "file", str(schema_path)
-    else:
-        cached, why = _cached_schema(settings, destination, dest.product)
-        fetched: FieldSchema | None = None
-        if cached is None:
-            fetched, fetch_why = _sandbox_schema(dest)
-            why = f"{why}; {fetch_why}"
-        if cached is not None:
-            schema, schema_source, schema_detail = cached, "store cache", why
-        elif fetched is not None:
-            schema, schema_source, schema_detail = fetched, "sandbox", fetch_why
-        else:
-            schema = default_schema(dest.product)
-            schema_source = "built-in default"
-            schema_detail = f"built-in default (selector ids are placeholders; {why})"
-    tracking, events_block = _events_via(dest, _learned_tracking(settings, destination), time.time())
-    planner_settings = replace(planner_settings, tracking_api=tracking)
+    inputs = planner_inputs(settings, destination, schema_path, time.time())
+    planner_settings, schema = inputs.settings, inputs.schema
+    schema_source, schema_detail, events_block = inputs.schema_source, inputs.schema_detail, inputs.events
     warnings = check_settings(planner_settings, schema)
-    result = plan(event, planner_settings, schema, identity)
+    aged = _too_old(event, planner_settings.event_max_age_days, time.time())
+    if aged is not None:  # as delivery does: finished before planning (core/event_age.py)
+        result = Plan(status=PlanStatus.FILTERED, reason=aged, reason_code=REASON_CODE)
+    else:
+        result = plan(event, planner_settings, schema, identity)
     out = result.to_json()
     out["destination"] = destination
     out["product"] = dest.product

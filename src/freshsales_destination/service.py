@@ -270,6 +270,11 @@ def _load_or_create_secrets(data_dir: Path) -> tuple[dict[str, str], bool]:
     return {name: data[name] for name in _SECRET_NAMES}, False
 
 
+def embedded_keys(data_dir: Path) -> dict[str, str]:
+    """The embedded mode's keys under `data_dir` (made on first use, as `serve` makes them)."""
+    return _load_or_create_secrets(data_dir)[0]
+
+
 def _damaged(path: Path, why: str) -> str:
     return (
         f"{path} is damaged ({why}). Restore it from a backup; or move it away to have new keys "

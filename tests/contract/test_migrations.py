@@ -183,6 +183,7 @@ def test_a_postgres_schema_of_an_older_version_is_brought_up_to_date(pg_schema: 
 RULE_QUERIES = {
     "inbox_count", "get_message", "get_by_seq", "list_messages", "list_messages_by_status",
     "list_messages_in_state", "count_by_status", "pending_count", "pending_count_of_destination",
+    "pending_by_type",
     "prune", "take_lane", "lane_head", "renew_lease", "release_lane", "forget_idle_lane",
     "finish", "reschedule", "hold_lane", "dead_lanes", "requeue", "unhold_lane", "kv_get",
     "kv_get_for_update", "kv_put", "kv_prune",

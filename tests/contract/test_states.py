@@ -49,6 +49,8 @@ def test_finish_moves_pending_to_a_final_status_for_good(store: Store, final: st
     assert again is not None and [m.message_id for m in again.messages] == ["2"]
     assert store.pending_count() == 1 and store.pending_count("acme") == 1
     assert store.pending_count("elsewhere") == 0
+    assert store.pending_by_type("acme") == {"identify": 1}  # the finished track is not
+    assert store.pending_by_type("elsewhere") == {}
     assert store.count_by_status() == {final: 1, "pending": 1}
     assert [m.message_id for m in store.list_messages(status=final)] == ["1"]
     # Finished messages are pruned once old enough; pending ones never.
@@ -289,6 +291,7 @@ _CALLS: dict[str, Any] = {
     "requeue": lambda s: s.requeue([1], now=1.0),
     "list_messages": lambda s: s.list_messages(),
     "pending_count": lambda s: s.pending_count(),
+    "pending_by_type": lambda s: s.pending_by_type("acme"),
     "kv_get": lambda s: s.kv_get("n", "k"),
     "kv_put": lambda s: s.kv_put("n", "k", b"v", now=1.0),
     "kv_update": lambda s: s.kv_update("n", "k", lambda old: (None, b"v"), now=1.0),

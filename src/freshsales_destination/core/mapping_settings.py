@@ -221,11 +221,15 @@ class DestinationSettings:
     events_via: EventsVia = "auto"
     events_activity_type: str | None = None
     tracking_api: TrackingApi = "unknown"
+    # Track, page and screen events older than this many days when planned are filtered
+    # (core/event_age.py); None: no limit.
+    event_max_age_days: float | None = None
 
     @classmethod
     def build(
         cls, product: str, has_app_token: bool, mapping: Mapping[str, Any] | None,
         *, events_via: str = "auto", events_activity_type: str | None = None,
+        event_max_age_days: float | None = None,
     ) -> DestinationSettings:
         """Validate a raw ``mapping`` table; errors become :class:`MappingConfigError`."""
         if product not in ("suite", "classic"):
@@ -258,6 +262,7 @@ class DestinationSettings:
             mapping=parsed,
             events_via=events_via,
             events_activity_type=events_activity_type,
+            event_max_age_days=event_max_age_days,
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +15,7 @@ import typer
 from freshsales_destination.config import DestinationConfig, Settings, load_settings
 from freshsales_destination.core.budget import HOUR, MINUTE
 from freshsales_destination.core.statuses import MessageStatus
-from freshsales_destination.delivery.events_route import EventsRoute
+from freshsales_destination.delivery.events_route import EVENT_TYPES, EventsRoute
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.store.base import Store
 from freshsales_destination.store.factory import open_store
@@ -103,7 +105,9 @@ def status_command(config: ConfigOption) -> None:
 
     "destinations": per destination, its health (healthy, auth_failed,
     unreachable, misconfigured, rate_limited) and what to do, when it last
-    succeeded, its backlog, the budget used this hour and the time to drain.
+    succeeded, its backlog, the budget used this hour and the time to drain;
+    the backlog and the time to drain also split into records (identify, group,
+    alias, delete) and events (track, page, screen).
     """
     settings, store = _open(config)
     try:
@@ -152,21 +156,55 @@ def drain_seconds(backlog: int, budget: dict[str, Any]) -> float:
     return now_part / int(budget["per_minute"]) * MINUTE + later / int(budget["per_hour"]) * HOUR
 
 
+def backlog_drain(
+    own: Mapping[str, int], shared: Mapping[str, int], budget: dict[str, Any]
+) -> dict[str, Any]:
+    """The backlog split into records (identify, group, alias, delete) and events (track,
+    page, screen), from pending counts by type (`own`: this destination's; `shared`: all
+    destinations of its account, which spend one budget), and the time to drain each.
+
+    Records: at the earliest, the time their calls take with the budget to themselves (delivery
+    keeps a fifth of each hour for them, and favours them once events have spent their share;
+    until then they share the budget with events in queue order, so they may take longer).
+    Events: the time to drain everything, records included, since events get what records
+    leave. Both at one call per message (`drain_seconds`)."""
+    def split(counts: Mapping[str, int]) -> tuple[int, int]:
+        events = sum(count for kind, count in counts.items() if kind in EVENT_TYPES)
+        return sum(counts.values()) - events, events
+
+    own_records, own_events = split(own)
+    records, events = split(shared)
+    records_seconds = drain_seconds(records, budget)
+    events_seconds = drain_seconds(records + events, budget) if events else 0.0
+    return {
+        "backlog_records": own_records,
+        "backlog_events": own_events,
+        "drain_records_seconds": round(records_seconds),
+        "drain_records": _duration(records_seconds),
+        "drain_events_seconds": round(events_seconds),
+        "drain_events": _duration(events_seconds),
+    }
+
+
 def destinations_status(store: Store, settings: Settings, now: float) -> dict[str, Any]:
     from freshsales_destination.delivery.engine import budget_account_key
     from freshsales_destination.delivery.health import explain, read_health
 
-    backlogs = {name: store.pending_count(name) for name in settings.destinations}
+    by_type = {name: store.pending_by_type(name) for name in settings.destinations}
+    backlogs = {name: sum(counts.values()) for name, counts in by_type.items()}
     out: dict[str, Any] = {}
     for name, config in sorted(settings.destinations.items()):
         health = read_health(store, name)
         budget = account_budget(store, config, now)
         account = budget_account_key(config)
         # Destinations on one account share its budget: the account's backlog drains first.
-        shared = sum(
-            backlogs[other] for other, c in settings.destinations.items()
-            if budget_account_key(c) == account
-        )
+        sharing = [
+            other for other, c in settings.destinations.items() if budget_account_key(c) == account
+        ]
+        shared = sum(backlogs[other] for other in sharing)
+        shared_types: Counter[str] = Counter()
+        for other in sharing:
+            shared_types.update(by_type[other])
         entry: dict[str, Any] = {
             "state": health.state,
             "detail": health.detail or None,
@@ -181,10 +219,15 @@ def destinations_status(store: Store, settings: Settings, now: float) -> dict[st
             entry["action"] = explain(name, health, config.resolved_base_url(), now)
             entry["drain_estimate_seconds"] = None
             entry["drain_estimate"] = "paused until the destination is fixed"
+            entry.update(backlog_drain(by_type[name], shared_types, budget))
+            for key in ("drain_records", "drain_events"):
+                entry[f"{key}_seconds"] = None
+                entry[key] = "paused until the destination is fixed"
         else:
             seconds = drain_seconds(shared, budget)
             entry["drain_estimate_seconds"] = round(seconds)
             entry["drain_estimate"] = _duration(seconds)
+            entry.update(backlog_drain(by_type[name], shared_types, budget))
         out[name] = entry
     return out
 

@@ -92,6 +92,7 @@ def build_runtime(
     mapping = DestinationSettings.build(
         config.product, config.app_token is not None, config.mapping,
         events_via=config.events_via, events_activity_type=config.events_activity_type,
+        event_max_age_days=config.event_max_age_days,
     )
     executor.keeper.company_becomes_primary = mapping.mapping.company_becomes_primary
     policy = RetryPolicy(

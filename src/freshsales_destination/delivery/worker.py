@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from freshsales_destination.core.event_age import too_old
 from freshsales_destination.core.events_via import TrackingApi
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.operations import (
@@ -225,6 +226,14 @@ class DestinationWorker:
 
     async def _plan_one(self, message: StoredMessage, schema: FieldSchema) -> Unit | None:
         """Plan one message with the identity as it is now; None when it was finished here."""
+        aged = too_old(message.type, message.event_at, self.now(), self.settings.event_max_age_days)
+        if aged is not None:
+            self.stats.discarded += 1
+            await store_call(
+                self.store.finish, [message.seq], status=MessageStatus.FILTERED, now=self.now(),
+                reason=aged,
+            )
+            return None
         event = message.normalized()
         user = event.get("userId") if isinstance(event.get("userId"), str) else None
         identity = await store_call(self.memory.identity, user)

@@ -64,6 +64,64 @@ class SortCounts:
     raced: int = 0  # chunks another process sorted first (work thrown away)
 
 
+def message_row(
+    item: Any,
+    *,
+    source: str,
+    destination: str,
+    received_at: float,
+    times: RequestTimes,
+    new_id: Callable[[], str],
+    limit: int,
+    forced_type: str | None = None,
+    context: dict[str, Any] | None = None,
+    shared: int = 0,
+    integrations: dict[str, Any] | None = None,
+    allowed: frozenset[str] = TRACKING_TYPES,
+) -> NewMessage:
+    """One message as the store keeps it: normalised (`core/segment.py` `normalize`, with the
+    request's `times`), its status and reason, and its raw form without any `writeKey`.
+    `received_at` is the row's arrival (what the dedup window counts from); `shared` is the
+    encoded size of the batch `context`, which a message with it may not push past twice
+    `limit`. Sorting calls this for each message of an inbox entry, `import` (ingest/
+    importer.py) for each message of a file."""
+    dumps = orjson.dumps
+    if item.__class__ is dict and "writeKey" in item:
+        item = {key: value for key, value in item.items() if key != "writeKey"}
+    raw = dumps(item)
+    oversize = len(raw) > limit or len(raw) + shared > 2 * limit
+    result = normalize(
+        item,
+        received_at=times.received_at,
+        new_id=new_id,
+        forced_type=forced_type,
+        batch_context=None if oversize else context,
+        batch_integrations=integrations,
+        allowed_types=allowed,
+        times=times,
+    )
+    status, reason, message = result.status, result.reason, result.message
+    if oversize:
+        status, reason = "discarded", (
+            f"message is larger than {limit} bytes" if len(raw) > limit
+            else f"message with the batch context is larger than {2 * limit} bytes"
+        )
+        message = {"messageId": result.message_id, "receivedAt": times.received}
+    return NewMessage(
+        source=source,
+        destination=destination,
+        message_id=result.message_id,
+        type=result.type,
+        status=status,
+        reason=reason,
+        lane=result.lane,
+        received_at=received_at,
+        event_at=result.event_at,
+        raw=raw,
+        message=dumps(message),
+    )
+
+
 class Sorter:
     """Expands inbox entries into message rows, writes them back, and keeps the counters of
     what sorting did (`counters`: messages; `counts`: transactions)."""
@@ -191,44 +249,15 @@ class Sorter:
         integrations = integrations if isinstance(integrations, dict) else None
         limit = self.max_message_bytes
         source, destination = entry.source, entry.destination
-        dumps, new_id = orjson.dumps, self.new_id
+        new_id = self.new_id
         # The batch's context is copied into each message; with it, a message may be at most
         # twice the limit (a 400 KB context must not become 2,500 copies after the 200).
-        shared = len(dumps(context)) if context else 0
+        shared = len(orjson.dumps(context)) if context else 0
         for item in items:
-            if item.__class__ is dict and "writeKey" in item:
-                item = {key: value for key, value in item.items() if key != "writeKey"}
-            raw = dumps(item)
-            oversize = len(raw) > limit or len(raw) + shared > 2 * limit
-            result = normalize(
-                item,
-                received_at=times.received_at,
-                new_id=new_id,
-                forced_type=forced_type,
-                batch_context=None if oversize else context,
-                batch_integrations=integrations,
-                allowed_types=allowed,
-                times=times,
-            )
-            status, reason, message = result.status, result.reason, result.message
-            if oversize:
-                status, reason = "discarded", (
-                    f"message is larger than {limit} bytes" if len(raw) > limit
-                    else f"message with the batch context is larger than {2 * limit} bytes"
-                )
-                message = {"messageId": result.message_id, "receivedAt": times.received}
-            yield NewMessage(
-                source=source,
-                destination=destination,
-                message_id=result.message_id,
-                type=result.type,
-                status=status,
-                reason=reason,
-                lane=result.lane,
-                received_at=received,
-                event_at=result.event_at,
-                raw=raw,
-                message=dumps(message),
+            yield message_row(
+                item, source=source, destination=destination, received_at=received,
+                times=times, new_id=new_id, limit=limit, forced_type=forced_type,
+                context=context, shared=shared, integrations=integrations, allowed=allowed,
             )
 
     def unsortable(self, entry: InboxEntry, exc: Exception) -> NewMessage:

@@ -240,6 +240,11 @@ class Store(Protocol):
 
     def pending_count(self, destination: str | None = None) -> int: ...
 
+    def pending_by_type(self, destination: str) -> dict[str, int]:
+        """Pending messages of `destination` by message type (what `status` splits the
+        backlog by: records and events)."""
+        ...
+
     # -- small durable state shared by all workers ---------------------------------------------
 
     def kv_get(self, namespace: str, key: str) -> bytes | None: ...

@@ -45,7 +45,7 @@ PUBLIC_METHODS = frozenset({
     "open", "close", "append", "inbox_append", "inbox_oldest", "inbox_sorted", "inbox_count",
     "ping", "get_message", "get_by_seq", "count_by_status", "prune", "claim_lane",
     "renew_lease", "release_lane", "finish", "reschedule", "requeue", "list_messages",
-    "pending_count", "kv_get", "kv_put", "kv_update", "kv_prune",
+    "pending_count", "pending_by_type", "kv_get", "kv_put", "kv_update", "kv_prune",
 })
 
 
@@ -241,6 +241,11 @@ class SQLStore:
             else:
                 row = self._run(conn, "pending_count_of_destination", (destination,)).fetchone()
         return int(row[0]) if row else 0
+
+    def pending_by_type(self, destination: str) -> dict[str, int]:
+        with self._read() as conn:
+            rows = self._run(conn, "pending_by_type", (destination,)).fetchall()
+        return {str(kind): int(count) for kind, count in rows}
 
     def prune(self, *, older_than: float) -> int:
         with self._write() as conn:

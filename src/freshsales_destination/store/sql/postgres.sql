@@ -77,6 +77,9 @@ SELECT COUNT(*) FROM messages WHERE status = 'pending'
 -- name: pending_count_of_destination
 SELECT COUNT(*) FROM messages WHERE status = 'pending' AND destination = %s
 
+-- name: pending_by_type
+SELECT type, COUNT(*) FROM messages WHERE status = 'pending' AND destination = %s GROUP BY type
+
 -- name: prune
 DELETE FROM messages WHERE finished_at IS NOT NULL AND finished_at < %s
 AND received_at < %s AND status <> 'dead'

@@ -67,6 +67,9 @@ SELECT COUNT(*) FROM messages WHERE status = 'pending'
 -- name: pending_count_of_destination
 SELECT COUNT(*) FROM messages WHERE status = 'pending' AND destination = ?
 
+-- name: pending_by_type
+SELECT type, COUNT(*) FROM messages WHERE status = 'pending' AND destination = ? GROUP BY type
+
 -- name: prune
 DELETE FROM messages WHERE finished_at IS NOT NULL AND finished_at < ?
 AND received_at < ? AND status != 'dead'
