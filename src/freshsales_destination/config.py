@@ -161,8 +161,9 @@ class DestinationConfig(_Strict):
     # The sales activity type (name or id) for events_via = "sales_activity".
     events_activity_type: str | None = Field(default=None, min_length=1)
     # Bulk upsert of record writes (Suite only; docs/freshsales-behaviours.md): "auto" sends
-    # ready contact writes as bulk jobs once at least bulk_min_records are ready (or the
-    # backlog would take over a minute to drain by single calls); "off" keeps single calls.
+    # ready identifies' writes (accounts, contacts, deals) as bulk jobs once at least
+    # bulk_min_records lanes are ready (or the backlog would take over a minute to drain by
+    # single calls); "off" keeps single calls.
     bulk: Literal["auto", "off"] = "auto"
     bulk_min_records: int = Field(default=10, ge=2, le=100)
     # A bulk job not finished after this long is given up: its records go as single calls.

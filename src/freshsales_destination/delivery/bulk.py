@@ -1,40 +1,50 @@
 """Record writes as Freshsales bulk upsert jobs (Suite; reference §13.1, issue 12).
 
 When a destination has enough record writes ready (``core/bulk.py`` ``should_bulk``), a worker
-takes up to 100 lanes whose next message is an identify, plans each lane's leading identifies
-as the single path would (one merged write per person), and sends the eligible ones as one
-``POST /api/contacts/bulk_upsert`` whose items match by email (``{"emails": ..., "data": ...}``)
-or by the id delivery knows. The ids of records created in bulk are never in the answer, so
-nothing later depends on them: a later write of that person upserts by email, as for a person
-delivery has never seen.
+takes up to 100 lanes whose next message is an identify, plans each lane's identifies as the
+single path would (one merged write per person, run at the place of the first), and sends the
+eligible ones as jobs: a lane whose write is one contact upsert by email (or by the id delivery
+knows), with the accounts it names and at most its deals. The ids of records written in bulk are
+never in an answer: later writes upsert by email or name, and where ids are needed they are
+found by one filtered search (``is_in`` over up to 100 values) per job.
+
+Per batch of lanes (docs/freshsales-behaviours.md, "Bulk upsert"):
+
+1. accounts not yet written (or changed) go as one accounts job; ~30 s after it succeeds one
+   search by name finds their ids (remembered); the lanes are collected again;
+2. when contacts link accounts, one search by email shows which contacts exist: an existing
+   contact may hold links this service cannot see and ``sales_accounts`` replaces them, so
+   those lanes go single (read, union, write); new contacts carry their links in the item;
+3. the contacts job;
+4. when it held deals, or links not yet known to stick, one search by email finds the contacts'
+   ids (remembered), one contact is read back to learn whether links stick (fact
+   ``bulk_links``), and the deals go as one deals job.
 
 Order and safety:
 
 * **Lanes are held while their job is pending.** The job is kept in the store's key-value table
   (namespace ``bulk_jobs``, one entry per destination) *before* the lanes are held, and each
-  lane's head message is held until the job's deadline, so a person's later messages never
+  lane's head message is held until past the job's deadline, so a person's later messages never
   overtake a write waiting in a job, and a restarted process resumes polling the job rather
   than writing again. A crash after the POST but before the job is kept leaves the lanes to
   lapse and be written again by the same upserts: the same final state.
 * **Custom fields.** Until the destination is known to merge partial ``custom_field`` writes
-  (``delivery/preserve.py``), a lane whose write carries custom fields is not sent in bulk: it
-  goes as single calls, which send a complete object and learn the behaviour.
-* **Account links.** A ``sales_accounts`` list replaces a contact's links, and a bulk answer
-  shows nothing to union with; whether links inside bulk items stick at all is unattested. A
-  lane whose write links an account therefore goes as single calls (read, union, write).
+  (``delivery/preserve.py``), a lane whose writes carry custom fields goes as single calls,
+  which send a complete object and learn the behaviour.
 * **Creates cannot race.** Each email sent in a job is claimed as the single path claims it
   (``DeliveryMemory.claim_create``) until the job's result is known; a lane whose email another
   lane is creating is left to the single path.
 
 Results: a record the job reports as written delivers its messages; a record in
-``detailed_failure_report`` (or one the answer does not account for) is handed back to its lane
-remembered as handed back (``BULK_SINGLE``), and the lane then writes it as a single call, whose own error dead-letters it with Freshsales' message. A job that has not finished by
-its deadline (``bulk_job_timeout_seconds``) is given up the same way.
+``detailed_failure_report`` (or one the answer does not account for) is handed back to its lane,
+remembered as such (``BULK_SINGLE``), and the lane writes it as a single call, whose own error
+dead-letters it with Freshsales' message. A job that has not finished by its deadline
+(``bulk_job_timeout_seconds``) is given up the same way.
 
 Capability (learned fact ``bulk_api``, ``delivery/learned.py``): a 404 means the account has
 no bulk API (single calls; re-checked after a day); a 405 is sent again after a pause, up to
 ``REFUSALS_BEFORE_FALLBACK`` times, then single calls for an hour; an accepted POST records
-``present``. ``check`` and the admin API show the fact.
+``present``. ``check`` and the admin API show the facts.
 """
 
 from __future__ import annotations
