@@ -102,6 +102,8 @@ housekeeping with the ledger)."""
 HOLD_PAST_DEADLINE_SECONDS = 600.0
 """Lanes in a job are held this long past its deadline, so the job is given up (its records
 handed back) before they could be taken again, even after every process was down a while."""
+QUIET_SECONDS = 5.0
+"""After a look found fewer than two lanes with an identify ready, the next look waits this long."""
 POLL_LEASE_SECONDS = 60.0
 """A worker polling a job keeps others off it this long (a crashed poller's job is polled again)."""
 
@@ -210,6 +212,7 @@ class BulkSender:
         self.jobs_sent = 0
         self.polls = 0
         self.records_sent = 0
+        self._quiet_until = 0.0
 
     # -- store state -------------------------------------------------------------------------
 
@@ -240,6 +243,8 @@ class BulkSender:
     def _take_due(self) -> dict[str, Any] | None:
         """A job whose poll is due, leased to this caller for ``POLL_LEASE_SECONDS``."""
         now = self.now()
+        if not any(float(job.get("next_poll", 0)) <= now for job in self._jobs()):
+            return None  # a read, not a write transaction, on every pass of every worker
 
         def update(raw: bytes | None) -> tuple[dict[str, Any] | None, bytes]:
             data = _load(raw)
@@ -285,18 +290,15 @@ class BulkSender:
             if job is not None:
                 await self._poll(worker, job)
                 return True
-            if not await store_call(self._capability):
+            if self.now() < self._quiet_until or not await store_call(self._capability):
                 return None
-            pending = await store_call(worker.store.pending_count, self.destination)
-            if pending < 2:
-                return None
-            return await self._collect_and_send(worker, pending)
+            return await self._collect_and_send(worker)
         except BudgetExhausted:
             return False
 
     # -- collecting ---------------------------------------------------------------------------
 
-    async def _collect_and_send(self, worker: DestinationWorker, pending: int) -> bool | None:
+    async def _collect_and_send(self, worker: DestinationWorker) -> bool | None:
         claims: list[LaneClaim] = []
         while len(claims) < MAX_BULK_ITEMS:
             claim = await store_call(
@@ -309,8 +311,15 @@ class BulkSender:
             claims.append(claim)
             if len(claims) == 1 and worker.signal is not None:
                 worker.signal.notify()
-        if not claims:
-            return None
+        if len(claims) < 2:
+            # Nothing to gather: looked for again in a few seconds (a lone identify goes as a
+            # single call now; the search for ready identifies is not repeated on every pass).
+            self._quiet_until = self.now() + QUIET_SECONDS
+            await self._single(worker, claims)
+            return True if claims else None
+        pending = 0
+        if len(claims) < self.settings.min_records:
+            pending = await store_call(worker.store.pending_count, self.destination)
         per_hour = await store_call(self.calls_per_hour)
         view = BacklogView(len(claims), pending, per_hour)
         if not should_bulk(view, min_records=self.settings.min_records):
