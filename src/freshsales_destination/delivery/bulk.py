@@ -740,7 +740,6 @@ class BulkSender:
             return
         job["items"] = [item.to_json() for item in later]
         job["stage"] = "ids"
-        job["verify"] = verify
         job["searches"] = 0
         job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
         await store_call(self._keep, job)
@@ -787,7 +786,13 @@ class BulkSender:
                                   "after it was written; written as a single call")
             items = [item for item in items if item not in missing]
         linked = [item for item in items if item.links]
-        if job.get("verify") and linked:
+        known = await store_call(self.facts.get, BULK_LINKS)
+        if known is not None and known.value == BulkLinks.DROPPED and linked:
+            # Learned from another job's read-back meanwhile: these links are written singly.
+            await self._hand_back(worker, linked, f"bulk job {job['id']}: account links inside bulk items "
+                                  "are dropped on this account; linked by a single call")
+            items = [item for item in items if not item.links]
+        elif known is None and linked:
             sample = linked[0]
             sample_id = found[email_match_key(str(sample.email))]
             try:
