@@ -74,7 +74,7 @@ from freshsales_destination.core.bulk import (
 )
 from freshsales_destination.core.operations import Operation, OperationKind, is_ref
 from freshsales_destination.core.schema import MappingConfigError
-from freshsales_destination.core.statuses import MessageStatus
+from freshsales_destination.core.statuses import BulkJobStage, MessageStatus
 from freshsales_destination.delivery.budget import BudgetExhausted
 from freshsales_destination.delivery.executor import CREATE_CLAIM_SECONDS, LOOKUP_SETTLE_SECONDS
 from freshsales_destination.delivery.learned import BULK_API, BULK_LINKS, Fact, LearnedFacts
@@ -575,7 +575,7 @@ class BulkSender:
         now = self.now()
         deadline = now + self.settings.job_timeout_seconds
         job: dict[str, Any] = {
-            "id": job_id, "entity": entity, "stage": "job", "created": now, "polls": 0,
+            "id": job_id, "entity": entity, "stage": BulkJobStage.JOB, "created": now, "polls": 0,
             "next_poll": now + next_poll_delay(0, elapsed=0.0, progress=None),
             "deadline": deadline, "items": [item.to_json() for item in items], **extra,
         }
@@ -624,10 +624,10 @@ class BulkSender:
             log.warning("destination %s: bulk job %s did not finish in time; its %d lanes go as single calls",
                         self.destination, job["id"], len(items))
             return
-        if job.get("stage") == "ids" and job["entity"] == "sales_account":
+        if job.get("stage") == BulkJobStage.IDS and job["entity"] == "sales_account":
             await self._account_ids(worker, job, items)
             return
-        if job.get("stage") == "ids":
+        if job.get("stage") == BulkJobStage.IDS:
             await self._contact_ids(worker, job, items)
             return
         self.polls += 1
@@ -668,7 +668,7 @@ class BulkSender:
         job["items"] = [item.to_json() for item in items if item not in back]
         job["accounts"] = [a for a in job["accounts"] if a["name"].strip().lower() not in refused]
         # Their ids are not in the answer: found by name once searches can show new records.
-        job["stage"] = "ids"
+        job["stage"] = BulkJobStage.IDS
         job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
         await store_call(self._keep, job)
 
@@ -739,7 +739,7 @@ class BulkSender:
             await store_call(self._drop, job["id"])
             return
         job["items"] = [item.to_json() for item in later]
-        job["stage"] = "ids"
+        job["stage"] = BulkJobStage.IDS
         job["searches"] = 0
         job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
         await store_call(self._keep, job)
