@@ -103,7 +103,8 @@ HOLD_PAST_DEADLINE_SECONDS = 600.0
 """Lanes in a job are held this long past its deadline, so the job is given up (its records
 handed back) before they could be taken again, even after every process was down a while."""
 QUIET_SECONDS = 5.0
-"""After a look found fewer than two lanes with an identify ready, the next look waits this long."""
+"""After a look found fewer than two lanes with an identify ready, the next look waits this long,
+or until a worker takes a lane whose next message is an identify (``wake``)."""
 POLL_LEASE_SECONDS = 60.0
 """A worker polling a job keeps others off it this long (a crashed poller's job is polled again)."""
 
@@ -281,6 +282,10 @@ class BulkSender:
             }[value], evidence)
 
     # -- the worker's entry point -------------------------------------------------------------
+
+    def wake(self) -> None:
+        """A worker took a lane whose next message is an identify: look for more at once."""
+        self._quiet_until = 0.0
 
     async def run_once(self, worker: DestinationWorker) -> bool | None:
         """Poll a due job, or send a job; ``None`` when there was nothing for bulk to do (the

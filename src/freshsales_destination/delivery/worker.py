@@ -211,6 +211,8 @@ class DestinationWorker:
             )
         if claim is None:
             return False
+        if self.bulk is not None and claim.messages and claim.messages[0].type == "identify":
+            self.bulk.wake()  # identifies are ready again: the next pass looks for a job's worth
         if self.signal is not None:
             self.signal.notify()  # the baton: another idle worker looks for another lane
         self.stats.lanes += 1
