@@ -19,7 +19,15 @@ Two scenarios: `backlog` (everything is pending when delivery runs: the normal s
 1,000-calls-an-hour account) and `streaming` (delivery runs after each of N slices of the
 workload, so fewer updates of one person are pending together).
 
+A third, `backfill` (`--backfill-users N`, issue 12): N users' whole history stored at once
+and delivered into a 1,000-calls-an-hour account (the sandbox enforces the same limits) on
+simulated time, by the engine with bulk upsert and by the single-call engine (`bulk = "off"`)
+on the same events. Delivery runs until every record message (identify) is finished; it
+reports record calls (bulk POSTs, polls and searches included), event calls made by then, the
+simulated time until every record was in the CRM, and what is left of the events.
+
 Usage: python bench/economy.py [--users 2000] [--rounds 10] [--seed 7]
+       python bench/economy.py --backfill-users 20000 [--job-seconds 10] [--single-hours 24]
 """
 
 from __future__ import annotations
@@ -293,6 +301,141 @@ def run_pipeline(rounds: list[list[dict[str, Any]]], workdir: Path) -> dict[str,
     }
 
 
+class StepClock:
+    """Simulated epoch seconds: move only when told to, or when the engine sleeps."""
+
+    def __init__(self, start: float = 1.8e9) -> None:
+        self.value = start
+
+    def __call__(self) -> float:
+        return self.value
+
+    async def sleep(self, seconds: float) -> None:
+        self.value += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
+def _pending_records(db: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM messages WHERE status = 'pending' AND type IN ('identify', 'group')"
+        ).fetchone()
+    return int(row[0])
+
+
+def run_backfill(events: list[dict[str, Any]], workdir: Path, *, bulk: bool, job_seconds: float,
+                 max_sim_hours: float) -> dict[str, Any]:
+    """Store every event, then deliver on simulated time until no record message is pending."""
+    clock = StepClock()
+    options = SandboxOptions(
+        api_key=API_KEY, app_token=APP_TOKEN, product="suite",
+        rate_limit_per_hour=1000, rate_limit_per_minute=400, bulk_job_seconds=job_seconds,
+    )
+    with running_sandbox(options, clock=clock) as sandbox:
+        db = workdir / "queue.db"
+        settings = settings_from_dict(
+            {
+                "store": {"url": f"sqlite:///{db}"},
+                "delivery": {"workers": 1},
+                "sources": [{"write_key": WRITE_KEY, "destination": "crm", "name": "bench"}],
+                "destinations": {
+                    "crm": {
+                        "product": "suite", "base_url": sandbox.base_url,
+                        "allow_custom_base_url": True, "api_key": API_KEY,
+                        "app_token": APP_TOKEN, "rate_limit_per_hour": 1000,
+                        "rate_limit_per_minute": 400, "bulk": "auto" if bulk else "off",
+                    }
+                },
+            }
+        )
+        store = SQLiteStore(db)
+        store.open()
+        started = time.perf_counter()
+        app = build_app(settings, store, deliver=False)
+        with serve(app) as url, httpx2.Client() as http:
+            for start in range(0, len(events), 500):
+                response = http.post(f"{url}/v1/batch", json={"batch": events[start : start + 500]},
+                                     auth=(WRITE_KEY, ""), timeout=60)
+                assert response.status_code == 200, response.text
+            assert app.state.sorting.wait_sorted(1800), "the inbox was not sorted"
+        stored = time.perf_counter() - started
+        engine = DeliveryEngine.from_settings(settings, store, now=clock, sleep=clock.sleep)
+        begin = clock()
+        done_at: float | None = None
+
+        async def deliver() -> None:
+            nonlocal done_at
+            worker = engine.runtimes[0].workers[0]
+            passes = 0
+            try:
+                while clock() - begin < max_sim_hours * 3600:
+                    progressed = await worker.run_once()
+                    passes += 1
+                    if passes % 50 == 0 or not progressed:
+                        if await asyncio.to_thread(_pending_records, db) == 0:
+                            done_at = clock()
+                            return
+                    if not progressed:
+                        hint = worker.executor.budget.wait_hint()
+                        clock.value += max(hint, 1.0)
+            finally:
+                await engine.stop()
+
+        asyncio.run(deliver())
+        records_pending = _pending_records(db)
+        simulated = clock() - begin
+        elapsed = time.perf_counter() - started
+        log = sandbox.request_log()
+        counts = store.count_by_status()
+        store.close()
+    refused = sum(1 for e in log if e["status"] == 429)
+    schema_calls = sum(1 for e in log if e["path"].split("/api/")[-1].startswith(("settings", "selector")))
+    sends = sum(1 for e in log if "/track/" in e["path"] or e["path"].endswith("/api/notes"))
+    records = len(log) - schema_calls - sends
+    by_route: dict[str, int] = {}
+    for entry in log:
+        route = entry["method"] + " " + "/".join(
+            "{id}" if part.isdigit() else part for part in entry["path"].split("/")
+        )
+        by_route[route] = by_route.get(route, 0) + 1
+    return {
+        "record_calls": records,
+        "event_calls": sends,
+        "schema_calls": schema_calls,
+        "refused_429": refused,
+        "records_done_hours": None if done_at is None else round((done_at - begin) / 3600, 3),
+        "simulated_hours": round(simulated / 3600, 3),
+        "record_messages_pending": records_pending,
+        "statuses": counts,
+        "by_route": dict(sorted(by_route.items())),
+        "store_seconds": round(stored, 1),
+        "seconds": round(elapsed, 1),
+    }
+
+
+def backfill(users: int, seed: int, job_seconds: float, single_hours: float) -> None:
+    events = workload(users, seed)
+    naive_records, naive_sends = naive_calls(events)
+    identifies = sum(1 for e in events if e["type"] == "identify")
+    print(f"backfill: {users} users, {len(events)} events ({identifies} identifies); naive: "
+          f"{naive_records} record calls + {naive_sends} event calls", flush=True)
+    results = {}
+    for name, bulk in (("bulk", True), ("single", False)):
+        with tempfile.TemporaryDirectory() as tmp:
+            got = run_backfill(events, Path(tmp), bulk=bulk, job_seconds=job_seconds,
+                               max_sim_hours=200 if bulk else single_hours)
+        got["record_ratio_to_naive"] = round(got["record_calls"] / naive_records, 4)
+        results[name] = got
+        print(f"{name}: {json.dumps(got)}", flush=True)
+    bulk_result = results["bulk"]
+    hours = bulk_result["records_done_hours"]
+    ok = bulk_result["record_ratio_to_naive"] <= 0.03 and hours is not None and hours <= 1.0
+    print("targets (bulk: record calls <= 0.03 x naive, every record within 1 simulated hour):",
+          "met" if ok else "MISSED")
+
+
 def split(events: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
     size = -(-len(events) // parts)
     return [events[i : i + size] for i in range(0, len(events), size)]
@@ -303,7 +446,16 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--backfill-users", type=int, default=0,
+                        help="run only the backfill scenario with this many users")
+    parser.add_argument("--job-seconds", type=float, default=10.0,
+                        help="backfill: how long the sandbox's bulk jobs take (simulated seconds)")
+    parser.add_argument("--single-hours", type=float, default=24.0,
+                        help="backfill: stop the single-call engine after this many simulated hours")
     args = parser.parse_args()
+    if args.backfill_users:
+        backfill(args.backfill_users, args.seed, args.job_seconds, args.single_hours)
+        return
     events = workload(args.users, args.seed)
     naive_records, naive_sends = naive_calls(events)
     kinds: dict[str, int] = {}

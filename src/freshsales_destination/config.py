@@ -177,6 +177,14 @@ class DestinationConfig(_Strict):
     events_via: Literal["auto", "tracking", "sales_activity", "note"] = "auto"
     # The sales activity type (name or id) for events_via = "sales_activity".
     events_activity_type: str | None = Field(default=None, min_length=1)
+    # Bulk upsert of record writes (Suite only; docs/freshsales-behaviours.md): "auto" sends
+    # ready identifies' writes (accounts, contacts, deals) as bulk jobs once at least
+    # bulk_min_records lanes are ready (or the backlog would take over a minute to drain by
+    # single calls); "off" keeps single calls.
+    bulk: Literal["auto", "off"] = "auto"
+    bulk_min_records: int = Field(default=10, ge=2, le=100)
+    # A bulk job not finished after this long is given up: its records go as single calls.
+    bulk_job_timeout_seconds: float = Field(default=1800.0, gt=0)
     # Track, page and screen events older than this many days when delivery plans them are
     # filtered with the reason (core/event_age.py): a backfill spends the budget on records.
     event_max_age_days: float | None = Field(default=None, gt=0)

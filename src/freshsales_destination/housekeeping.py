@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from freshsales_destination.delivery.bulk import BULK_SINGLE
 from freshsales_destination.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def prune_once(store: Store, *, dedup_days: int, now: float) -> tuple[int, int]:
     messages = store.prune(older_than=cutoff)
     ledger = store.kv_prune("ledger:", older_than=cutoff)
     store.kv_prune("create-claim:", older_than=now - DAY)  # claims last minutes at most
+    store.kv_prune(f"{BULK_SINGLE}:", older_than=cutoff)  # messages handed back by bulk jobs
     return messages, ledger
 
 

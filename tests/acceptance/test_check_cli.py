@@ -162,3 +162,28 @@ def test_exit_code_is_zero_only_when_every_destination_is_usable(
     assert only_good.returncode == 0, only_good.stdout
     unknown = check(tmp_path, "--destination", "nope", base_url=f"{sandbox_url}/crm/sales")
     assert unknown.returncode == 2 and "nope" in unknown.stderr
+
+
+def test_whether_bulk_upsert_is_in_use_is_shown(tmp_path: Path, sandbox_url: str) -> None:
+    from freshsales_destination.delivery.learned import Fact, LearnedFacts
+    from freshsales_destination.store.sqlite import SQLiteStore
+
+    fresh = check(tmp_path, "--json", base_url=f"{sandbox_url}/crm/sales")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    [dest] = json.loads(fresh.stdout)["destinations"]
+    assert dest["bulk"]["in_use"] is True and dest["bulk"]["pending_jobs"] == 0
+    assert dest["bulk"]["detail"].startswith("on: not tried yet")
+    store = SQLiteStore(tmp_path / "q.db")
+    store.open()
+    learned_at = time.time()
+    LearnedFacts(store, "acme").learn(
+        "bulk_api", Fact("absent", "POST /api/contacts/bulk_upsert answered 404", learned_at, learned_at + 86_400)
+    )
+    store.close()
+    result = check(tmp_path, base_url=f"{sandbox_url}/crm/sales")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bulk upsert: not in use: the account has no bulk API (404); re-checked in " in result.stdout
+    assert "learned: bulk_api = absent (evidence: POST /api/contacts/bulk_upsert answered 404" in result.stdout
+    off = check(tmp_path, "--json", base_url=f"{sandbox_url}/crm/sales", extra='bulk = "off"')
+    [dest] = json.loads(off.stdout)["destinations"]
+    assert dest["bulk"] == {"in_use": False, "detail": 'off: bulk = "off"', "pending_jobs": 0}

@@ -45,6 +45,9 @@ api_key = "multi-api-key"
 app_token = "multi-app-token"
 rate_limit_per_hour = 100000
 rate_limit_per_minute = 10000
+# One write per person is counted as one contacts/upsert: the single-call path (bulk jobs are
+# tested in tests/delivery/test_bulk*.py and tests/acceptance/test_bulk_killed.py).
+bulk = "off"
 """
 
 

@@ -36,6 +36,8 @@ def delivery_settings(
         "allow_custom_base_url": True,
         "api_key": API_KEY,
         "mapping": mapping or {},
+        # The suite's subject is the single-call path; tests/delivery/test_bulk.py turns bulk on.
+        "bulk": "off",
     }
     if app_token:
         dest["app_token"] = APP_TOKEN

@@ -9,6 +9,7 @@ backends write ``"dead"``), so stored rows, JSON and logs are the same as with b
   dead letter (``dropped``).
 - :class:`PlanStatus`: the planner's verdict on one message (``core/planning``).
 - :class:`UnitOutcome`: how running one delivery unit ended (``delivery/worker.py``).
+- :class:`BulkJobStage`: where a kept bulk job stands (``delivery/bulk.py``).
 """
 
 from __future__ import annotations
@@ -41,4 +42,9 @@ class UnitOutcome(StrEnum):
     REPLAN = "replan"  # the tracking API turned out absent: plan the message again
 
 
-__all__ = ["MessageStatus", "PlanStatus", "UnitOutcome"]
+class BulkJobStage(StrEnum):
+    JOB = "job"  # sent: polled until Freshsales says it finished
+    IDS = "ids"  # finished: the ids of its records are searched for (after lookups can show them)
+
+
+__all__ = ["BulkJobStage", "MessageStatus", "PlanStatus", "UnitOutcome"]

@@ -21,15 +21,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from freshsales_destination.config import DestinationConfig, Settings, load_settings
+from freshsales_destination.core.bulk import describe_bulk
 from freshsales_destination.core.schema import FieldSchema, MappingConfigError
 from freshsales_destination.delivery.budget import BudgetExhausted, StoreBudget
+from freshsales_destination.delivery.bulk import NAMESPACE as BULK_JOBS
 from freshsales_destination.delivery.events_route import EventsRoute
 from freshsales_destination.delivery.health import NAMESPACE as HEALTH_NAMESPACE
 from freshsales_destination.delivery.health import read_health, schema_fault
-from freshsales_destination.delivery.learned import LearnedFacts
+from freshsales_destination.delivery.learned import BULK_API, LearnedFacts
 from freshsales_destination.delivery.offloop import store_call
 from freshsales_destination.delivery.schema_cache import (
     add_part,
@@ -66,6 +69,8 @@ class CheckResult:
     """Which way track and page events go (configured or learned), as `status` says it."""
     budget: dict[str, Any] | None = None
     """The account's budget as delivery spends it (effective limits and their sources)."""
+    bulk: dict[str, Any] | None = None
+    """Whether record writes go as bulk upsert jobs (``core/bulk.py`` ``describe_bulk``)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -92,6 +97,7 @@ class CheckResult:
             },
             "budget": self.budget,
             "events_via": self.events_via,
+            "bulk": self.bulk,
             "learned": self.learned,
             "delivery": self.delivery,
             "notes": self.notes,
@@ -131,6 +137,14 @@ async def check_destination(
         )
         result.events_via = await store_call(route.describe, now)
         facts = await store_call(LearnedFacts(store, name).all)
+        bulk_fact = facts[BULK_API] if BULK_API in facts else None
+        in_use, why = describe_bulk(
+            config.product, config.bulk, bulk_fact.value if bulk_fact else None,
+            bulk_fact.recheck_at if bulk_fact else None, now, config.bulk_min_records,
+        )
+        raw_jobs = await store_call(store.kv_get, BULK_JOBS, name)
+        pending_jobs = len(orjson.loads(raw_jobs).get("jobs", [])) if raw_jobs else 0
+        result.bulk = {"in_use": in_use, "detail": why, "pending_jobs": pending_jobs}
         for fact_name, fact in facts.items():
             result.learned[fact_name] = {
                 "value": fact.value, "evidence": fact.evidence,
@@ -235,6 +249,9 @@ def render(results: list[CheckResult]) -> str:
             lines.append(
                 "  selectors: " + ", ".join(f"{kind} {n}" for kind, n in r.selectors.items())
             )
+        if r.bulk is not None:
+            jobs = r.bulk["pending_jobs"]
+            lines.append(f"  bulk upsert: {r.bulk['detail']}" + (f"; {jobs} job(s) pending" if jobs else ""))
         if r.learned:
             for fact_name, fact in sorted(r.learned.items()):
                 lines.append(

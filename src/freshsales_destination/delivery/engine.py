@@ -18,6 +18,7 @@ from freshsales_destination.config import DestinationConfig, Settings
 from freshsales_destination.core.mapping_settings import DestinationSettings
 from freshsales_destination.core.retry import RetryPolicy
 from freshsales_destination.delivery.budget import StoreBudget
+from freshsales_destination.delivery.bulk import BulkSender, BulkSettings
 from freshsales_destination.delivery.executor import Executor
 from freshsales_destination.delivery.health import DestinationHealth, HealthObservingBudget
 from freshsales_destination.delivery.memory import DeliveryMemory
@@ -49,6 +50,7 @@ class DestinationRuntime:
     schema: SchemaCache
     workers: list[DestinationWorker]
     health: DestinationHealth | None = None
+    bulk: BulkSender | None = None
 
 
 def budget_account_key(config: DestinationConfig) -> str:
@@ -106,15 +108,27 @@ def build_runtime(
         error_window_seconds=delivery.retry_window_hours * 3600,
         throttle_window_seconds=delivery.throttle_window_hours * 3600,
     )
+    bulk: BulkSender | None = None
+    if config.product == "suite" and config.bulk == "auto":
+        # One per destination, shared by its workers; its state (jobs, facts) is in the store.
+        bulk = BulkSender(
+            destination=name,
+            settings=BulkSettings(
+                min_records=config.bulk_min_records,
+                job_timeout_seconds=config.bulk_job_timeout_seconds,
+            ),
+            facts=executor.keeper.facts, memory=memory,
+            calls_per_hour=lambda: budget.effective().per_hour, now=now, sleep=sleep,
+        )
     workers = [
         DestinationWorker(
             name=name, store=store, settings=mapping, executor=executor, memory=memory,
             schema=schema, policy=policy, records_first=budget.scarce, now=now, rng=rng,
-            health=health, lease_seconds=delivery.lease_seconds,
+            health=health, lease_seconds=delivery.lease_seconds, bulk=bulk,
         )
         for _ in range(delivery.workers)
     ]
-    return DestinationRuntime(name, client, budget, executor, schema, workers, health)
+    return DestinationRuntime(name, client, budget, executor, schema, workers, health, bulk)
 
 
 class DeliveryEngine:

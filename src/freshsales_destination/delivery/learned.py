@@ -10,7 +10,12 @@ Fact names in use (their meaning is documented in ``docs/freshsales-behaviours.m
 
 * ``custom_fields``: ``"merge"`` (a partial ``custom_field`` write keeps the others) or
   ``"replace"`` (it wipes them); absent means not yet learned, handled as ``"replace"``;
-* ``tracking_api``: ``"present"`` or ``"absent"``; absent means not yet learned.
+* ``tracking_api``: ``"present"`` or ``"absent"``; absent means not yet learned;
+* ``bulk_api``: ``"present"`` (a bulk upsert was accepted), ``"absent"`` (404: single calls,
+  re-checked after a day) or ``"refused"`` (405 every time: single calls for an hour); absent
+  means not yet tried (``delivery/bulk.py``);
+* ``bulk_links``: ``"kept"`` or ``"dropped"``: whether account links inside bulk contact items
+  stick (one record read back after the first job that linked); absent means not yet learned.
 
 The rate limits learned from answer headers live with the budget (``delivery/budget.py``),
 since destinations on one account share it.
@@ -29,6 +34,8 @@ NAMESPACE = "learned"
 
 CUSTOM_FIELDS = "custom_fields"
 TRACKING_API = "tracking_api"
+BULK_API = "bulk_api"
+BULK_LINKS = "bulk_links"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from freshsales_destination.core.schema import FieldSchema, MappingConfigError
 from freshsales_destination.core.statuses import MessageStatus, PlanStatus, UnitOutcome
 from freshsales_destination.delivery import journal
 from freshsales_destination.delivery.budget import BudgetExhausted
+from freshsales_destination.delivery.bulk import BulkSender
 from freshsales_destination.delivery.events_route import (
     EVENT_TYPES,
     EventsRoute,
@@ -127,8 +128,10 @@ class DestinationWorker:
         rng: random.Random | None = None,
         events: EventsRoute | None = None,
         health: DestinationHealth | None = None,
+        bulk: BulkSender | None = None,
     ) -> None:
         self.name = name
+        self.bulk = bulk
         self.health = health
         self.store = store
         self.settings = settings
@@ -156,6 +159,28 @@ class DestinationWorker:
         if self.signal is not None:
             self.signal.notify_at(available_at, self.name)
 
+    async def hold_lane(
+        self, seq: int, lane: str, *, attempts: int, available_at: float,
+        first_failure_at: float | None, reason: str,
+    ) -> None:
+        """Hold `lane` (message `seq` at its head) until `available_at`, spending nothing."""
+        await self._reschedule(
+            seq, destination=self.name, lane=lane, attempts=attempts, available_at=available_at,
+            first_failure_at=first_failure_at, last_error=reason,
+        )
+
+    async def deliver_claimed(self, claim: LaneClaim) -> bool:
+        """Deliver a lane claimed elsewhere (delivery/bulk.py) as `run_once` would, and release it."""
+        self.stats.lanes += 1
+        try:
+            return await self._deliver(claim)
+        finally:
+            await store_call(self.store.release_lane, self.name, claim.lane, self.owner)
+
+    async def record_unit(self, messages: Sequence[StoredMessage], schema: FieldSchema) -> Unit | None:
+        """The lane's identifies as one unit (see `_record_unit`)."""
+        return await self._record_unit(messages, schema)
+
     async def run_once(self) -> bool:
         """Deliver one lane; False when nothing was ready."""
         if self.health is None:
@@ -170,6 +195,11 @@ class DestinationWorker:
             self.health.done()
 
     async def _run_once(self) -> bool:
+        if self.bulk is not None:
+            # Due bulk jobs are polled first; enough ready record writes go as one job.
+            handled = await self.bulk.run_once(self)
+            if handled is not None:
+                return handled
         claim: LaneClaim | None = None
         if self.records_first():
             claim = await store_call(
@@ -184,6 +214,8 @@ class DestinationWorker:
             )
         if claim is None:
             return False
+        if self.bulk is not None and claim.messages and claim.messages[0].type == "identify":
+            self.bulk.wake()  # identifies are ready again: the next pass looks for a job's worth
         if self.signal is not None:
             self.signal.notify(self.name)  # the baton: another idle worker looks for a lane
         self.stats.lanes += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from freshsales_destination.freshsales.bulk import BulkFailure, JobStatus
 from freshsales_destination.freshsales.client import FreshsalesClient, Reply
 from freshsales_destination.freshsales.errors import (
     AuthenticationFailed,
@@ -11,6 +12,7 @@ from freshsales_destination.freshsales.errors import (
     FreshsalesStatusError,
     InvalidArgument,
     InvalidRequest,
+    MethodNotAllowed,
     NotFound,
     PermanentError,
     PermissionDenied,
@@ -26,6 +28,7 @@ from freshsales_destination.freshsales.ratelimit_headers import RateLimitInfo
 
 __all__ = [
     "AuthenticationFailed",
+    "BulkFailure",
     "ConnectionFailed",
     "ErrorKind",
     "FreshsalesClient",
@@ -33,6 +36,8 @@ __all__ = [
     "FreshsalesStatusError",
     "InvalidArgument",
     "InvalidRequest",
+    "JobStatus",
+    "MethodNotAllowed",
     "NotFound",
     "PermanentError",
     "PermissionDenied",

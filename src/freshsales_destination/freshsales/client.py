@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +25,13 @@ import httpx2
 from freshsales_destination import __version__
 from freshsales_destination.config import is_freshworks_https_url
 from freshsales_destination.errors import ConfigError
+from freshsales_destination.freshsales.bulk import (
+    BULK_PATHS,
+    MAX_BULK_ITEMS,
+    JobStatus,
+    job_id_from_url,
+    parse_job_status,
+)
 from freshsales_destination.freshsales.errors import (
     ConnectionFailed,
     DestinationURLRefused,
@@ -425,6 +432,22 @@ class FreshsalesClient:
         path = f"/api/contacts/{_segment(contact_id, 'contact id')}"
         return await self._send("DELETE", path)
 
+    async def filtered_search(
+        self, entity: str, attribute: str, values: Sequence[str], *, per_page: int = 100
+    ) -> Reply:
+        """``POST /api/filtered_search/<entity>`` with one ``is_in`` rule over a list of values
+        (``value`` may be a list, reference §4.11). ``Reply.data`` is the whole body:
+        ``{"<plural>": [...], "meta": {...}}``."""
+        _require_text(entity, "entity")
+        _require_text(attribute, "attribute")
+        if not values or len(values) > per_page:
+            raise InvalidArgument(f"a filtered search takes 1 to {per_page} values")
+        body = {
+            "filter_rule": [{"attribute": attribute, "operator": "is_in", "value": list(values)}],
+            "page": 1, "per_page": per_page,
+        }
+        return await self._send("POST", f"/api/filtered_search/{quote(entity.strip(), safe='')}", body=body)
+
     async def search_contacts_by_email(self, email: str) -> Reply:
         """``POST /api/filtered_search/contact`` on ``contact_email.email``.
 
@@ -513,6 +536,46 @@ class FreshsalesClient:
             body={"sales_activity": dict(fields)},
             envelope="sales_activity",
         )
+
+    # -- bulk upsert (reference §13.1; answers read by freshsales/bulk.py) --------------------
+
+    async def bulk_upsert(
+        self, entity: str, items: Sequence[Mapping[str, Any]]
+    ) -> tuple[str, Reply]:
+        """``POST /api/<plural>/bulk_upsert`` with ``{"<plural>": items}``; each item names its
+        match key beside ``data`` (``{"emails": "a@b.c", "data": {...}}``). Returns the job's id
+        (from ``job_status_url``) and the answer. A 2xx without a readable job URL raises
+        ``UnexpectedResponse``; errors are classified as for every call (a 405 is
+        ``MethodNotAllowed``, a 404 ``NotFound``)."""
+        plural = BULK_PATHS.get(entity)
+        if plural is None:
+            raise InvalidArgument(f"no bulk upsert for entity {entity!r}")
+        if not items:
+            raise InvalidArgument("a bulk upsert needs at least one item")
+        if len(items) > MAX_BULK_ITEMS:
+            raise InvalidArgument(f"a bulk upsert takes at most {MAX_BULK_ITEMS} items")
+        path = f"/api/{plural}/bulk_upsert"
+        reply = await self._send("POST", path, body={plural: [dict(item) for item in items]})
+        job_id = job_id_from_url(reply.data.get("job_status_url"))
+        if job_id is None:
+            raise UnexpectedResponse(
+                f"Freshsales answered {reply.status} to POST {path} without a job_status_url",
+                status=reply.status, rate=reply.rate, method="POST", path=path,
+            )
+        return job_id, reply
+
+    async def job_status(self, job_id: str) -> tuple[JobStatus, Reply]:
+        """``GET /api/job_statuses/<id>``, read (``data`` is JSON inside a string)."""
+        path = f"/api/job_statuses/{_segment(job_id, 'job id')}"
+        reply = await self._send("GET", path)
+        try:
+            status = parse_job_status(str(job_id), reply.body)
+        except ValueError as exc:
+            raise UnexpectedResponse(
+                f"Freshsales answered {reply.status} to GET {path} with an unreadable job: {exc}",
+                status=reply.status, rate=reply.rate, method="GET", path=path,
+            ) from None
+        return status, reply
 
     # -- metadata ----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ Hierarchy (``kind`` is the retry hint the delivery engine feeds to ``core.retry.
                 ├── AuthenticationFailed        401
                 ├── PermissionDenied            403
                 ├── NotFound                    404
+                ├── MethodNotAllowed            405
                 └── UnexpectedResponse          2xx whose body is not JSON
 
 ``FreshsalesStatusError`` marks "the server answered with an error status", as opposed to
@@ -53,6 +54,7 @@ __all__ = [
     "FreshsalesStatusError",
     "InvalidArgument",
     "InvalidRequest",
+    "MethodNotAllowed",
     "NotFound",
     "ParsedErrorBody",
     "PermanentError",
@@ -219,6 +221,11 @@ class NotFound(RequestRejected):
     """The Freshsales record or endpoint does not exist."""
 
 
+class MethodNotAllowed(RequestRejected):
+    """405. On a bulk upsert path production clients report it as transient (reference §13.1):
+    permanent by status like every 4xx, and the bulk sender decides to retry it a few times."""
+
+
 class UnexpectedResponse(RequestRejected):
     """Freshsales answered with a body the client cannot read."""
 
@@ -351,6 +358,7 @@ _STATUS_CLASSES: Mapping[int, type[RequestRejected]] = {
     401: AuthenticationFailed,
     403: PermissionDenied,
     404: NotFound,
+    405: MethodNotAllowed,
     422: InvalidRequest,
 }
 

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from freshsales_destination.sandbox.bulk import settle_due
 from freshsales_destination.sandbox.errors import validation_error
 from freshsales_destination.sandbox.web import json_response, read_json, sandbox_state
 
@@ -15,6 +16,7 @@ from freshsales_destination.sandbox.web import json_response, read_json, sandbox
 async def get_state(request: Request) -> Response:
     state = sandbox_state(request)
     with state.lock:
+        settle_due(state)
         body: dict[str, Any] = {
             "options": state.options.public_dict(),
             "records": state.snapshot(),
@@ -23,6 +25,8 @@ async def get_state(request: Request) -> Response:
             "faults": state.faults.to_json(),
             "scripts": [s.to_json() for s in state.faults.scripts],
             "api_call_count": state.api_call_count(),
+            "bulk_jobs": {"total": len(state.bulk.jobs),
+                          "pending": sum(1 for job in state.bulk.jobs.values() if not job.settled)},
         }
     return json_response(200, body)
 

@@ -48,6 +48,14 @@ def sandbox_command(
         help="Seconds a new record stays invisible to lookup and search.")] = 0.0,
     lookup_delay_upserts: Annotated[bool, typer.Option(
         "--lookup-delay-upserts", help="Upserts match by the same delayed view (a duplicate answers 400).")] = False,
+    bulk_api: Annotated[str, typer.Option(
+        help="present or absent (404 on the bulk_upsert paths; Classic always answers 404).")] = "present",
+    bulk_job_seconds: Annotated[float, typer.Option(
+        help="Seconds a bulk job takes before its records are written and its status is SUCCESS.")] = 2.0,
+    bulk_405s: Annotated[int, typer.Option(
+        "--bulk-405s", help="Answer 405 to this many bulk POSTs first (transient refusals).")] = 0,
+    bulk_links: Annotated[str, typer.Option(
+        help="kept or dropped: account links inside bulk contact items are applied or ignored.")] = "kept",
 ) -> None:
     """Serve a local emulator of the Freshsales API (in memory unless --data is given)."""
     import uvicorn
@@ -71,6 +79,14 @@ def sandbox_command(
             raise typer.BadParameter("must be merge or replace", param_hint=name)
     if lookup_delay < 0:
         raise typer.BadParameter("must be 0 or more", param_hint="--lookup-delay")
+    if bulk_api not in ("present", "absent"):
+        raise typer.BadParameter("must be present or absent", param_hint="--bulk-api")
+    if bulk_links not in ("kept", "dropped"):
+        raise typer.BadParameter("must be kept or dropped", param_hint="--bulk-links")
+    if bulk_job_seconds < 0:
+        raise typer.BadParameter("must be 0 or more", param_hint="--bulk-job-seconds")
+    if bulk_405s < 0:
+        raise typer.BadParameter("must be 0 or more", param_hint="--bulk-405s")
     options = SandboxOptions(
         host=host, port=port, api_key=api_key, app_token=app_token,
         product="classic" if product == "classic" else "suite", data_path=data, retry_after=retry_after,
@@ -81,6 +97,8 @@ def sandbox_command(
         custom_fields="replace" if custom_fields == "replace" else "merge",
         account_links="merge" if account_links == "merge" else "replace",
         lookup_delay=lookup_delay, lookup_delay_upserts=lookup_delay_upserts,
+        bulk_api="absent" if bulk_api == "absent" else "present", bulk_job_seconds=bulk_job_seconds,
+        bulk_405s=bulk_405s, bulk_links="dropped" if bulk_links == "dropped" else "kept",
     )
     options = options.with_changes(error_body=error_body)
     if error_status:

@@ -12,6 +12,8 @@ ResetFormat = Literal["epoch", "delta", "dmyHis"]
 ErrorBody = Literal["mixed", "errors.message", "error_code"]
 TrackingApi = Literal["present", "absent", "html"]
 WriteReading = Literal["merge", "replace"]
+BulkApi = Literal["present", "absent"]
+BulkLinks = Literal["kept", "dropped"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,15 @@ class SandboxOptions:
     # The tracking API (/track/*, reference §13.3): "absent" answers 404 as for an unknown
     # route, "html" answers 200 with an HTML page (a web app serving the path).
     tracking_api: TrackingApi = "present"
+    # Bulk upsert (reference §13.1; sandbox/bulk.py): "absent" answers 404 on the bulk paths (as
+    # Classic always does); a job finishes bulk_job_seconds after its POST (sandbox clock); the
+    # next bulk_405s POSTs answer 405 (transient refusals seen in production); bulk_links
+    # "dropped" ignores account links inside bulk contact items (unattested either way).
+    bulk_api: BulkApi = "present"
+    bulk_job_seconds: float = 2.0
+    bulk_405s: int = 0
+    bulk_links: BulkLinks = "kept"
+    bulk_max_items: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> SandboxOptions:

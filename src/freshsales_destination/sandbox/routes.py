@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from freshsales_destination.sandbox import activities, companies, people, search
+from freshsales_destination.sandbox import activities, bulk, companies, people, search
 from freshsales_destination.sandbox.errors import not_found, validation_error
 from freshsales_destination.sandbox.fields import ENTITIES
 from freshsales_destination.sandbox.records import get_or_404, page_params, paginate
@@ -207,6 +207,22 @@ def delete_note(state: SandboxState, request: Request, body: dict[str, Any]) -> 
     return _delete(state, request, "notes", DELETED_ACTIVITY)
 
 
+# bulk upsert and jobs (sandbox/bulk.py) ----------------------------------------------------
+
+def _bulk(entity: str) -> Callable[[SandboxState, Request, dict[str, Any]], Result]:
+    def bulk_upsert(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
+        url = str(request.url.replace(query=""))
+        api_url = url[: url.rindex(f"/{entity}/bulk_upsert")]
+        return bulk.create_job(state, api_url, entity, body)
+
+    bulk_upsert.__name__ = f"bulk_upsert_{entity}"
+    return bulk_upsert
+
+
+def job_status(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
+    return bulk.job_status(state, path_id(request))
+
+
 # search, settings, selectors, views ---------------------------------------------------------
 
 def lookup(state: SandboxState, request: Request, body: dict[str, Any]) -> Result:
@@ -326,6 +342,10 @@ def api_routes() -> list[Route]:
         Route("/notes/{id:int}", e(view_note), methods=["GET"]),
         Route("/notes/{id:int}", e(update_note, body=True), methods=["PUT"]),
         Route("/notes/{id:int}", e(delete_note), methods=["DELETE"]),
+        Route("/contacts/bulk_upsert", e(_bulk("contacts"), body=True), methods=["POST"]),
+        Route("/sales_accounts/bulk_upsert", e(_bulk("sales_accounts"), body=True), methods=["POST"]),
+        Route("/deals/bulk_upsert", e(_bulk("deals"), body=True), methods=["POST"]),
+        Route("/job_statuses/{id:int}", e(job_status), methods=["GET"]),
         Route("/lookup", e(lookup), methods=["GET"]),
         Route("/search", e(full_text_search), methods=["GET"]),
         Route("/filtered_search/{entity}", e(filtered_search, body=True), methods=["POST"]),

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from freshsales_destination.sandbox.bulk_jobs import BulkJobs
 from freshsales_destination.sandbox.clock import Clock, iso_timestamp
 from freshsales_destination.sandbox.faults import FaultInjector
 from freshsales_destination.sandbox.fields import FieldRegistry, build_registry, load_seed
@@ -71,6 +72,7 @@ class SandboxState:
     requests: list[LogEntry] = field(default_factory=list)
     selectors: dict[str, list[dict[str, Any]]] = field(default_factory=default_selectors)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    bulk: BulkJobs = field(default_factory=BulkJobs)
     store: SqliteStore | None = None
     next_id: int = FIRST_ID
     next_sub_id: int = 90_000_000_001
@@ -181,6 +183,7 @@ class SandboxState:
             self.next_sub_id = 90_000_000_001
             self.limiter.reset()
             self.faults.clear_scripts()
+            self.bulk.clear()
             self.selectors = default_selectors()
             if self.store is not None:
                 self.store.clear()

@@ -69,6 +69,7 @@ def endpoint(
     handler: Handler, *, body: bool = False, classic_only: bool = False
 ) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a synchronous handler: product check, body parsing, the state lock, the JSON answer."""
+    from freshsales_destination.sandbox.bulk import settle_due
 
     async def run(request: Request) -> Response:
         state = sandbox_state(request)
@@ -76,6 +77,7 @@ def endpoint(
             raise not_found()
         data = await read_json(request, state) if body else {}
         with state.lock:
+            settle_due(state)  # bulk jobs whose time has come are written before anything is read
             status, payload = handler(state, request, data)
         return json_response(status, payload)
 

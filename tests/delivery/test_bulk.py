@@ -1,0 +1,353 @@
+"""Bulk delivery of record writes (issue 12, items 2 to 4) end to end: ingest over real HTTP, the
+SQLite store, the delivery engine on a fake clock, the sandbox as Freshsales (its jobs finish on
+the same clock).
+
+Each test checks what reached the sandbox (records, the request log) and the messages' states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+
+from freshsales_destination.core.statuses import MessageStatus
+from freshsales_destination.delivery.bulk import NAMESPACE
+from freshsales_destination.delivery.learned import BULK_API, CUSTOM_FIELDS, Fact, LearnedFacts
+from tests.delivery.conftest import FakeClock, Pipeline, make_pipeline
+
+PEOPLE = 30
+
+
+def _identify(i: int, **traits: Any) -> dict[str, Any]:
+    return {"type": "identify", "messageId": f"id-{i}", "userId": f"user-{i}",
+            "traits": {"email": f"person{i}@example.com", "first_name": f"P{i}", **traits}}
+
+
+def _track(i: int) -> dict[str, Any]:
+    return {"type": "track", "messageId": f"tr-{i}", "userId": f"user-{i}", "event": "Signed Up"}
+
+
+def _calls(pipeline: Pipeline) -> list[tuple[str, str]]:
+    return [(e["method"], e["route"]) for e in pipeline.sandbox.request_log()]
+
+
+def _record_calls(pipeline: Pipeline) -> list[tuple[str, str]]:
+    return [c for c in _calls(pipeline) if c[1].startswith(("/api/contacts", "/api/job_statuses"))]
+
+
+def _statuses(pipeline: Pipeline) -> dict[str, str]:
+    return {m.message_id: m.status for m in pipeline.store.list_messages(limit=10_000)}
+
+
+def _make(tmp_path: Path, clock: FakeClock, *, sandbox: dict[str, Any] | None = None,
+          destination: dict[str, Any] | None = None) -> Iterator[Pipeline]:
+    yield from make_pipeline(tmp_path, "suite", clock=clock, sandbox_options=sandbox or {},
+                             app_token=False, destination={"bulk": "auto", **(destination or {})})
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, clock: FakeClock) -> Iterator[Pipeline]:
+    yield from _make(tmp_path, clock)
+
+
+def test_a_backlog_goes_as_one_job_and_later_messages_wait_for_it(pipeline: Pipeline, clock: FakeClock) -> None:
+    pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(PEOPLE)] + [_track(0)]})
+    pipeline.deliver(now=clock)
+    # One job is pending; nothing is written yet, and user-0's track waits behind its identify.
+    assert _record_calls(pipeline) == [("POST", "/api/contacts/bulk_upsert")]
+    assert pipeline.records("contacts") == []
+    statuses = _statuses(pipeline)
+    assert statuses["tr-0"] == MessageStatus.PENDING and statuses["id-0"] == MessageStatus.PENDING
+    assert len(orjson.loads(pipeline.store.kv_get(NAMESPACE, "crm") or b"{}")["jobs"]) == 1
+    clock.advance(2)
+    pipeline.deliver(now=clock)
+    contacts = {c["email"]: c for c in pipeline.records("contacts")}
+    assert len(contacts) == PEOPLE
+    assert contacts["person7@example.com"]["first_name"] == "P7"
+    assert contacts["person7@example.com"]["external_id"] == "user-7"
+    statuses = _statuses(pipeline)
+    assert {statuses[f"id-{i}"] for i in range(PEOPLE)} == {MessageStatus.DELIVERED}
+    # The track needs the person's id, which a bulk answer never holds: it is looked up by
+    # email once lookups can show a record just made (the create claim settles first).
+    assert statuses["tr-0"] == MessageStatus.PENDING
+    clock.advance(31)
+    pipeline.deliver(now=clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    calls = [c for c in _calls(pipeline) if c[1].startswith(("/api/contacts", "/api/job_statuses", "/api/lookup"))]
+    assert calls[:2] == [("POST", "/api/contacts/bulk_upsert"), ("GET", calls[1][1])]
+    assert calls[1][1].startswith("/api/job_statuses/")
+    assert calls[2:] == [("GET", "/api/lookup")]
+    notes = pipeline.records("notes")
+    assert len(notes) == 1 and notes[0]["targetable_id"] == contacts["person0@example.com"]["id"]
+    fact = LearnedFacts(pipeline.store, "crm").get(BULK_API)
+    assert fact is not None and fact.value == "present"
+    assert orjson.loads(pipeline.store.kv_get(NAMESPACE, "crm") or b"{}")["jobs"] == []
+
+
+def test_a_lone_identify_goes_at_once_as_a_single_call(pipeline: Pipeline, clock: FakeClock) -> None:
+    pipeline.send("/v1/identify", _identify(1))
+    pipeline.deliver(now=clock)
+    assert _record_calls(pipeline) == [("POST", "/api/contacts/upsert")]
+    assert _statuses(pipeline) == {"id-1": MessageStatus.DELIVERED}
+
+
+def _script(pipeline: Pipeline, method: str, path: str, status: int, body: Any) -> None:
+    answer = httpx2.post(f"{pipeline.sandbox.root_url}/_sandbox/script", headers=pipeline.sandbox.auth_headers,
+                         json={"method": method, "path": path, "response": {"status": status, "body": body}})
+    assert answer.status_code == 200, answer.text
+
+
+def test_failed_records_are_retried_singly_then_dead_with_freshsales_message(
+    pipeline: Pipeline, clock: FakeClock
+) -> None:
+    # Freshsales refuses one record of the job, and again as a single call. (The planner already
+    # drops what the schema shows to be invalid, so the refusals are Freshsales' own: scripted.)
+    pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(13)]})
+    report = {"record_status": {"succeeded": 12, "failed": 1},
+              "detailed_failure_report": [{"emails": "PERSON12@example.com ",
+                                           "error_message": ["Email is on the do-not-contact list"]}]}
+    _script(pipeline, "GET", "/api/job_statuses/*", 200, {"status": "SUCCESS", "data": orjson.dumps(report).decode()})
+    _script(pipeline, "POST", "/api/contacts/upsert", 400,
+            {"errors": {"code": 400, "message": ["Email is on the do-not-contact list"]}})
+    pipeline.deliver(now=clock)
+    clock.advance(2)
+    pipeline.deliver(now=clock)
+    statuses = _statuses(pipeline)
+    assert statuses["id-12"] == MessageStatus.DEAD
+    assert all(statuses[f"id-{i}"] == MessageStatus.DELIVERED for i in range(12))
+    dead = pipeline.store.get_message("web", "id-12")
+    assert dead is not None and dead.reason is not None
+    assert "do-not-contact" in dead.reason and "400" in dead.reason
+    calls = _record_calls(pipeline)
+    assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 1
+    assert calls.count(("POST", "/api/contacts/upsert")) == 1  # the refused record, singly
+
+
+def test_a_finished_job_that_does_not_account_for_a_record_hands_it_back(
+    pipeline: Pipeline, clock: FakeClock
+) -> None:
+    pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(12)]})
+    report = {"record_status": {"succeeded": 11, "failed": 0}, "detailed_failure_report": []}
+    _script(pipeline, "GET", "/api/job_statuses/*", 200, {"status": "SUCCESS", "data": orjson.dumps(report).decode()})
+    pipeline.deliver(now=clock)
+    clock.advance(2)
+    pipeline.deliver(now=clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.PENDING}
+    clock.advance(31)  # the records may exist: their creates wait until lookups would show them
+    pipeline.deliver(now=clock)
+    # Which record is missing is unknown: all twelve are written again as single calls (upserts
+    # by email, so the records written by the job are updated, not duplicated).
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    assert _record_calls(pipeline).count(("POST", "/api/contacts/upsert")) == 12
+    assert len(pipeline.records("contacts")) == 12
+
+
+def test_a_job_that_never_finishes_is_given_up_and_written_singly(tmp_path: Path, clock: FakeClock) -> None:
+    for pipeline in _make(tmp_path, clock, sandbox={"bulk_job_seconds": 1e9},
+                          destination={"bulk_job_timeout_seconds": 300}):
+        pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(12)]})
+        pipeline.deliver(now=clock)
+        for _ in range(40):
+            clock.advance(15)
+            pipeline.deliver(now=clock)
+        statuses = _statuses(pipeline)
+        assert set(statuses.values()) == {MessageStatus.DELIVERED}
+        calls = _record_calls(pipeline)
+        polls = [c for c in calls if "job_statuses" in c[1]]
+        # Backoff 2, 4, 8, ... 120 s within 300 s: a handful of polls, not one per pass.
+        assert 3 <= len(polls) <= 7, polls
+        assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 1  # handed back: never in a job again
+        assert calls.count(("POST", "/api/contacts/upsert")) == 12
+        assert len(pipeline.records("contacts")) == 12
+
+
+def test_no_bulk_api_falls_back_to_single_calls_and_rechecks_daily(tmp_path: Path, clock: FakeClock) -> None:
+    for pipeline in _make(tmp_path, clock, sandbox={"bulk_api": "absent"}):
+        pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(12)]})
+        pipeline.deliver(now=clock)
+        assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+        fact = LearnedFacts(pipeline.store, "crm").get(BULK_API)
+        assert fact is not None and fact.value == "absent" and fact.recheck_at == clock.now + 86_400
+        pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(100, 112)]})
+        pipeline.deliver(now=clock)
+        assert _record_calls(pipeline).count(("POST", "/api/contacts/bulk_upsert")) == 1
+        assert _record_calls(pipeline).count(("POST", "/api/contacts/upsert")) == 24
+        clock.advance(86_400)
+        pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(200, 212)]})
+        pipeline.deliver(now=clock)
+        assert _record_calls(pipeline).count(("POST", "/api/contacts/bulk_upsert")) == 2
+
+
+@pytest.mark.parametrize(("refusals", "bulk_used"), [(2, True), (5, False)])
+def test_405_is_retried_after_a_pause_then_falls_back(
+    tmp_path: Path, clock: FakeClock, refusals: int, bulk_used: bool
+) -> None:
+    for pipeline in _make(tmp_path, clock, sandbox={"bulk_405s": refusals}):
+        pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(12)]})
+        start = clock.now
+        pipeline.deliver(now=clock)
+        posts = [e for e in pipeline.sandbox.request_log() if e["route"] == "/api/contacts/bulk_upsert"]
+        assert [e["status"] for e in posts] == ([405, 405, 200] if bulk_used else [405, 405, 405])
+        assert posts[1]["epoch"] - posts[0]["epoch"] >= 5  # a pause between tries
+        fact = LearnedFacts(pipeline.store, "crm").get(BULK_API)
+        assert fact is not None
+        if bulk_used:
+            assert fact.value == "present"
+            clock.advance(2)
+            pipeline.deliver(now=clock)
+            assert _record_calls(pipeline).count(("POST", "/api/contacts/upsert")) == 0
+        else:
+            assert fact.value == "refused" and fact.recheck_at is not None and fact.recheck_at > start
+            assert _record_calls(pipeline).count(("POST", "/api/contacts/upsert")) == 12
+        assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+        assert len(pipeline.records("contacts")) == 12
+
+
+def test_a_new_process_resumes_polling_the_job_rather_than_writing_again(
+    pipeline: Pipeline, clock: FakeClock
+) -> None:
+    pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(12)]})
+    pipeline.deliver(now=clock)  # this engine is gone now, as after a crash; the job is kept
+    clock.advance(1)
+    pipeline.deliver(now=clock)  # a new engine: the job is not due yet, and its lanes are held
+    assert _record_calls(pipeline) == [("POST", "/api/contacts/bulk_upsert")]
+    clock.advance(5)
+    pipeline.deliver(now=clock)
+    calls = _record_calls(pipeline)
+    assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 1
+    assert ("POST", "/api/contacts/upsert") not in calls
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+
+
+def test_custom_fields_wait_for_merge_to_be_learned(tmp_path: Path, clock: FakeClock) -> None:
+    seed = tmp_path / "seed.toml"
+    seed.write_text('[[contacts]]\nname = "cf_plan"\ntype = "text"\n')
+    for pipeline in _make(tmp_path, clock, sandbox={"seed_path": seed}):
+        pipeline.send("/v1/batch", {"batch": [_identify(i, cf_plan="pro") for i in range(12)]})
+        pipeline.deliver(now=clock)
+        # Not learned yet: a partial custom_field in a bulk item could wipe a salesperson's
+        # values, so these go as single calls (complete custom_field writes).
+        assert ("POST", "/api/contacts/bulk_upsert") not in _record_calls(pipeline)
+        assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+        # Once the destination's answers showed that partial writes merge, they go in bulk.
+        LearnedFacts(pipeline.store, "crm").learn(CUSTOM_FIELDS, Fact("merge", "test", clock.now))
+        pipeline.send("/v1/batch", {"batch": [_identify(i, cf_plan="max") for i in range(100, 112)]})
+        pipeline.deliver(now=clock)
+        clock.advance(2)
+        pipeline.deliver(now=clock)
+        assert _record_calls(pipeline).count(("POST", "/api/contacts/bulk_upsert")) == 1
+        assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+        contacts = {c["email"]: c for c in pipeline.records("contacts")}
+        assert contacts["person100@example.com"]["custom_field"] == {"cf_plan": "max"}
+        assert contacts["person1@example.com"]["custom_field"] == {"cf_plan": "pro"}
+
+
+def _linked(pipeline: Pipeline) -> dict[str, set[str]]:
+    """Email -> names of the accounts the contact is linked to, read as a salesperson would see them."""
+    state = pipeline.sandbox.state
+    names = {a["id"]: a["name"] for a in pipeline.records("sales_accounts")}
+    return {c["email"]: {names[link["id"]] for link in c.get("_sales_accounts", [])}
+            for c in state.snapshot()["contacts"]}
+
+
+def _with_company(i: int, company: str) -> dict[str, Any]:
+    return _identify(i, company={"name": company})
+
+
+def _run(pipeline: Pipeline, clock: FakeClock, passes: int = 8, step: float = 31.0) -> None:
+    for _ in range(passes):
+        pipeline.deliver(now=clock)
+        clock.advance(step)
+
+
+def test_companies_go_as_an_accounts_job_then_contacts_linked_in_bulk(
+    pipeline: Pipeline, clock: FakeClock
+) -> None:
+    companies = [f"Company {n}" for n in range(5)]
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, companies[i % 5]) for i in range(20)]})
+    _run(pipeline, clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    linked = _linked(pipeline)
+    assert len(linked) == 20
+    assert all(linked[f"person{i}@example.com"] == {companies[i % 5]} for i in range(20))
+    assert sorted(a["name"] for a in pipeline.records("sales_accounts")) == companies
+    calls = [(m, r) for m, r in _calls(pipeline) if not r.startswith(("/api/settings", "/api/selector"))]
+    # accounts job, its poll, their ids; contacts: the presearch, the job, its poll; one read-back
+    assert calls.count(("POST", "/api/sales_accounts/bulk_upsert")) == 1
+    assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 1
+    assert calls.count(("POST", "/api/filtered_search/sales_account")) == 1
+    assert calls.count(("POST", "/api/filtered_search/contact")) == 2  # presearch, read-back's find
+    assert len([c for c in calls if c[1].startswith("/api/contacts/") and c[0] == "GET"]) == 1
+    assert not [c for c in calls if c[1] in ("/api/contacts/upsert", "/api/sales_accounts/upsert")]
+    assert len(calls) == 8, calls
+    fact = LearnedFacts(pipeline.store, "crm").get("bulk_links")
+    assert fact is not None and fact.value == "kept"
+    # The next backlog names known companies: only the contacts job (and its presearch).
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, companies[i % 5]) for i in range(100, 120)]})
+    _run(pipeline, clock, passes=3)
+    linked = _linked(pipeline)
+    assert all(linked[f"person{i}@example.com"] == {companies[i % 5]} for i in range(100, 120))
+    later = [(m, r) for m, r in _calls(pipeline) if not r.startswith(("/api/settings", "/api/selector"))][8:]
+    assert sorted(r for _, r in later) == sorted(
+        ["/api/filtered_search/contact", "/api/contacts/bulk_upsert", later[2][1]]), later
+
+
+def test_an_existing_contact_keeps_a_salesperson_s_link(pipeline: Pipeline, clock: FakeClock) -> None:
+    state = pipeline.sandbox.state
+    from freshsales_destination.sandbox import companies as sandbox_companies
+    from freshsales_destination.sandbox import people
+
+    with state.lock:
+        theirs = sandbox_companies.create_account(state, {"sales_account": {"name": "Salesperson Co"}})
+        people.create_contact(state, {"contact": {"emails": ["person3@example.com"],
+                                                  "sales_accounts": [{"id": theirs["id"], "is_primary": True}]}})
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, "Acme") for i in range(12)]})
+    _run(pipeline, clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    linked = _linked(pipeline)
+    # The presearch found person3: its link was written as the union, by the single path.
+    assert linked["person3@example.com"] == {"Salesperson Co", "Acme"}
+    assert all(linked[f"person{i}@example.com"] == {"Acme"} for i in range(12) if i != 3)
+
+
+def test_links_dropped_by_bulk_are_learned_and_written_singly(tmp_path: Path, clock: FakeClock) -> None:
+    for pipeline in _make(tmp_path, clock, sandbox={"bulk_links": "dropped"}):
+        pipeline.send("/v1/batch", {"batch": [_with_company(i, "Acme") for i in range(12)]})
+        _run(pipeline, clock)
+        assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+        assert all(v == {"Acme"} for v in _linked(pipeline).values())
+        fact = LearnedFacts(pipeline.store, "crm").get("bulk_links")
+        assert fact is not None and fact.value == "dropped"
+        before = _calls(pipeline).count(("POST", "/api/contacts/bulk_upsert"))
+        pipeline.send("/v1/batch", {"batch": [_with_company(i, "Acme") for i in range(100, 112)]})
+        _run(pipeline, clock, passes=3)
+        assert _calls(pipeline).count(("POST", "/api/contacts/bulk_upsert")) == before
+        assert all(v == {"Acme"} for v in _linked(pipeline).values())
+
+
+def test_deals_go_as_a_deals_job_once_their_contacts_ids_are_found(pipeline: Pipeline, clock: FakeClock) -> None:
+    batch = [_with_company(i, "Acme") for i in range(12)]
+    for i in (2, 5):
+        batch[i]["traits"]["deal"] = {"name": f"Deal {i}", "amount": 100 * i}
+    pipeline.send("/v1/batch", {"batch": batch})
+    _run(pipeline, clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    contacts = {c["email"]: c for c in pipeline.records("contacts")}
+    acme = pipeline.records("sales_accounts")[0]
+    deals = {d["name"]: d for d in pipeline.records("deals")}
+    assert set(deals) == {"Deal 2", "Deal 5"}
+    assert deals["Deal 5"]["amount"] == "500.0" and deals["Deal 5"]["sales_account_id"] == acme["id"]
+    assert deals["Deal 5"]["_contact_ids"] == [contacts["person5@example.com"]["id"]]
+    calls = [(m, r) for m, r in _calls(pipeline) if not r.startswith(("/api/settings", "/api/selector"))]
+    assert calls.count(("POST", "/api/deals/bulk_upsert")) == 1
+    assert ("POST", "/api/deals/upsert") not in calls and ("POST", "/api/contacts/upsert") not in calls
