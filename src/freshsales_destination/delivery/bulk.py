@@ -315,7 +315,7 @@ class BulkSender:
                 break
             claims.append(claim)
             if len(claims) == 1 and worker.signal is not None:
-                worker.signal.notify()
+                worker.signal.notify(worker.name)
         if len(claims) < 2:
             # Nothing to gather: looked for again in a few seconds (a lone identify goes as a
             # single call now; the search for ready identifies is not repeated on every pass).

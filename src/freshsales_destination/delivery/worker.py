@@ -175,7 +175,17 @@ class DestinationWorker:
         try:
             return await self._deliver(claim)
         finally:
-            await store_call(self.store.release_lane, self.name, claim.lane, self.owner)
+            await self._release(claim)
+
+    async def _release(self, claim: LaneClaim) -> None:
+        """Give the lane back; with messages left in it, a worker of this process looks (at the
+        hold's end if held); other processes heard the store's NOTIFY (PostgreSQL)."""
+        left = await store_call(self.store.release_lane, self.name, claim.lane, self.owner)
+        if left is not None and self.signal is not None:
+            if left > self.now():
+                self.signal.notify_at(left, self.name)
+            else:
+                self.signal.notify(self.name)
 
     async def record_unit(self, messages: Sequence[StoredMessage], schema: FieldSchema) -> Unit | None:
         """The lane's identifies as one unit (see `_record_unit`)."""
@@ -222,14 +232,7 @@ class DestinationWorker:
         try:
             progressed = await self._deliver(claim)
         finally:
-            left = await store_call(self.store.release_lane, self.name, claim.lane, self.owner)
-            if left is not None and self.signal is not None:
-                # Messages left in the lane: a worker of this process looks (at the hold's
-                # end if held); other processes heard the store's NOTIFY (PostgreSQL).
-                if left > self.now():
-                    self.signal.notify_at(left, self.name)
-                else:
-                    self.signal.notify(self.name)
+            await self._release(claim)
         # A lane stopped by the spent budget (or an unreadable schema) made no progress: say
         # so, or the caller takes the same lane again at once and spins until the budget frees.
         return progressed
