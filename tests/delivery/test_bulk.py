@@ -351,3 +351,29 @@ def test_deals_go_as_a_deals_job_once_their_contacts_ids_are_found(pipeline: Pip
     calls = [(m, r) for m, r in _calls(pipeline) if not r.startswith(("/api/settings", "/api/selector"))]
     assert calls.count(("POST", "/api/deals/bulk_upsert")) == 1
     assert ("POST", "/api/deals/upsert") not in calls and ("POST", "/api/contacts/upsert") not in calls
+
+
+def test_a_job_is_polled_once_when_the_previous_jobs_showed_how_long_jobs_take(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The sandbox's jobs take 5 s. The first is polled at 2 s (running) and 6 s (done); the
+    destination keeps "6 s", so the next job is polled once, 6 s after its POST."""
+    for pipeline in _make(tmp_path, clock, sandbox={"bulk_job_seconds": 5}):
+        def polls(pipeline: Pipeline = pipeline) -> int:
+            return sum(1 for c in _record_calls(pipeline) if c[1].startswith("/api/job_statuses/"))
+
+        for round_ in range(3):
+            first = round_ * PEOPLE
+            pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(first, first + PEOPLE)]})
+            before = polls()
+            pipeline.deliver(now=clock)
+            for _ in range(10):
+                clock.advance(2)
+                pipeline.deliver(now=clock)
+            assert polls() - before == (2 if round_ == 0 else 1), round_
+            statuses = _statuses(pipeline)
+            assert {statuses[f"id-{i}"] for i in range(first, first + PEOPLE)} == {MessageStatus.DELIVERED}
+        kept = orjson.loads(pipeline.store.kv_get(NAMESPACE, "crm") or b"{}")
+        assert kept["job_seconds"] == {"contact": 6.0}
+        calls = _record_calls(pipeline)
+        assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 3

@@ -69,6 +69,8 @@ from freshsales_destination.core.bulk import (
     BulkLinks,
     bulk_usable,
     email_match_key,
+    first_poll_delay,
+    learned_job_seconds,
     next_poll_delay,
     should_bulk,
 )
@@ -237,6 +239,25 @@ class BulkSender:
         def update(raw: bytes | None) -> tuple[None, bytes]:
             data = _load(raw)
             data["jobs"] = [j for j in data["jobs"] if j.get("id") != job_id]
+            return None, orjson.dumps(data)
+
+        self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
+
+    def _expected_seconds(self, entity: str) -> float | None:
+        """How long jobs of this kind took on this destination (kept beside its jobs)."""
+        value = _load(self.store.kv_get(NAMESPACE, self.destination)).get("job_seconds", {}).get(entity)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def _learn_seconds(self, entity: str, finished_after: float, polls: int) -> None:
+        def update(raw: bytes | None) -> tuple[None, bytes]:
+            data = _load(raw)
+            learned = data.get("job_seconds")
+            learned = dict(learned) if isinstance(learned, dict) else {}
+            previous = learned.get(entity)
+            learned[entity] = learned_job_seconds(
+                float(previous) if isinstance(previous, (int, float)) else None,
+                finished_after=finished_after, polls=polls)
+            data["job_seconds"] = learned
             return None, orjson.dumps(data)
 
         self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
@@ -577,11 +598,12 @@ class BulkSender:
 
     async def _keep_and_hold(self, worker: DestinationWorker, job_id: str, entity: str, items: list[_Item],
                              extra: dict[str, Any]) -> None:
+        expected = await store_call(self._expected_seconds, entity)
         now = self.now()
         deadline = now + self.settings.job_timeout_seconds
         job: dict[str, Any] = {
             "id": job_id, "entity": entity, "stage": BulkJobStage.JOB, "created": now, "polls": 0,
-            "next_poll": now + next_poll_delay(0, elapsed=0.0, progress=None),
+            "next_poll": now + first_poll_delay(expected),
             "deadline": deadline, "items": [item.to_json() for item in items], **extra,
         }
         await store_call(self._keep, job)  # kept before the lanes are held: a restart polls it
@@ -648,6 +670,7 @@ class BulkSender:
                 progress=status.progress if status is not None else None), float(job["deadline"]))
             await store_call(self._keep, job)
             return
+        await store_call(self._learn_seconds, str(job["entity"]), now - float(job["created"]), int(job["polls"]) + 1)
         if job["entity"] == "sales_account":
             await self._settle_accounts(worker, job, items, status)
         elif job["entity"] == "deal":
