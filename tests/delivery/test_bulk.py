@@ -405,3 +405,32 @@ def test_accounts_already_in_a_pending_job_are_not_sent_again(pipeline: Pipeline
     assert calls.count(("POST", "/api/sales_accounts/bulk_upsert")) == 2
     assert calls.count(("POST", "/api/filtered_search/sales_account")) == 2
     assert not [c for c in calls if c[1] in ("/api/contacts/upsert", "/api/sales_accounts/upsert")]
+
+
+def test_deal_owners_of_several_contact_jobs_share_one_id_search_and_one_deals_job(
+    pipeline: Pipeline, clock: FakeClock
+) -> None:
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, "Acme") for i in range(12)]})
+    _run(pipeline, clock)  # the account is known, and links are known to stick
+    before = len(_calls(pipeline))
+    for first in (100, 200):
+        batch = [_with_company(i, "Acme") for i in range(first, first + 12)]
+        for i in (2, 5):
+            batch[i]["traits"]["deal"] = {"name": f"Deal {first + i}", "amount": first + i}
+        pipeline.send("/v1/batch", {"batch": batch})
+        pipeline.deliver(now=clock)
+        clock.advance(3)
+        pipeline.deliver(now=clock)  # the job is done: its deal owners wait for their ids
+    _run(pipeline, clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    contacts = {c["email"]: c for c in pipeline.records("contacts")}
+    deals = {d["name"]: d for d in pipeline.records("deals")}
+    assert set(deals) == {"Deal 102", "Deal 105", "Deal 202", "Deal 205"}
+    for n in (102, 105, 202, 205):
+        assert deals[f"Deal {n}"]["_contact_ids"] == [contacts[f"person{n}@example.com"]["id"]]
+    calls = [(m, r) for m, r in _calls(pipeline)[before:] if not r.startswith(("/api/settings", "/api/selector"))]
+    assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 2
+    # Two presearches (which contacts exist) and one id search for both jobs' deal owners.
+    assert calls.count(("POST", "/api/filtered_search/contact")) == 3, calls
+    assert calls.count(("POST", "/api/deals/bulk_upsert")) == 1
+    assert ("POST", "/api/deals/upsert") not in calls and ("POST", "/api/contacts/upsert") not in calls

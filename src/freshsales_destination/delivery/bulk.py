@@ -17,9 +17,10 @@ Per batch of lanes (docs/freshsales-behaviours.md, "Bulk upsert"):
    contact may hold links this service cannot see and ``sales_accounts`` replaces them, so
    those lanes go single (read, union, write); new contacts carry their links in the item;
 3. the contacts job;
-4. when it held deals, or links not yet known to stick, one search by email finds the contacts'
-   ids (remembered), one contact is read back to learn whether links stick (fact
-   ``bulk_links``), and the deals go as one deals job.
+4. when it held deals, or links not yet known to stick, one search by email finds the ids of
+   the contacts that need one (remembered), one contact is read back to learn whether links
+   stick (fact ``bulk_links``), and the deals go as one deals job; contact jobs finishing within
+   ``IDS_GATHER_SECONDS`` of each other share the search and the deals job.
 
 Order and safety:
 
@@ -108,6 +109,9 @@ handed back) before they could be taken again, even after every process was down
 QUIET_SECONDS = 5.0
 """After a look found fewer than two lanes with an identify ready, the next look waits this long,
 or until a worker takes a lane whose next message is an identify (``wake``)."""
+IDS_GATHER_SECONDS = 120.0
+"""A contact job's deal owners join the id search of another contact job set up less than this
+long ago (simulated or real seconds): one search and one deals job for several contact jobs."""
 POLL_LEASE_SECONDS = 60.0
 """A worker polling a job keeps others off it this long (a crashed poller's job is polled again)."""
 
@@ -229,6 +233,8 @@ class BulkSender:
         return len(self._jobs())
 
     def _keep(self, job: dict[str, Any]) -> None:
+        job.pop("leased_until", None)  # kept by its poller: polled no more for now
+
         def update(raw: bytes | None) -> tuple[None, bytes]:
             data = _load(raw)
             data["jobs"] = [j for j in data["jobs"] if j.get("id") != job["id"]] + [job]
@@ -263,6 +269,35 @@ class BulkSender:
 
         self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
 
+    def _join_ids(self, job: dict[str, Any]) -> None:
+        """Keep a contact job whose records need their ids (stage ``ids``): joined to another
+        contact job's id search not yet made, when that one gathers for less than
+        ``IDS_GATHER_SECONDS``, has room and is not being polled, so several jobs' deal owners
+        cost one search and one deals job; else kept as it is."""
+        now = self.now()
+        job.pop("leased_until", None)
+
+        def update(raw: bytes | None) -> tuple[None, bytes]:
+            data = _load(raw)
+            jobs = [j for j in data["jobs"] if j.get("id") != job["id"]]
+            for other in jobs:
+                if (other.get("entity") == "contact" and other.get("stage") == BulkJobStage.IDS
+                        and not other.get("searches") and float(other.get("leased_until", 0)) <= now
+                        and now - float(other.get("ids_since", 0)) < IDS_GATHER_SECONDS
+                        and len(other["items"]) + len(job["items"]) <= MAX_BULK_ITEMS):
+                    other["items"] = list(other["items"]) + list(job["items"])
+                    # Given up at the earlier deadline: no lane is held past its job's end.
+                    other["deadline"] = min(float(other["deadline"]), float(job["deadline"]))
+                    other["next_poll"] = max(float(other["next_poll"]), float(job["next_poll"]))
+                    other["joined"] = [*other.get("joined", []), job["id"]]
+                    break
+            else:
+                jobs.append(job)
+            data["jobs"] = jobs
+            return None, orjson.dumps(data)
+
+        self.store.kv_update(NAMESPACE, self.destination, update, now=now)
+
     def _take_due(self) -> dict[str, Any] | None:
         """A job whose poll is due, leased to this caller for ``POLL_LEASE_SECONDS``."""
         now = self.now()
@@ -274,6 +309,7 @@ class BulkSender:
             for job in sorted(data["jobs"], key=lambda j: float(j.get("next_poll", 0))):
                 if float(job.get("next_poll", 0)) <= now:
                     job["next_poll"] = now + POLL_LEASE_SECONDS
+                    job["leased_until"] = now + POLL_LEASE_SECONDS
                     return dict(job), orjson.dumps(data)
             return None, orjson.dumps(data)
 
@@ -808,8 +844,9 @@ class BulkSender:
         job["items"] = [item.to_json() for item in later]
         job["stage"] = BulkJobStage.IDS
         job["searches"] = 0
+        job["ids_since"] = self.now()
         job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
-        await store_call(self._keep, job)
+        await store_call(self._join_ids, job)
 
     async def _finish(self, worker: DestinationWorker, job: dict[str, Any], done: list[_Item]) -> None:
         now = self.now()
