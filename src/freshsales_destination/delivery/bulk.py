@@ -109,6 +109,8 @@ handed back) before they could be taken again, even after every process was down
 QUIET_SECONDS = 5.0
 """After a look found fewer than two lanes with an identify ready, the next look waits this long,
 or until a worker takes a lane whose next message is an identify (``wake``)."""
+IDS_MAX_ITEMS = 1000
+"""At most this many records wait in one joined id search (most only for the links' read-back)."""
 IDS_GATHER_SECONDS = 120.0
 """A contact job's deal owners join the id search of another contact job set up less than this
 long ago (simulated or real seconds): one search and one deals job for several contact jobs."""
@@ -284,7 +286,8 @@ class BulkSender:
                 if (other.get("entity") == "contact" and other.get("stage") == BulkJobStage.IDS
                         and not other.get("searches") and float(other.get("leased_until", 0)) <= now
                         and now - float(other.get("ids_since", 0)) < IDS_GATHER_SECONDS
-                        and len(other["items"]) + len(job["items"]) <= MAX_BULK_ITEMS):
+                        and _owners(other["items"]) + _owners(job["items"]) < MAX_BULK_ITEMS
+                        and len(other["items"]) + len(job["items"]) <= IDS_MAX_ITEMS):
                     other["items"] = list(other["items"]) + list(job["items"])
                     # Given up at the earlier deadline: no lane is held past its job's end.
                     other["deadline"] = min(float(other["deadline"]), float(job["deadline"]))
@@ -864,7 +867,13 @@ class BulkSender:
         events use them); then one record read back if links are not known to stick; then the
         deals job."""
         client = worker.executor.client
-        emails = [str(item.email) for item in items if item.email][:MAX_BULK_ITEMS]
+        # Only the contacts whose id is needed are searched for: deal owners, and one contact to
+        # read back while links are not known to stick (the others wait for that answer).
+        searched = [item for item in items if item.deals and item.email][:MAX_BULK_ITEMS - 1]
+        if await store_call(self.facts.get, BULK_LINKS) is None and not any(item.links for item in searched):
+            sample = next((item for item in items if item.links and item.email and item not in searched), None)
+            searched += [sample] if sample is not None else []
+        emails = [str(item.email) for item in searched]
         try:
             reply = await self._call(worker, "filtered_search", lambda: client.filtered_search(
                 "contact", "contact_email.email", emails))
@@ -872,14 +881,14 @@ class BulkSender:
         except FreshsalesError:
             found = {}
         now = self.now()
-        for item in items:
+        for item in searched:
             record_id = found.get(email_match_key(str(item.email))) if item.email else None
             if record_id is not None and item.user:
                 # The links are remembered by _finish, once they are known to stick.
                 await store_call(worker.memory.remember_person, item.user, record_type="contact",
                                  record_id=record_id, email=item.email, now=now)
                 await store_call(worker.memory.remember_email, "contact", str(item.email), record_id, now)
-        missing = [item for item in items if item.email and email_match_key(str(item.email)) not in found]
+        missing = [item for item in searched if email_match_key(str(item.email)) not in found]
         job["searches"] = int(job.get("searches") or 0) + 1
         if missing and job["searches"] < 3:
             job["next_poll"] = now + LOOKUP_SETTLE_SECONDS  # lookups lag: look again
@@ -897,14 +906,18 @@ class BulkSender:
                                   "are dropped on this account; linked by a single call")
             items = [item for item in items if not item.links]
         elif known is None and linked:
-            sample = linked[0]
-            sample_id = found[email_match_key(str(sample.email))]
-            try:
-                got = await self._call(worker, "read_back", lambda: client.get_contact(sample_id, "sales_accounts"))
-                have = {str(link.get("id")) for link in got.data.get("sales_accounts") or []
-                        if isinstance(link, dict)}
-            except FreshsalesError:
-                have = None
+            sample = next(item for item in linked if email_match_key(str(item.email)) in found) \
+                if any(email_match_key(str(item.email)) in found for item in linked) else linked[0]
+            sample_id = found.get(email_match_key(str(sample.email)))
+            have: set[str] | None = None
+            if sample_id is not None:
+                try:
+                    got = await self._call(worker, "read_back",
+                                           lambda: client.get_contact(sample_id, "sales_accounts"))
+                    have = {str(link.get("id")) for link in got.data.get("sales_accounts") or []
+                            if isinstance(link, dict)}
+                except FreshsalesError:
+                    have = None
             if have is not None:
                 kept = {str(link["id"]) for link in sample.links} <= have
                 await store_call(self.facts.learn, BULK_LINKS, Fact(
@@ -995,6 +1008,11 @@ class BulkSender:
         """Hold the item's lane until ``until`` (now: let it go), its attempts and window unspent."""
         await worker.hold_lane(item.head, item.lane, attempts=item.attempts, available_at=until,
                                first_failure_at=item.first_failure_at, reason=reason[:2000])
+
+
+def _owners(items: list[dict[str, Any]]) -> int:
+    """How many kept items need their contact's id (deal owners)."""
+    return sum(1 for item in items if item.get("deals"))
 
 
 def _primary_once(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
