@@ -379,34 +379,6 @@ def test_a_job_is_polled_once_when_the_previous_jobs_showed_how_long_jobs_take(
         assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 3
 
 
-def test_accounts_already_in_a_pending_job_are_not_sent_again(pipeline: Pipeline, clock: FakeClock) -> None:
-    """A second backlog naming the same companies while their accounts job is pending waits for
-    it: one accounts job and one accounts search for both; the new lanes' company is still sent."""
-    companies = [f"Company {n}" for n in range(5)]
-    pipeline.send("/v1/batch", {"batch": [_with_company(i, companies[i % 5]) for i in range(20)]})
-    pipeline.deliver(now=clock)
-    assert _calls(pipeline).count(("POST", "/api/sales_accounts/bulk_upsert")) == 1
-    pipeline.send("/v1/batch", {"batch": [_with_company(i, companies[i % 5]) for i in range(100, 120)]
-                                + [_with_company(i, "Newco") for i in range(200, 212)]})
-    pipeline.deliver(now=clock)
-    posts = [c for c in _calls(pipeline) if c == ("POST", "/api/sales_accounts/bulk_upsert")]
-    assert len(posts) == 2  # the second job holds Newco only
-    sent = [[item["name"] for item in job.items] for job in pipeline.sandbox.state.bulk.jobs.values()
-            if job.entity == "sales_accounts"]
-    assert sorted(sent, key=len) == [["Newco"], companies]
-    _run(pipeline, clock, passes=12)
-    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
-    linked = _linked(pipeline)
-    people = [*range(20), *range(100, 120)]
-    assert all(linked[f"person{i}@example.com"] == {companies[i % 5]} for i in people)
-    assert all(linked[f"person{i}@example.com"] == {"Newco"} for i in range(200, 212))
-    assert sorted(a["name"] for a in pipeline.records("sales_accounts")) == [*companies, "Newco"]
-    calls = _calls(pipeline)
-    assert calls.count(("POST", "/api/sales_accounts/bulk_upsert")) == 2
-    assert calls.count(("POST", "/api/filtered_search/sales_account")) == 2
-    assert not [c for c in calls if c[1] in ("/api/contacts/upsert", "/api/sales_accounts/upsert")]
-
-
 def test_deal_owners_of_several_contact_jobs_share_one_id_search_and_one_deals_job(
     pipeline: Pipeline, clock: FakeClock
 ) -> None:

@@ -10,8 +10,7 @@ found by one filtered search (``is_in`` over up to 100 values) per job.
 
 Per batch of lanes (docs/freshsales-behaviours.md, "Bulk upsert"):
 
-1. accounts not yet written (or changed), and not already in a pending accounts job, go as one
-   accounts job (a lane whose accounts are all pending waits for that job, held); ~30 s after it succeeds one
+1. accounts not yet written (or changed) go as one accounts job; ~30 s after it succeeds one
    search by name finds their ids (remembered); the lanes are collected again;
 2. when contacts link accounts, one search by email shows which contacts exist: an existing
    contact may hold links this service cannot see and ``sales_accounts`` replaces them, so
@@ -402,8 +401,6 @@ class BulkSender:
                 items.append(item)
         waiting = [item for item in items if item.accounts]
         contacts = [item for item in items if not item.accounts]
-        if waiting:
-            waiting = await self._skip_pending_accounts(worker, waiting)
         if len(waiting) >= 2 or (waiting and contacts):
             if not await self._send_accounts(worker, waiting):
                 single.extend(item.lane for item in waiting)
@@ -424,42 +421,6 @@ class BulkSender:
                 await store_call(worker.store.release_lane, self.destination, claim.lane, worker.owner)
         await self._single(worker, [by_lane[lane] for lane in dict.fromkeys(single)])
         return True
-
-    def _pending_accounts(self) -> dict[str, float]:
-        """Account names (trimmed, lower case) in this destination's pending accounts jobs, with
-        when their ids should be known (the job's next poll, plus the settle before its search)."""
-        pending: dict[str, float] = {}
-        for job in self._jobs():
-            if job.get("entity") != "sales_account":
-                continue
-            ready = float(job.get("next_poll", 0))
-            if job.get("stage") != BulkJobStage.IDS:
-                ready += LOOKUP_SETTLE_SECONDS
-            for account in job.get("accounts") or []:
-                key = str(account.get("name", "")).strip().lower()
-                pending[key] = max(pending.get(key, 0.0), ready)
-        return pending
-
-    async def _skip_pending_accounts(self, worker: DestinationWorker, items: list[_Item]) -> list[_Item]:
-        """Accounts are written once across batches: an account already in a pending accounts job
-        is not sent again. A lane all of whose accounts are pending waits (held, its lane's order
-        kept) until that job's ids should be known, then is collected again; the others keep only
-        the accounts still to write."""
-        pending = await store_call(self._pending_accounts)
-        if not pending:
-            return items
-        now = self.now()
-        kept: list[_Item] = []
-        for item in items:
-            keys = [a["name"].strip().lower() for a in item.accounts]
-            rest = [a for a, key in zip(item.accounts, keys, strict=True) if key not in pending]
-            if rest:
-                item.accounts = rest
-                kept.append(item)
-                continue
-            until = max(max(pending[key] for key in keys), now) + 1.0
-            await self._hold(worker, item, until, "waiting for its accounts, already in a pending bulk job")
-        return kept
 
     async def _single(self, worker: DestinationWorker, claims: list[LaneClaim]) -> None:
         for index, claim in enumerate(claims):
