@@ -12,6 +12,8 @@ from freshsales_destination.core.bulk import (
     BulkApi,
     bulk_usable,
     describe_bulk,
+    first_poll_delay,
+    learned_job_seconds,
     next_poll_delay,
     should_bulk,
 )
@@ -62,3 +64,34 @@ def test_describe() -> None:
     assert not used and why.endswith("re-checked in 3600 s")
     used, why = describe_bulk("suite", "auto", BulkApi.REFUSED, 10.0, 20.0, 10)
     assert not used and "405" in why and why.endswith("tried again now")
+
+
+def test_the_first_poll_waits_for_the_learned_duration_within_the_bounds() -> None:
+    assert first_poll_delay(None) == FIRST_POLL_SECONDS  # nothing learned yet
+    assert first_poll_delay(14.0) == 14.0
+    assert first_poll_delay(0.5) == FIRST_POLL_SECONDS
+    assert first_poll_delay(10_000.0) == POLL_CAP_SECONDS
+
+
+def test_the_learned_duration_is_when_a_job_was_seen_done_and_a_late_poll_does_not_raise_it() -> None:
+    # A job polled at 2, 6 and 14 s, done at the third: the next is first polled at 14 s.
+    assert learned_job_seconds(None, finished_after=14.0, polls=3) == 14.0
+    # Done at its first poll, made at the expected 14 s but served at 20 s: still 14 s.
+    assert learned_job_seconds(14.0, finished_after=20.0, polls=1) == 14.0
+    # A job that took longer than expected (running at 14 s, done at 18 s): 18 s from now on.
+    assert learned_job_seconds(14.0, finished_after=18.0, polls=2) == 18.0
+
+
+def test_polls_of_a_job_like_the_previous_ones_cost_one_call() -> None:
+    """Jobs that take 5 s: the first is polled twice (at 2 and 6 s); every later one once."""
+    duration = 5.0
+    expected: float | None = None
+    polls_per_job = []
+    for _ in range(4):
+        at, polls = first_poll_delay(expected), 1
+        while at < duration:
+            at += next_poll_delay(polls, elapsed=at, progress=None)
+            polls += 1
+        expected = learned_job_seconds(expected, finished_after=at, polls=polls)
+        polls_per_job.append(polls)
+    assert polls_per_job == [2, 1, 1, 1]

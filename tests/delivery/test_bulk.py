@@ -351,3 +351,58 @@ def test_deals_go_as_a_deals_job_once_their_contacts_ids_are_found(pipeline: Pip
     calls = [(m, r) for m, r in _calls(pipeline) if not r.startswith(("/api/settings", "/api/selector"))]
     assert calls.count(("POST", "/api/deals/bulk_upsert")) == 1
     assert ("POST", "/api/deals/upsert") not in calls and ("POST", "/api/contacts/upsert") not in calls
+
+
+def test_a_job_is_polled_once_when_the_previous_jobs_showed_how_long_jobs_take(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The sandbox's jobs take 5 s. The first is polled at 2 s (running) and 6 s (done); the
+    destination keeps "6 s", so the next job is polled once, 6 s after its POST."""
+    for pipeline in _make(tmp_path, clock, sandbox={"bulk_job_seconds": 5}):
+        def polls(pipeline: Pipeline = pipeline) -> int:
+            return sum(1 for c in _record_calls(pipeline) if c[1].startswith("/api/job_statuses/"))
+
+        for round_ in range(3):
+            first = round_ * PEOPLE
+            pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(first, first + PEOPLE)]})
+            before = polls()
+            pipeline.deliver(now=clock)
+            for _ in range(10):
+                clock.advance(2)
+                pipeline.deliver(now=clock)
+            assert polls() - before == (2 if round_ == 0 else 1), round_
+            statuses = _statuses(pipeline)
+            assert {statuses[f"id-{i}"] for i in range(first, first + PEOPLE)} == {MessageStatus.DELIVERED}
+        kept = orjson.loads(pipeline.store.kv_get(NAMESPACE, "crm") or b"{}")
+        assert kept["job_seconds"] == {"contact": 6.0}
+        calls = _record_calls(pipeline)
+        assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 3
+
+
+def test_deal_owners_of_several_contact_jobs_share_one_id_search_and_one_deals_job(
+    pipeline: Pipeline, clock: FakeClock
+) -> None:
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, "Acme") for i in range(12)]})
+    _run(pipeline, clock)  # the account is known, and links are known to stick
+    before = len(_calls(pipeline))
+    for first in (100, 200):
+        batch = [_with_company(i, "Acme") for i in range(first, first + 12)]
+        for i in (2, 5):
+            batch[i]["traits"]["deal"] = {"name": f"Deal {first + i}", "amount": first + i}
+        pipeline.send("/v1/batch", {"batch": batch})
+        pipeline.deliver(now=clock)
+        clock.advance(3)
+        pipeline.deliver(now=clock)  # the job is done: its deal owners wait for their ids
+    _run(pipeline, clock)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    contacts = {c["email"]: c for c in pipeline.records("contacts")}
+    deals = {d["name"]: d for d in pipeline.records("deals")}
+    assert set(deals) == {"Deal 102", "Deal 105", "Deal 202", "Deal 205"}
+    for n in (102, 105, 202, 205):
+        assert deals[f"Deal {n}"]["_contact_ids"] == [contacts[f"person{n}@example.com"]["id"]]
+    calls = [(m, r) for m, r in _calls(pipeline)[before:] if not r.startswith(("/api/settings", "/api/selector"))]
+    assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 2
+    # Two presearches (which contacts exist) and one id search for both jobs' deal owners.
+    assert calls.count(("POST", "/api/filtered_search/contact")) == 3, calls
+    assert calls.count(("POST", "/api/deals/bulk_upsert")) == 1
+    assert ("POST", "/api/deals/upsert") not in calls and ("POST", "/api/contacts/upsert") not in calls

@@ -1,5 +1,5 @@
 """A backfill end to end (issue 12, "Tests and proof"): 3,000 users' history (identifies with
-companies, some deals, tracks and pages) imported from a file with the `import` command into
+companies, some deals; tracks and pages for one user in ten) imported from a file with the `import` command into
 the SQLite store, delivered into the sandbox with bulk upsert. Every person arrives once with
 their final traits and company, deals are linked, every event arrives, the record calls are
 those of the bulk jobs (no single record write), and a second import stores nothing.
@@ -31,6 +31,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 USERS = 3000
 COMPANIES = 300
+EVENTS_EVERY = 10
+"""Tracks and pages for one user in this many (the event path is the single one, tested
+elsewhere; a track between two identifies still splits them for these users)."""
+ACTIVE = len(range(0, USERS, EVENTS_EVERY))
+MESSAGES = 2 * USERS + 3 * ACTIVE
 API_KEY = "backfill-api-key"
 APP_TOKEN = "backfill-app-token"
 WRITE_KEY = "wk_backfill"
@@ -69,16 +74,20 @@ def _history() -> list[dict[str, Any]]:
             traits["deal"] = {"name": f"Deal {i}", "amount": 1000 + i}
         events.append({"type": "identify", "userId": user, "messageId": f"{user}-1", "traits": traits,
                        "timestamp": "2026-01-01T00:00:00Z"})
-        events.append({"type": "track", "userId": user, "messageId": f"{user}-2", "event": "Signed Up",
-                       "timestamp": "2026-01-02T00:00:00Z"})
-        events.append({"type": "page", "userId": user, "messageId": f"{user}-3", "name": "Pricing",
-                       "properties": {"url": "https://example.com/pricing"}, "timestamp": "2026-01-03T00:00:00Z"})
+        active = i % EVENTS_EVERY == 0
+        if active:
+            events.append({"type": "track", "userId": user, "messageId": f"{user}-2", "event": "Signed Up",
+                           "timestamp": "2026-01-02T00:00:00Z"})
+            events.append({"type": "page", "userId": user, "messageId": f"{user}-3", "name": "Pricing",
+                           "properties": {"url": "https://example.com/pricing"},
+                           "timestamp": "2026-01-03T00:00:00Z"})
         later = {**traits, "firstName": f"Final{i}", "lastName": f"Last{i}"}
         later.pop("deal", None)
         events.append({"type": "identify", "userId": user, "messageId": f"{user}-4", "traits": later,
                        "timestamp": "2026-01-04T00:00:00Z"})
-        events.append({"type": "track", "userId": user, "messageId": f"{user}-5", "event": "Invited",
-                       "timestamp": "2026-01-05T00:00:00Z"})
+        if active:
+            events.append({"type": "track", "userId": user, "messageId": f"{user}-5", "event": "Invited",
+                           "timestamp": "2026-01-05T00:00:00Z"})
     return events
 
 
@@ -105,7 +114,7 @@ def test_a_backfill_of_3000_users_arrives_once_linked_and_complete_in_bulk(tmp_p
         config.write_text(CONFIG.format(db=db, write_key=WRITE_KEY, base_url=sandbox.base_url, api_key=API_KEY,
                                         app_token=APP_TOKEN))
         first = _import(config, history)
-        assert first["stored"] == 5 * USERS
+        assert first["stored"] == MESSAGES
 
         settings = settings_from_dict({
             "store": {"url": f"sqlite:///{db}"},
@@ -134,9 +143,9 @@ def test_a_backfill_of_3000_users_arrives_once_linked_and_complete_in_bulk(tmp_p
                     await engine.stop()
 
             asyncio.run(deliver())
-            assert store.count_by_status() == {"delivered": 5 * USERS}
+            assert store.count_by_status() == {"delivered": MESSAGES}
             second = _import(config, history)
-            assert second["stored"] == 0 and second["duplicates"] == 5 * USERS
+            assert second["stored"] == 0 and second["duplicates"] == MESSAGES
         finally:
             store.close()
 
@@ -153,7 +162,7 @@ def test_a_backfill_of_3000_users_arrives_once_linked_and_complete_in_bulk(tmp_p
         assert len(deals) == USERS // 10
         assert deals["Deal 70"]["_contact_ids"] == [contacts["user70@example.com"]["id"]]
         assert accounts[deals["Deal 70"]["sales_account_id"]] == _company(70)
-        assert len(records["tracking"]) == 3 * USERS
+        assert len(records["tracking"]) == 3 * ACTIVE
 
         log = sandbox.request_log()
         routes = [(e["method"], e["route"]) for e in log]
@@ -164,20 +173,25 @@ def test_a_backfill_of_3000_users_arrives_once_linked_and_complete_in_bulk(tmp_p
         jobs = math.ceil(USERS / 100)
         posts = {path: routes.count(("POST", path)) for path in (
             "/api/contacts/bulk_upsert", "/api/sales_accounts/bulk_upsert", "/api/deals/bulk_upsert")}
-        # One job of each kind per 100 people: the lanes of a batch travel together.
-        assert posts == {"/api/contacts/bulk_upsert": jobs, "/api/sales_accounts/bulk_upsert": jobs,
-                         "/api/deals/bulk_upsert": jobs}, posts
+        # A contacts job per 100 people; at most an accounts job per batch (batches sent while an
+        # accounts job is pending name its companies again); deals jobs shared by contact jobs
+        # finishing together.
+        assert posts["/api/contacts/bulk_upsert"] == jobs, posts
+        assert posts["/api/sales_accounts/bulk_upsert"] <= jobs, posts
+        assert 1 <= posts["/api/deals/bulk_upsert"] <= jobs // 2, posts
         record_calls = [r for r in routes if not r[1].startswith(("/track", "/api/settings", "/api/selector"))]
         polls = [r for r in record_calls if r[1].startswith("/api/job_statuses/")]
         searches = [r for r in record_calls if r[1].startswith("/api/filtered_search/")]
         reads = [r for r in record_calls if r[0] == "GET" and r[1].startswith("/api/contacts/")]
-        # Per 100 people: three POSTs, at most three polls each (a job of 5 s is polled at 2, 6 and
-        # 14 s), an account search, a presearch and an ids search (again, at most twice, when a
-        # search cannot show a record yet); links are read back until they are known to stick.
-        assert len(polls) <= 3 * 3 * jobs
-        assert len(searches) <= 3 * jobs + 2 * jobs
-        assert len(reads) <= jobs
+        # One poll per job once a job of its kind has finished (the first of each kind: a few);
+        # per contacts job a presearch, per accounts job a name search, the shared id searches
+        # (again, at most twice, when a search cannot show a record yet); links are read back once.
+        all_jobs = sum(posts.values())
+        assert len(polls) <= all_jobs + 3 * 3, (len(polls), all_jobs)
+        assert len(searches) <= jobs + 3 * posts["/api/sales_accounts/bulk_upsert"] + 3 * posts[
+            "/api/deals/bulk_upsert"], len(searches)
+        assert len(reads) <= 1
         assert len(record_calls) == sum(posts.values()) + len(polls) + len(searches) + len(reads)
         # The naive count: a call per planned record operation of each identify (account,
-        # contact, link, deal): far over 20,000 for this history; bulk stays a few hundred.
-        assert len(record_calls) <= 0.03 * 4 * 2 * USERS, len(record_calls)
+        # contact, link, deal): far over 20,000 for this history; bulk stays under a hundred-odd.
+        assert len(record_calls) <= 0.01 * 4 * 2 * USERS, len(record_calls)

@@ -98,6 +98,29 @@ def next_poll_delay(polls_done: int, *, elapsed: float, progress: float | None) 
     return backoff
 
 
+def first_poll_delay(expected_seconds: float | None) -> float:
+    """Seconds from a job's POST to its first poll: the time previous jobs of the same kind on
+    this destination took to be seen finished (``learned_job_seconds``), so a job is usually
+    polled once; ``FIRST_POLL_SECONDS`` until one has finished. Within the poll bounds."""
+    if expected_seconds is None or expected_seconds <= 0:
+        return FIRST_POLL_SECONDS
+    return min(max(expected_seconds, FIRST_POLL_SECONDS), POLL_CAP_SECONDS)
+
+
+def learned_job_seconds(previous: float | None, *, finished_after: float, polls: int) -> float:
+    """The expected duration kept after a job was seen finished ``finished_after`` seconds after
+    its POST, at its ``polls``-th poll.
+
+    Seen done at the first poll (made at ``previous``): it took at most ``previous``; a poll
+    served late (budget, other work) does not raise the estimate. Seen done only after polls
+    that found it running: the next job of the kind is first polled as late as this one was
+    seen done, so it is polled once (calls are the scarce resource, seconds are not).
+    """
+    if polls <= 1 and previous is not None:
+        return min(previous, finished_after)
+    return finished_after
+
+
 def email_match_key(value: str) -> str:
     """How a failure report's ``emails`` is matched to an item: trimmed, any case."""
     return value.strip().lower()

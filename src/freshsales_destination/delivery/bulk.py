@@ -16,9 +16,10 @@ Per batch of lanes (docs/freshsales-behaviours.md, "Bulk upsert"):
    contact may hold links this service cannot see and ``sales_accounts`` replaces them, so
    those lanes go single (read, union, write); new contacts carry their links in the item;
 3. the contacts job;
-4. when it held deals, or links not yet known to stick, one search by email finds the contacts'
-   ids (remembered), one contact is read back to learn whether links stick (fact
-   ``bulk_links``), and the deals go as one deals job.
+4. when it held deals, or links not yet known to stick, one search by email finds the ids of
+   the contacts that need one (remembered), one contact is read back to learn whether links
+   stick (fact ``bulk_links``), and the deals go as one deals job; contact jobs finishing within
+   ``IDS_GATHER_SECONDS`` of each other share the search and the deals job.
 
 Order and safety:
 
@@ -69,6 +70,8 @@ from freshsales_destination.core.bulk import (
     BulkLinks,
     bulk_usable,
     email_match_key,
+    first_poll_delay,
+    learned_job_seconds,
     next_poll_delay,
     should_bulk,
 )
@@ -105,6 +108,11 @@ handed back) before they could be taken again, even after every process was down
 QUIET_SECONDS = 5.0
 """After a look found fewer than two lanes with an identify ready, the next look waits this long,
 or until a worker takes a lane whose next message is an identify (``wake``)."""
+IDS_MAX_ITEMS = 1000
+"""At most this many records wait in one joined id search (most only for the links' read-back)."""
+IDS_GATHER_SECONDS = 120.0
+"""A contact job's deal owners join the id search of another contact job set up less than this
+long ago (simulated or real seconds): one search and one deals job for several contact jobs."""
 POLL_LEASE_SECONDS = 60.0
 """A worker polling a job keeps others off it this long (a crashed poller's job is polled again)."""
 
@@ -226,6 +234,8 @@ class BulkSender:
         return len(self._jobs())
 
     def _keep(self, job: dict[str, Any]) -> None:
+        job.pop("leased_until", None)  # kept by its poller: polled no more for now
+
         def update(raw: bytes | None) -> tuple[None, bytes]:
             data = _load(raw)
             data["jobs"] = [j for j in data["jobs"] if j.get("id") != job["id"]] + [job]
@@ -241,6 +251,55 @@ class BulkSender:
 
         self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
 
+    def _expected_seconds(self, entity: str) -> float | None:
+        """How long jobs of this kind took on this destination (kept beside its jobs)."""
+        value = _load(self.store.kv_get(NAMESPACE, self.destination)).get("job_seconds", {}).get(entity)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def _learn_seconds(self, entity: str, finished_after: float, polls: int) -> None:
+        def update(raw: bytes | None) -> tuple[None, bytes]:
+            data = _load(raw)
+            learned = data.get("job_seconds")
+            learned = dict(learned) if isinstance(learned, dict) else {}
+            previous = learned.get(entity)
+            learned[entity] = learned_job_seconds(
+                float(previous) if isinstance(previous, (int, float)) else None,
+                finished_after=finished_after, polls=polls)
+            data["job_seconds"] = learned
+            return None, orjson.dumps(data)
+
+        self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
+
+    def _join_ids(self, job: dict[str, Any]) -> None:
+        """Keep a contact job whose records need their ids (stage ``ids``): joined to another
+        contact job's id search not yet made, when that one gathers for less than
+        ``IDS_GATHER_SECONDS``, has room and is not being polled, so several jobs' deal owners
+        cost one search and one deals job; else kept as it is."""
+        now = self.now()
+        job.pop("leased_until", None)
+
+        def update(raw: bytes | None) -> tuple[None, bytes]:
+            data = _load(raw)
+            jobs = [j for j in data["jobs"] if j.get("id") != job["id"]]
+            for other in jobs:
+                if (other.get("entity") == "contact" and other.get("stage") == BulkJobStage.IDS
+                        and not other.get("searches") and float(other.get("leased_until", 0)) <= now
+                        and now - float(other.get("ids_since", 0)) < IDS_GATHER_SECONDS
+                        and _owners(other["items"]) + _owners(job["items"]) < MAX_BULK_ITEMS
+                        and len(other["items"]) + len(job["items"]) <= IDS_MAX_ITEMS):
+                    other["items"] = list(other["items"]) + list(job["items"])
+                    # Given up at the earlier deadline: no lane is held past its job's end.
+                    other["deadline"] = min(float(other["deadline"]), float(job["deadline"]))
+                    other["next_poll"] = max(float(other["next_poll"]), float(job["next_poll"]))
+                    other["joined"] = [*other.get("joined", []), job["id"]]
+                    break
+            else:
+                jobs.append(job)
+            data["jobs"] = jobs
+            return None, orjson.dumps(data)
+
+        self.store.kv_update(NAMESPACE, self.destination, update, now=now)
+
     def _take_due(self) -> dict[str, Any] | None:
         """A job whose poll is due, leased to this caller for ``POLL_LEASE_SECONDS``."""
         now = self.now()
@@ -252,6 +311,7 @@ class BulkSender:
             for job in sorted(data["jobs"], key=lambda j: float(j.get("next_poll", 0))):
                 if float(job.get("next_poll", 0)) <= now:
                     job["next_poll"] = now + POLL_LEASE_SECONDS
+                    job["leased_until"] = now + POLL_LEASE_SECONDS
                     return dict(job), orjson.dumps(data)
             return None, orjson.dumps(data)
 
@@ -577,11 +637,12 @@ class BulkSender:
 
     async def _keep_and_hold(self, worker: DestinationWorker, job_id: str, entity: str, items: list[_Item],
                              extra: dict[str, Any]) -> None:
+        expected = await store_call(self._expected_seconds, entity)
         now = self.now()
         deadline = now + self.settings.job_timeout_seconds
         job: dict[str, Any] = {
             "id": job_id, "entity": entity, "stage": BulkJobStage.JOB, "created": now, "polls": 0,
-            "next_poll": now + next_poll_delay(0, elapsed=0.0, progress=None),
+            "next_poll": now + first_poll_delay(expected),
             "deadline": deadline, "items": [item.to_json() for item in items], **extra,
         }
         await store_call(self._keep, job)  # kept before the lanes are held: a restart polls it
@@ -648,6 +709,7 @@ class BulkSender:
                 progress=status.progress if status is not None else None), float(job["deadline"]))
             await store_call(self._keep, job)
             return
+        await store_call(self._learn_seconds, str(job["entity"]), now - float(job["created"]), int(job["polls"]) + 1)
         if job["entity"] == "sales_account":
             await self._settle_accounts(worker, job, items, status)
         elif job["entity"] == "deal":
@@ -746,8 +808,9 @@ class BulkSender:
         job["items"] = [item.to_json() for item in later]
         job["stage"] = BulkJobStage.IDS
         job["searches"] = 0
+        job["ids_since"] = self.now()
         job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
-        await store_call(self._keep, job)
+        await store_call(self._join_ids, job)
 
     async def _finish(self, worker: DestinationWorker, job: dict[str, Any], done: list[_Item]) -> None:
         now = self.now()
@@ -765,7 +828,13 @@ class BulkSender:
         events use them); then one record read back if links are not known to stick; then the
         deals job."""
         client = worker.executor.client
-        emails = [str(item.email) for item in items if item.email][:MAX_BULK_ITEMS]
+        # Only the contacts whose id is needed are searched for: deal owners, and one contact to
+        # read back while links are not known to stick (the others wait for that answer).
+        searched = [item for item in items if item.deals and item.email][:MAX_BULK_ITEMS - 1]
+        if await store_call(self.facts.get, BULK_LINKS) is None and not any(item.links for item in searched):
+            sample = next((item for item in items if item.links and item.email and item not in searched), None)
+            searched += [sample] if sample is not None else []
+        emails = [str(item.email) for item in searched]
         try:
             reply = await self._call(worker, "filtered_search", lambda: client.filtered_search(
                 "contact", "contact_email.email", emails))
@@ -773,14 +842,14 @@ class BulkSender:
         except FreshsalesError:
             found = {}
         now = self.now()
-        for item in items:
+        for item in searched:
             record_id = found.get(email_match_key(str(item.email))) if item.email else None
             if record_id is not None and item.user:
                 # The links are remembered by _finish, once they are known to stick.
                 await store_call(worker.memory.remember_person, item.user, record_type="contact",
                                  record_id=record_id, email=item.email, now=now)
                 await store_call(worker.memory.remember_email, "contact", str(item.email), record_id, now)
-        missing = [item for item in items if item.email and email_match_key(str(item.email)) not in found]
+        missing = [item for item in searched if email_match_key(str(item.email)) not in found]
         job["searches"] = int(job.get("searches") or 0) + 1
         if missing and job["searches"] < 3:
             job["next_poll"] = now + LOOKUP_SETTLE_SECONDS  # lookups lag: look again
@@ -798,14 +867,18 @@ class BulkSender:
                                   "are dropped on this account; linked by a single call")
             items = [item for item in items if not item.links]
         elif known is None and linked:
-            sample = linked[0]
-            sample_id = found[email_match_key(str(sample.email))]
-            try:
-                got = await self._call(worker, "read_back", lambda: client.get_contact(sample_id, "sales_accounts"))
-                have = {str(link.get("id")) for link in got.data.get("sales_accounts") or []
-                        if isinstance(link, dict)}
-            except FreshsalesError:
-                have = None
+            sample = next(item for item in linked if email_match_key(str(item.email)) in found) \
+                if any(email_match_key(str(item.email)) in found for item in linked) else linked[0]
+            sample_id = found.get(email_match_key(str(sample.email)))
+            have: set[str] | None = None
+            if sample_id is not None:
+                try:
+                    got = await self._call(worker, "read_back",
+                                           lambda: client.get_contact(sample_id, "sales_accounts"))
+                    have = {str(link.get("id")) for link in got.data.get("sales_accounts") or []
+                            if isinstance(link, dict)}
+                except FreshsalesError:
+                    have = None
             if have is not None:
                 kept = {str(link["id"]) for link in sample.links} <= have
                 await store_call(self.facts.learn, BULK_LINKS, Fact(
@@ -896,6 +969,11 @@ class BulkSender:
         """Hold the item's lane until ``until`` (now: let it go), its attempts and window unspent."""
         await worker.hold_lane(item.head, item.lane, attempts=item.attempts, available_at=until,
                                first_failure_at=item.first_failure_at, reason=reason[:2000])
+
+
+def _owners(items: list[dict[str, Any]]) -> int:
+    """How many kept items need their contact's id (deal owners)."""
+    return sum(1 for item in items if item.get("deals"))
 
 
 def _primary_once(links: list[dict[str, Any]]) -> list[dict[str, Any]]:
