@@ -130,6 +130,9 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
     assert [m["message_id"] for m in bob["items"]] == ["m-good"]
     dead = cli_json("messages", "list", "--status", "dead", cwd=tmp_path)["items"]
     assert [m["message_id"] for m in dead] == ["m-dead"]
+    # Dead on its first 400: one delivery attempt, as its log line and journey say.
+    assert dead[0]["attempts"] == 1
+    assert [m["attempts"] for m in listed["items"]] == [0, 1, 1]  # discarded: no call made
     page_one = cli_json("messages", "list", "--limit", "2", cwd=tmp_path)
     assert len(page_one["items"]) == 2 and page_one["next_cursor"]
     page_two = cli_json("messages", "list", "--limit", "2", "--cursor", page_one["next_cursor"],
@@ -171,6 +174,7 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
             cli("dead-letters", "list", "--json", cwd=tmp_path).stdout.splitlines()]
     assert [r["message_id"] for r in rows] == ["m-dead"]
     assert "Email is invalid" in rows[0]["error"]
+    assert rows[0]["attempts"] == 1
     assert "m-dead" in cli("dead-letters", "list", cwd=tmp_path).stdout
     refused = cli("dead-letters", "retry", cwd=tmp_path, ok=False)
     assert refused.returncode == 2 and "--all" in refused.stderr
