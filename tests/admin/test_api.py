@@ -351,6 +351,16 @@ def test_since_and_until_select_by_time_received(seeded: Seeded) -> None:
     assert seeded.admin.ok("/admin/v1/messages", since=iso)["messages"] == []
 
 
+def test_since_and_until_take_an_age_as_the_cli_does(seeded: Seeded) -> None:
+    everything = seeded.admin.ok("/admin/v1/messages", limit=100)["messages"]
+    assert everything
+    recent = seeded.admin.ok("/admin/v1/messages", limit=100, since="1h")["messages"]
+    assert recent == everything  # all were received within the hour
+    assert seeded.admin.ok("/admin/v1/messages", until="1h")["messages"] == []
+    retrying = seeded.admin.ok("/admin/v1/messages", status="retrying")["messages"]
+    assert all(m["status"] == "pending" and m["last_error"] for m in retrying)
+
+
 def test_the_journey_of_a_delivered_message(seeded: Seeded) -> None:
     seq = seeded.id("ada-1")
     body = seeded.admin.ok(f"/admin/v1/messages/{seq}")

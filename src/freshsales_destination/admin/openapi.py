@@ -111,7 +111,7 @@ def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dic
             "schema": schema or {"type": "string"}}
 
 
-_TIME_TEXT = "epoch seconds, or an ISO 8601 date-time (UTC when it has no zone)"
+_TIME_TEXT = params.TIME_ACCEPTED
 _TIME: dict[str, Any] = {"anyOf": [{"type": "number"}, {"type": "string"}], "description": _TIME_TEXT}
 _TIME_Q = {"type": "string", "description": _TIME_TEXT}
 
