@@ -450,6 +450,17 @@ def test_destinations_show_health_budget_and_backlog(seeded: Seeded) -> None:
     assert API_KEY not in text and APP_TOKEN not in text
 
 
+def test_explain_of_an_event_without_a_type_says_so_and_lists_the_types(seeded: Seeded) -> None:
+    answer = seeded.admin.post("/admin/v1/explain", {"userId": "z"})
+    assert answer.status_code == 200, answer.text
+    reason = answer.json()["explanation"]["reason"]
+    assert "None" not in reason and "has no type" in reason
+    assert all(kind in reason for kind in ("identify", "track", "page", "group", "alias"))
+    odd = seeded.admin.post("/admin/v1/explain", {"type": "purchase", "userId": "z"})
+    assert "'purchase'" in odd.json()["explanation"]["reason"]
+    assert "identify" in odd.json()["explanation"]["reason"]
+
+
 def test_explain_a_posted_event_and_a_stored_one(seeded: Seeded) -> None:
     event = identify("zed", "zed-1", title="CTO")
     posted = seeded.admin.post("/admin/v1/explain", {"event": event, "destination": "crm"})
