@@ -119,6 +119,9 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
     # status: a table by default; --json keeps its keys.
     table = cli("status", cwd=tmp_path).stdout
     assert "Destinations" in table and "sandbox" in table and "healthy" in table
+    states = {line.split()[1] for line in table.splitlines() if line.startswith("│")}
+    assert {"pending", "retrying", "dead", "delivered"} <= states  # shown at 0 too
+    assert "drain records" in table and "drain events" in table
     doc = cli_json("status", cwd=tmp_path)
     assert {"dead", "delivered", "discarded", "unsorted", "events_via", "destinations"} <= doc.keys()
     assert doc["destinations"]["sandbox"]["state"] == "healthy"

@@ -105,6 +105,8 @@ def checked(option: str, check: Callable[[], T]) -> T:
         raise fail(f"{option}: {exc.message}") from None
 
 
+ALWAYS_SHOWN = ("pending", "retrying", "dead", "delivered")  # `status` shows these at 0 too
+
 # -- status -----------------------------------------------------------------------------------
 
 
@@ -123,7 +125,12 @@ def status_command(
     """
     from freshsales_destination.delivery.cli import queue_status
 
-    doc = with_store(config, data_dir, lambda t, s: queue_status(s, t.settings, time.time()))
+    def read(target: Target, store: Store) -> tuple[dict[str, Any], int]:
+        retrying = sum(store.backlog(name).get("retrying", 0)
+                       for name in target.settings.destinations)
+        return queue_status(store, target.settings, time.time()), retrying
+
+    doc, retrying = with_store(config, data_dir, read)
     if as_json:
         typer.echo(json.dumps(doc, sort_keys=True))
         return
@@ -131,11 +138,17 @@ def status_command(
     counts = Table(title="Messages", title_justify="left")
     counts.add_column("status")
     counts.add_column("messages", justify="right")
-    for key in sorted(k for k, v in doc.items() if isinstance(v, int)):
-        counts.add_row(key, str(doc[key]))
+    # The states an operator looks for are always shown, at 0 too; any other present.
+    shown = {"pending": 0, "delivered": 0, "dead": 0,
+             **{k: v for k, v in doc.items() if isinstance(v, int)}, "retrying": retrying}
+    for key in ALWAYS_SHOWN:
+        counts.add_row(key, str(shown.pop(key)))
+    for key in sorted(shown):
+        counts.add_row(key, str(shown[key]))
     out.print(counts)
     table = Table(title="Destinations", title_justify="left")
-    for column in ("destination", "health", "backlog", "budget left (hour)", "drain", "events"):
+    for column in ("destination", "health", "backlog", "budget left (hour)", "drain",
+                   "drain records", "drain events", "events"):
         table.add_column(column)
     for name, entry in sorted(doc["destinations"].items()):
         budget = entry.get("budget") or {}
@@ -144,6 +157,7 @@ def status_command(
             name, health, str(entry.get("backlog", "")),
             f"{budget.get('left_this_hour', '?')} of {budget.get('per_hour', '?')}",
             str(entry.get("drain_estimate", "")),
+            str(entry.get("drain_records", "")), str(entry.get("drain_events", "")),
             str(doc["events_via"].get(name, "")).split(":", 1)[0],
         )
     out.print(table)
