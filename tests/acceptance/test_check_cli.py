@@ -162,3 +162,12 @@ def test_exit_code_is_zero_only_when_every_destination_is_usable(
     assert only_good.returncode == 0, only_good.stdout
     unknown = check(tmp_path, "--destination", "nope", base_url=f"{sandbox_url}/crm/sales")
     assert unknown.returncode == 2 and "nope" in unknown.stderr
+
+
+def test_without_config_it_looks_for_the_embedded_service_and_says_where(tmp_path: Path) -> None:
+    done = subprocess.run([SCRIPT, "check"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2
+    assert str(tmp_path / "data") in done.stderr and "--config" in done.stderr
+    assert "Missing option" not in done.stderr
+    assert not (tmp_path / "data").exists()  # looking created nothing

@@ -107,6 +107,11 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
         send("page", {"userId": "bob", "messageId": "m-page"})  # no URL: the planner discards it
         _wait(tmp_path, lambda d: d.get("delivered") == 1 and d.get("discarded") == 1,
               "the second delivered, the page discarded")
+        # check finds the embedded service as the other commands do: no --config needed.
+        checked = cli("check", "--json", cwd=tmp_path)
+        doc = json.loads(checked.stdout)
+        assert doc["usable"] and doc["destinations"][0]["destination"] == "sandbox"
+        assert keys["sandbox_api_key"] not in checked.stdout
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
