@@ -602,6 +602,9 @@ def _log_dead(
             extra={
                 "kind": "dead_letter", "destination": destination, "seq": message.seq,
                 "message_id": message.message_id, "type": message.type, "reason_code": code,
+                # The attempts made (this last one included) and Freshsales' answer, bounded
+                # (the same text as the stored reason; requests and keys are not in it).
+                "attempts": message.attempts + 1, "error": error[:300],
             },
         )
 
