@@ -357,6 +357,7 @@ def test_since_and_until_take_an_age_as_the_cli_does(seeded: Seeded) -> None:
     recent = seeded.admin.ok("/admin/v1/messages", limit=100, since="1h")["messages"]
     assert recent == everything  # all were received within the hour
     assert seeded.admin.ok("/admin/v1/messages", until="1h")["messages"] == []
+    assert seeded.admin.ok("/admin/v1/messages", type="delete")["messages"] == []  # a stored type
     retrying = seeded.admin.ok("/admin/v1/messages", status="retrying")["messages"]
     assert all(m["status"] == "pending" and m["last_error"] for m in retrying)
 

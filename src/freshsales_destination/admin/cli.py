@@ -341,7 +341,7 @@ def list_messages(
         )),
     ] = None,
     type_: Annotated[
-        str | None, typer.Option("--type", help="identify, track, page, screen, group, alias.")
+        str | None, typer.Option("--type", help="identify, track, page, screen, group, alias, delete.")
     ] = None,
     reason: Annotated[
         str | None, typer.Option(help="Text the reason or last error contains.")

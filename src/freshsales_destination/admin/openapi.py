@@ -234,6 +234,7 @@ def _ingest_paths() -> dict[str, Any]:
         f"/v1/{kind}": _ingest_post(
             f"Segment HTTP Tracking API: {kind} (also /v1/{kind[0]})", message, write_key)
         for kind in params.MESSAGE_TYPES
+        if kind != "delete"  # stored (from a batch or a webhook), but no /v1/delete path
     }
     batch = {"type": "object", "required": ["batch"], "properties": {
         "batch": {"type": "array", "items": message}, "writeKey": {"type": "string"}}}

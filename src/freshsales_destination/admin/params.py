@@ -16,7 +16,7 @@ from typing import Any, cast, get_args
 from freshsales_destination.admin.views import RETRYING, MessageFilter, Window
 from freshsales_destination.core.statuses import MessageStatus
 
-MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")
 # The stored statuses, and "retrying": pending with a last error (views.RETRYING).
 STATUSES = (*(str(status) for status in MessageStatus), RETRYING)
 WINDOWS: tuple[str, ...] = get_args(Window)
