@@ -187,3 +187,11 @@ def test_whether_bulk_upsert_is_in_use_is_shown(tmp_path: Path, sandbox_url: str
     off = check(tmp_path, "--json", base_url=f"{sandbox_url}/crm/sales", extra='bulk = "off"')
     [dest] = json.loads(off.stdout)["destinations"]
     assert dest["bulk"] == {"in_use": False, "detail": 'off: bulk = "off"', "pending_jobs": 0}
+
+def test_without_config_it_looks_for_the_embedded_service_and_says_where(tmp_path: Path) -> None:
+    done = subprocess.run([SCRIPT, "check"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2
+    assert str(tmp_path / "data") in done.stderr and "--config" in done.stderr
+    assert "Missing option" not in done.stderr
+    assert not (tmp_path / "data").exists()  # looking created nothing

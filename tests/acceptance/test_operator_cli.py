@@ -107,6 +107,11 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
         send("page", {"userId": "bob", "messageId": "m-page"})  # no URL: the planner discards it
         _wait(tmp_path, lambda d: d.get("delivered") == 1 and d.get("discarded") == 1,
               "the second delivered, the page discarded")
+        # check finds the embedded service as the other commands do: no --config needed.
+        checked = cli("check", "--json", cwd=tmp_path)
+        doc = json.loads(checked.stdout)
+        assert doc["usable"] and doc["destinations"][0]["destination"] == "sandbox"
+        assert keys["sandbox_api_key"] not in checked.stdout
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
@@ -119,34 +124,45 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
     # status: a table by default; --json keeps its keys.
     table = cli("status", cwd=tmp_path).stdout
     assert "Destinations" in table and "sandbox" in table and "healthy" in table
+    states = {line.split()[1] for line in table.splitlines() if line.startswith("│")}
+    assert {"pending", "retrying", "dead", "delivered"} <= states  # shown at 0 too
+    assert "drain records" in table and "drain events" in table
     doc = cli_json("status", cwd=tmp_path)
     assert {"dead", "delivered", "discarded", "unsorted", "events_via", "destinations"} <= doc.keys()
     assert doc["destinations"]["sandbox"]["state"] == "healthy"
 
     # messages list: filters, newest first, a table or JSON.
     listed = cli_json("messages", "list", cwd=tmp_path)
-    assert [m["message_id"] for m in listed["items"]] == ["m-page", "m-good", "m-dead"]
+    assert [m["message_id"] for m in listed["messages"]] == ["m-page", "m-good", "m-dead"]
     bob = cli_json("messages", "list", "--user-id", "bob", "--type", "identify", cwd=tmp_path)
-    assert [m["message_id"] for m in bob["items"]] == ["m-good"]
-    dead = cli_json("messages", "list", "--status", "dead", cwd=tmp_path)["items"]
+    assert [m["message_id"] for m in bob["messages"]] == ["m-good"]
+    dead = cli_json("messages", "list", "--status", "dead", cwd=tmp_path)["messages"]
     assert [m["message_id"] for m in dead] == ["m-dead"]
+    # Dead on its first 400: one delivery attempt, as its log line and journey say.
+    assert dead[0]["attempts"] == 1
+    assert [m["attempts"] for m in listed["messages"]] == [0, 1, 1]  # discarded: no call made
     page_one = cli_json("messages", "list", "--limit", "2", cwd=tmp_path)
-    assert len(page_one["items"]) == 2 and page_one["next_cursor"]
+    assert len(page_one["messages"]) == 2 and page_one["next_cursor"]
     page_two = cli_json("messages", "list", "--limit", "2", "--cursor", page_one["next_cursor"],
                         cwd=tmp_path)
-    assert [m["message_id"] for m in page_two["items"]] == ["m-dead"]
+    assert [m["message_id"] for m in page_two["messages"]] == ["m-dead"]
     assert page_two["next_cursor"] is None
     human = cli("messages", "list", "--status", "discarded", cwd=tmp_path).stdout
     assert "m-page" in human and "m-good" not in human
+    # The admin API's values: retrying (pending after a failure), its limit bounds.
+    assert cli_json("messages", "list", "--status", "retrying", cwd=tmp_path)["messages"] == []
+    too_many = cli("messages", "list", "--limit", "501", cwd=tmp_path, ok=False)
+    assert too_many.returncode == 2 and "--limit" in too_many.stderr and "500" in too_many.stderr
+    assert cli_json("messages", "list", "--limit", "500", cwd=tmp_path)["messages"]
     bad = cli("messages", "list", "--status", "lost", cwd=tmp_path, ok=False)
     assert bad.returncode == 2 and "--status" in bad.stderr
     bad = cli("messages", "list", "--since", "yesterday-ish", cwd=tmp_path, ok=False)
     assert bad.returncode == 2 and "--since" in bad.stderr
-    assert cli_json("messages", "list", "--since", "1h", cwd=tmp_path)["items"]
-    assert cli_json("messages", "list", "--until", "1h", cwd=tmp_path)["items"] == []
+    assert cli_json("messages", "list", "--since", "1h", cwd=tmp_path)["messages"]
+    assert cli_json("messages", "list", "--until", "1h", cwd=tmp_path)["messages"] == []
 
     # messages show: the journey.
-    good_id = bob["items"][0]["id"]
+    good_id = bob["messages"][0]["id"]
     journey = cli_json("messages", "show", str(good_id), cwd=tmp_path)
     assert journey["message"]["message_id"] == "m-good"
     kinds = [step["kind"] for step in journey["steps"]]
@@ -156,6 +172,12 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
     assert "traits.plan" in shown and "no Freshsales field named plan" in shown  # the plan's why
     nothing = cli("messages", "show", "999999", cwd=tmp_path, ok=False)
     assert nothing.returncode == 1 and "999999" in nothing.stderr
+    # ... or by the event's messageId.
+    by_message_id = cli_json("messages", "show", "m-good", cwd=tmp_path)
+    assert by_message_id["message"]["id"] == good_id
+    unknown = cli("messages", "show", "m-nowhere", cwd=tmp_path, ok=False)
+    assert unknown.returncode == 1 and "m-nowhere" in unknown.stderr
+    assert "integer" not in unknown.stderr
 
     # explain: a stored message, or an event file; no --config either way.
     explained = cli_json("explain", "--message", str(good_id), cwd=tmp_path)
@@ -167,10 +189,10 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
     assert "upsert_contact" in text and "traits.plan" in text and "dropped" in text
 
     # dead-letters: list, refuse everything without --all, retry by id, drop by reason.
-    rows = [json.loads(line) for line in
-            cli("dead-letters", "list", "--json", cwd=tmp_path).stdout.splitlines()]
+    rows = cli_json("dead-letters", "list", "--json", cwd=tmp_path)["messages"]
     assert [r["message_id"] for r in rows] == ["m-dead"]
     assert "Email is invalid" in rows[0]["error"]
+    assert rows[0]["attempts"] == 1
     assert "m-dead" in cli("dead-letters", "list", cwd=tmp_path).stdout
     refused = cli("dead-letters", "retry", cwd=tmp_path, ok=False)
     assert refused.returncode == 2 and "--all" in refused.stderr
@@ -179,6 +201,8 @@ def test_embedded_quick_start_then_every_command_without_config(tmp_path: Path) 
     retried = cli("dead-letters", "retry", str(rows[0]["seq"]), cwd=tmp_path).stdout
     assert retried.startswith("requeued 1 of 1 dead letter") and str(rows[0]["seq"]) in retried
     assert cli_json("status", cwd=tmp_path).get("dead", 0) == 0
+    # None left: still one JSON document, with an empty list.
+    assert cli_json("dead-letters", "list", "--json", cwd=tmp_path) == {"messages": []}
 
 
 CONFIG = """
@@ -218,7 +242,7 @@ def test_dead_letters_with_config(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(CONFIG.format(db=db))
     c = ("--config", str(config))
-    assert len(cli("dead-letters", "list", "--json", *c, cwd=tmp_path).stdout.splitlines()) == 4
+    assert len(cli_json("dead-letters", "list", "--json", *c, cwd=tmp_path)["messages"]) == 4
     refused = cli("dead-letters", "drop", *c, cwd=tmp_path, ok=False)
     assert refused.returncode == 2 and "--all" in refused.stderr
     dropped = json.loads(cli("dead-letters", "drop", "--reason", "HTTP 500", "--json", *c,
@@ -232,7 +256,7 @@ def test_dead_letters_with_config(tmp_path: Path) -> None:
     assert cli("dead-letters", "retry", "--all", *c, cwd=tmp_path).stdout.startswith(
         "requeued 0 dead letters")
     listed = cli_json("messages", "list", "--status", "pending", *c, cwd=tmp_path)
-    assert sorted(m["id"] for m in listed["items"]) == seqs[:2]
+    assert sorted(m["id"] for m in listed["messages"]) == seqs[:2]
 
 
 def test_version_and_help(tmp_path: Path) -> None:
@@ -245,3 +269,28 @@ def test_version_and_help(tmp_path: Path) -> None:
     for flag in ("--user-id", "--anonymous-id", "--email", "--message-id", "--status", "--type",
                  "--reason", "--since", "--until", "--limit", "--cursor", "--destination"):
         assert flag in cli("messages", "list", "--help", cwd=tmp_path).stdout
+
+
+def test_messages_show_by_a_message_id_several_sources_sent(tmp_path: Path) -> None:
+    db = tmp_path / "q.db"
+    _seed(db)
+    store = SQLiteStore(db)
+    store.open()
+    body = orjson.dumps({"type": "track"})
+    store.append([
+        NewMessage(source=source, destination="acme", message_id="m-twice", type="track",
+                   status="pending", reason=None, lane="u:t", received_at=20.0,
+                   event_at=20.0, raw=body, message=body)
+        for source in ("web", "app")
+    ])
+    store.close()
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.format(db=db))
+    c = ("--config", str(config))
+    asked = cli("messages", "show", "m-twice", *c, cwd=tmp_path, ok=False)
+    assert asked.returncode == 2 and "2 messages have messageId 'm-twice'" in asked.stderr
+    listed = asked.stdout.splitlines()
+    assert len(listed) == 2 and all(line.startswith("id ") for line in listed)
+    assert {line.split("source ")[1].split(",")[0] for line in listed} == {"web", "app"}
+    one = cli_json("messages", "show", "m0", *c, cwd=tmp_path)
+    assert one["message"]["message_id"] == "m0"

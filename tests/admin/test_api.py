@@ -351,6 +351,17 @@ def test_since_and_until_select_by_time_received(seeded: Seeded) -> None:
     assert seeded.admin.ok("/admin/v1/messages", since=iso)["messages"] == []
 
 
+def test_since_and_until_take_an_age_as_the_cli_does(seeded: Seeded) -> None:
+    everything = seeded.admin.ok("/admin/v1/messages", limit=100)["messages"]
+    assert everything
+    recent = seeded.admin.ok("/admin/v1/messages", limit=100, since="1h")["messages"]
+    assert recent == everything  # all were received within the hour
+    assert seeded.admin.ok("/admin/v1/messages", until="1h")["messages"] == []
+    assert seeded.admin.ok("/admin/v1/messages", type="delete")["messages"] == []  # a stored type
+    retrying = seeded.admin.ok("/admin/v1/messages", status="retrying")["messages"]
+    assert all(m["status"] == "pending" and m["last_error"] for m in retrying)
+
+
 def test_the_journey_of_a_delivered_message(seeded: Seeded) -> None:
     seq = seeded.id("ada-1")
     body = seeded.admin.ok(f"/admin/v1/messages/{seq}")
@@ -438,6 +449,17 @@ def test_destinations_show_health_budget_and_backlog(seeded: Seeded) -> None:
     assert crm["health"] and crm["budget"]
     text = str(body)
     assert API_KEY not in text and APP_TOKEN not in text
+
+
+def test_explain_of_an_event_without_a_type_says_so_and_lists_the_types(seeded: Seeded) -> None:
+    answer = seeded.admin.post("/admin/v1/explain", {"userId": "z"})
+    assert answer.status_code == 200, answer.text
+    reason = answer.json()["explanation"]["reason"]
+    assert "None" not in reason and "has no type" in reason
+    assert all(kind in reason for kind in ("identify", "track", "page", "group", "alias"))
+    odd = seeded.admin.post("/admin/v1/explain", {"type": "purchase", "userId": "z"})
+    assert "'purchase'" in odd.json()["explanation"]["reason"]
+    assert "identify" in odd.json()["explanation"]["reason"]
 
 
 def test_explain_a_posted_event_and_a_stored_one(seeded: Seeded) -> None:

@@ -122,6 +122,9 @@ def test_times_and_durations_read_as_people_write_them() -> None:
     assert format_time("not a time") == "not a time"
     assert [format_age(s) for s in (3, 600, 9000, 3 * 86400, None)] == [
         "3 s", "10 min", "2.5 h", "3.0 d", "–"]
+    # A delivery latency below a second reads in milliseconds, never "0 s".
+    assert [format_age(s) for s in (0.011, 0.0004, 0.5, 0.9999, 1.4)] == [
+        "11 ms", "0 ms", "500 ms", "1 s", "1 s"]
     assert parse_time("2026-12-06T00:00", "since") == T0
     assert parse_time("2026-12-06T01:00+01:00", "since") == T0
     assert parse_time("", "since") is None

@@ -308,3 +308,34 @@ def test_every_method_of_a_closed_store_is_unavailable(store: Store, method: str
             _CALLS[method](store)
     finally:
         store.open()  # the fixture closes it again
+
+
+# -- attempts: the number of delivery attempts made -------------------------------------------
+
+
+def test_a_finish_that_ends_an_attempt_counts_it_and_one_without_a_call_does_not(
+    store: Store,
+) -> None:
+    store.append([msg("1", "u:a"), msg("2", "u:b"), msg("3", "u:c"), msg("4", "u:d")])
+    dead_first, delivered, retried, filtered = (stored(store, m).seq for m in "1234")
+    # Dead on its first answer (a 400): one attempt.
+    store.finish([dead_first], status="dead", now=201, reason="HTTP 400", attempted=True)
+    # Delivered at once: one attempt.
+    store.finish([delivered], status="delivered", now=201, attempted=True)
+    # Two failed attempts (counted by reschedule), then dead on the third.
+    store.reschedule(retried, destination="acme", lane="u:c", attempts=2, available_at=300,
+                     first_failure_at=150, last_error="HTTP 503")
+    store.finish([retried], status="dead", now=301, reason="HTTP 503", attempted=True)
+    # Finished without any call (filtered, skipped with nothing to send): none.
+    store.finish([filtered], status="filtered", now=201, reason="too old")
+    assert [stored(store, m).attempts for m in "1234"] == [1, 1, 3, 0]
+    # What the operations read: the list and the dead letters agree.
+    dead = {m.message_id: m.attempts for m in store.list_messages(status="dead")}
+    assert dead == {"1": 1, "3": 3}
+
+
+def test_an_attempted_finish_of_many_counts_one_attempt_each(store: Store) -> None:
+    store.append([msg(str(n), "u:a") for n in range(3)])
+    seqs = [m.seq for m in store.list_messages()]
+    store.finish(seqs, status="delivered", now=300, attempted=True)
+    assert sorted(m.attempts for m in store.list_messages(status="delivered")) == [1, 1, 1]

@@ -175,7 +175,7 @@ def test_429_with_retry_after_waits_that_long_and_is_not_a_failed_attempt(
     clock.advance(3.0)  # 122 s: past Retry-After plus the engine's spread of at most 1 s
     pipeline.deliver(now=clock)
     done = message(pipeline, "ann-1")
-    assert done.status == "delivered" and done.attempts == 0
+    assert done.status == "delivered" and done.attempts == 1  # the delivering one only
     assert len(contacts_with(pipeline, "ann")) == 1
     assert len(api_calls(pipeline, UPSERT)) == 2
     assert_budget_respected(pipeline, **DEFAULT_LIMITS)
@@ -198,7 +198,7 @@ def test_429_without_retry_after_waits_for_the_rate_limit_reset(
     clock.advance(15)
     pipeline.deliver(now=clock)
     done = message(pipeline, "bob-1")
-    assert done.status == "delivered" and done.attempts == 0
+    assert done.status == "delivered" and done.attempts == 1  # the delivering one only
     assert len(contacts_with(pipeline, "bob")) == 1
     assert_budget_respected(pipeline, **DEFAULT_LIMITS)
 
@@ -215,7 +215,7 @@ def test_429_with_no_hint_at_all_backs_off_and_delivers_once(
         pipeline, clock, lambda: message(pipeline, "cy-1").status != "pending", step=20.0
     )
     done = message(pipeline, "cy-1")
-    assert done.status == "delivered" and done.attempts == 0
+    assert done.status == "delivered" and done.attempts == 1  # the delivering one only
     assert len(api_calls(pipeline, UPSERT)) == 4
     assert rounds > 3, "the throttle backoff was not waited for"
     assert len(contacts_with(pipeline, "cy")) == 1
@@ -241,7 +241,10 @@ def test_throttled_for_24_hours_goes_dead_but_not_after_4(build: Build, clock: F
     assert "429" in (stored.reason or "")
     died_after = statuses[-1][0]
     assert 20 * 3600 <= died_after <= 24 * 3600, died_after  # the next try would pass 24 h
-    assert all(attempts == 0 for _, _, attempts in statuses), "throttles counted as failures"
+    # Throttles are not failed attempts: none counted while pending; dead, the final attempt is.
+    assert all(attempts == 0 for _, status, attempts in statuses if status == "pending"), (
+        "throttles counted as failures")
+    assert stored.attempts == 1
     early = [status for t, status, _ in statuses if t <= 5 * 3600]
     assert len(early) >= 5 and set(early) == {"pending"}, "died in the 4 h error window"
     assert contacts_with(pipeline, "dee") == []
@@ -265,7 +268,7 @@ def test_5xx_is_retried_with_backoff_and_delivers_once(build: Build, clock: Fake
     assert len(api_calls(pipeline, UPSERT)) == 1
     deliver_until(pipeline, clock, lambda: message(pipeline, "eve-1").status != "pending", step=5)
     done = message(pipeline, "eve-1")
-    assert done.status == "delivered" and done.attempts == 2
+    assert done.status == "delivered" and done.attempts == 3  # two failed, then delivered
     assert len(contacts_with(pipeline, "eve")) == 1
     assert len(api_calls(pipeline, UPSERT)) == 3
     assert_budget_respected(pipeline, **DEFAULT_LIMITS)
@@ -318,7 +321,7 @@ def test_500_with_an_errors_message_body_is_retried_and_delivered(
     assert SOMETHING_WENT_WRONG in (first.last_error or "")
     deliver_until(pipeline, clock, lambda: message(pipeline, "gus-1").status != "pending", step=5)
     done = message(pipeline, "gus-1")
-    assert done.status == "delivered" and done.attempts == 2
+    assert done.status == "delivered" and done.attempts == 3  # two failed, then delivered
     assert len(contacts_with(pipeline, "gus")) == 1
     assert [e["status"] for e in api_calls(pipeline, UPSERT)] == [500, 500, 200]
     assert_budget_respected(pipeline, **DEFAULT_LIMITS)
@@ -437,7 +440,7 @@ def test_dropped_connections_are_retried_and_deliver_once(build: Build, clock: F
     )
     for mid in ("jo-1", "jo-note", "jo-event"):
         assert message(pipeline, mid).status == "delivered", mid
-    assert message(pipeline, "jo-note").attempts == 2
+    assert message(pipeline, "jo-note").attempts == 3  # two failed, then delivered
     assert len(contacts_with(pipeline, "jo")) == 1
     assert len(pipeline.records("notes")) == 1
     assert len(pipeline.records("tracking")) == 1
@@ -544,7 +547,7 @@ def test_a_throttle_pauses_every_lane_of_the_account(build: Build, clock: FakeCl
         lambda: all(message(pipeline, m).status != "pending" for m in ("quin-1", "rae-1")),
         step=1.0,
     )
-    assert message(pipeline, "quin-1").attempts == 0
+    assert message(pipeline, "quin-1").attempts == 1  # the delivering one: throttles not counted
     calls = api_calls(pipeline)
     first_429 = next(i for i, e in enumerate(calls) if e["status"] == 429)
     assert all(e["epoch"] >= throttled_at + 1 for e in calls[first_429 + 1:]), (

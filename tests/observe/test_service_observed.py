@@ -211,6 +211,8 @@ def test_metrics_and_logs_follow_delivery(service: Service) -> None:
     assert len(dead) == 1, dead
     assert dead[0]["destination"] == "crm" and dead[0]["reason_code"] == "http_400"
     assert dead[0]["level"] == "warning" and dead[0]["type"] == "identify"
+    # Its attempts (dead on its first 400: one) and Freshsales' answer, as fields.
+    assert dead[0]["attempts"] == 1 and dead[0]["error"].startswith("HTTP 400")
     text = service.log.read_text(encoding="utf-8")
     for secret in SECRETS:
         assert secret not in text, secret

@@ -123,7 +123,7 @@ class AdminApi:
 
     async def messages(self, request: Request) -> Response:
         """Messages matching the filters, newest first, a page at a time."""
-        flt, limit, cursor = params.search(request.query_params)
+        flt, limit, cursor = params.search(request.query_params, now=self.now())
         try:
             page = await run_in_threadpool(views.search, self.store, flt, limit=limit, cursor=cursor)
         except ValueError:
@@ -156,7 +156,7 @@ class AdminApi:
         query = request.query_params
         params.only_known(list(query), ("destination", "since"), "parameter")
         destination = params.text("destination", query.get("destination"))
-        since = params.timestamp("since", query.get("since"))
+        since = params.timestamp("since", query.get("since"), now=self.now())
         found = await run_in_threadpool(
             lambda: views.failures(self.store, destination=destination, since=since)
         )
@@ -166,13 +166,13 @@ class AdminApi:
 
     async def retry(self, request: Request) -> Response:
         """Dead letters matching the filter back to pending; how many changed."""
-        flt = params.dead_letter_filter(await _json_body(request))
+        flt = params.dead_letter_filter(await _json_body(request), now=self.now())
         changed = await run_in_threadpool(views.retry_dead, self.store, flt, self.now())
         return answer({"action": "retry", "changed": changed})
 
     async def drop(self, request: Request) -> Response:
         """Dead letters matching the filter marked dropped; how many changed."""
-        flt = params.dead_letter_filter(await _json_body(request))
+        flt = params.dead_letter_filter(await _json_body(request), now=self.now())
         changed = await run_in_threadpool(views.drop_dead, self.store, flt, self.now())
         return answer({"action": "drop", "changed": changed})
 

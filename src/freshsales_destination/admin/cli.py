@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +23,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from freshsales_destination.admin import views
+from freshsales_destination.admin import params, views
 from freshsales_destination.admin.locate import (
     DEFAULT_DATA_DIR,
     Target,
     find_target,
     open_target_store,
 )
+from freshsales_destination.admin.params import BadParameter
 from freshsales_destination.core.statuses import MessageStatus
 from freshsales_destination.errors import FreshsalesDestinationError
 from freshsales_destination.store.base import Store
@@ -96,30 +96,16 @@ def iso(when: float | None) -> str:
     return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_when(text: str | None, now: float, option: str) -> float | None:
-    """``--since``/``--until``: an ISO 8601 time or date (UTC unless it says), or an age such
-    as ``30m``, ``2h``, ``7d`` (that long before now)."""
-    if text is None:
-        return None
-    value = text.strip()
-    relative = _RELATIVE.fullmatch(value)
-    if relative:
-        return now - float(relative.group(1)) * _UNITS[relative.group(2)]
+def checked(option: str, check: Callable[[], T]) -> T:
+    """Run one of the admin API's parameter checks (admin/params.py) for a CLI option; a
+    refusal exits 2 naming the option, with the API's words."""
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise fail(
-            f"{option}: {value[:40]!r} is neither an ISO 8601 time (2026-12-06T08:00:00Z) "
-            "nor an age (30m, 2h, 7d)"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        return check()
+    except BadParameter as exc:
+        raise fail(f"{option}: {exc.message}") from None
 
+
+ALWAYS_SHOWN = ("pending", "retrying", "dead", "delivered")  # `status` shows these at 0 too
 
 # -- status -----------------------------------------------------------------------------------
 
@@ -139,7 +125,12 @@ def status_command(
     """
     from freshsales_destination.delivery.cli import queue_status
 
-    doc = with_store(config, data_dir, lambda t, s: queue_status(s, t.settings, time.time()))
+    def read(target: Target, store: Store) -> tuple[dict[str, Any], int]:
+        retrying = sum(store.backlog(name).get("retrying", 0)
+                       for name in target.settings.destinations)
+        return queue_status(store, target.settings, time.time()), retrying
+
+    doc, retrying = with_store(config, data_dir, read)
     if as_json:
         typer.echo(json.dumps(doc, sort_keys=True))
         return
@@ -147,11 +138,17 @@ def status_command(
     counts = Table(title="Messages", title_justify="left")
     counts.add_column("status")
     counts.add_column("messages", justify="right")
-    for key in sorted(k for k, v in doc.items() if isinstance(v, int)):
-        counts.add_row(key, str(doc[key]))
+    # The states an operator looks for are always shown, at 0 too; any other present.
+    shown = {"pending": 0, "delivered": 0, "dead": 0,
+             **{k: v for k, v in doc.items() if isinstance(v, int)}, "retrying": retrying}
+    for key in ALWAYS_SHOWN:
+        counts.add_row(key, str(shown.pop(key)))
+    for key in sorted(shown):
+        counts.add_row(key, str(shown[key]))
     out.print(counts)
     table = Table(title="Destinations", title_justify="left")
-    for column in ("destination", "health", "backlog", "budget left (hour)", "drain", "events"):
+    for column in ("destination", "health", "backlog", "budget left (hour)", "drain",
+                   "drain records", "drain events", "events"):
         table.add_column(column)
     for name, entry in sorted(doc["destinations"].items()):
         budget = entry.get("budget") or {}
@@ -160,6 +157,7 @@ def status_command(
             name, health, str(entry.get("backlog", "")),
             f"{budget.get('left_this_hour', '?')} of {budget.get('per_hour', '?')}",
             str(entry.get("drain_estimate", "")),
+            str(entry.get("drain_records", "")), str(entry.get("drain_events", "")),
             str(doc["events_via"].get(name, "")).split(":", 1)[0],
         )
     out.print(table)
@@ -278,15 +276,33 @@ def _filter(
     status: str | None = None, type_: str | None = None, reason: str | None = None,
     since: str | None = None, until: str | None = None, seqs: tuple[int, ...] = (),
 ) -> views.MessageFilter:
-    if status is not None and status not in {s.value for s in MessageStatus}:
-        known = ", ".join(s.value for s in MessageStatus)
-        raise fail(f"--status: {status[:40]!r} is not one of {known}")
-    return views.MessageFilter(
-        destination=destination, user_id=user_id, anonymous_id=anonymous_id, email=email,
-        message_id=message_id, status=status, type=type_, reason=reason,
-        since=parse_when(since, now, "--since"), until=parse_when(until, now, "--until"),
-        seqs=seqs,
-    )
+    """The filter, checked as the admin API checks its parameters (admin/params.py)."""
+    query = {
+        "destination": destination, "user_id": user_id, "anonymous_id": anonymous_id,
+        "email": email, "message_id": message_id, "status": status, "type": type_,
+        "reason": reason, "since": since, "until": until,
+    }
+    for name, value in query.items():
+        try:
+            _check(name, value, now)
+        except BadParameter as exc:
+            raise fail(f"--{name.replace('_', '-')}: {exc.message}") from None
+    flt, _, _ = checked("options", lambda: params.search(
+        {k: v for k, v in query.items() if v is not None}, now=now
+    ))
+    return dataclasses.replace(flt, seqs=seqs)
+
+
+def _check(name: str, value: str | None, now: float) -> None:
+    """One option, checked alone so that a refusal names it."""
+    if name == "status":
+        params.one_of(name, params.text(name, value), params.STATUSES)
+    elif name == "type":
+        params.one_of(name, params.text(name, value), params.MESSAGE_TYPES)
+    elif name in ("since", "until"):
+        params.timestamp(name, value, now=now)
+    else:
+        params.text(name, value)
 
 
 def summary_json(item: views.MessageSummary) -> dict[str, Any]:
@@ -319,7 +335,10 @@ def list_messages(
     message_id: Annotated[str | None, typer.Option(help="The client's messageId.")] = None,
     status: Annotated[
         str | None,
-        typer.Option(help="pending, delivered, skipped, discarded, filtered, dead or dropped."),
+        typer.Option(help=(
+            "pending, delivered, skipped, discarded, filtered, dead, dropped, or retrying "
+            "(pending after a failed attempt)."
+        )),
     ] = None,
     type_: Annotated[
         str | None, typer.Option("--type", help="identify, track, page, screen, group, alias, delete.")
@@ -334,7 +353,9 @@ def list_messages(
         str | None, typer.Option(help="Received before: ISO 8601 time, or an age (2h, 7d).")
     ] = None,
     destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option(help=f"At most this many (1 to {params.MAX_LIMIT}).")
+    ] = params.DEFAULT_LIMIT,
     cursor: Annotated[
         str | None, typer.Option(help="The next page: the cursor the previous page printed.")
     ] = None,
@@ -346,6 +367,7 @@ def list_messages(
         email=email, message_id=message_id, status=status, type_=type_, reason=reason,
         since=since, until=until,
     )
+    limit = checked("--limit", lambda: params.limit(limit))
 
     def search(target: Target, store: Store) -> views.Page:
         try:
@@ -355,7 +377,9 @@ def list_messages(
 
     page = with_store(config, data_dir, search)
     if as_json:
-        emit_json({"items": [summary_json(i) for i in page.items], "next_cursor": page.next_cursor})
+        # The admin API's shape (GET /admin/v1/messages).
+        emit_json({"messages": [summary_json(i) for i in page.items],
+                   "next_cursor": page.next_cursor})
         return
     out = console()
     out.print(messages_table(page.items, f"Messages ({len(page.items)})"))
@@ -365,16 +389,40 @@ def list_messages(
 
 @messages.command("show")
 def show_message(
-    message: Annotated[int, typer.Argument(help="The message's id (from `messages list`).")],
+    message: Annotated[str, typer.Argument(
+        help="The message's id (digits, from `messages list`) or the event's messageId."
+    )],
     config: ConfigOption = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     as_json: JsonOption = False,
 ) -> None:
     """One message's journey: received, sorted, planned (with every trait's explanation), each
-    Freshsales call, retries, and how it ended."""
-    journey = with_store(config, data_dir, lambda t, s: views.journey(s, t.settings, message))
+    Freshsales call, retries, and how it ended. MESSAGE is the store's id (digits) or the
+    event's messageId; when several sources sent that messageId, they are listed to choose
+    an id from."""
+    shown = message if len(message) <= 40 else message[:37] + "..."
+
+    def find(target: Target, store: Store) -> views.Journey | list[views.MessageSummary] | None:
+        if message.isdigit():
+            seq = checked("MESSAGE", lambda: params.message_seq(message))
+            return views.journey(store, target.settings, seq)
+        checked("MESSAGE", lambda: params.text("message_id", message))
+        found = views.search(store, views.MessageFilter(message_id=message), limit=20)
+        if len(found.items) == 1:
+            return views.journey(store, target.settings, found.items[0].id)
+        return found.items or None
+
+    journey = with_store(config, data_dir, find)
     if journey is None:
-        raise fail(f"no message {message}", 1)
+        raise fail(f"no message with id or messageId {shown!r}", 1)
+    if isinstance(journey, list):
+        for item in journey:
+            typer.echo(f"id {item.id}: source {item.source}, destination {item.destination}, "
+                       f"{item.type}, {item.status}")
+        raise fail(
+            f"{len(journey)} messages have messageId {shown!r} (from different sources): "
+            "give one's id"
+        )
     if as_json:
         emit_json(dataclasses.asdict(journey))
         return
@@ -441,8 +489,8 @@ def list_dead(
     limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
-    """Dead letters, newest first. --json: one JSON object per line (seq, source, destination,
-    message id, type, attempts, error)."""
+    """Dead letters, newest first. --json: one JSON document {"messages": [...]} (empty when
+    there are none), each with seq, source, destination, message_id, type, attempts, error."""
     flt = _filter(time.time(), destination=destination, reason=reason, since=since,
                   status=MessageStatus.DEAD)
 
@@ -456,12 +504,12 @@ def list_dead(
 
     items = with_store(config, data_dir, collect)
     if as_json:
-        for item in items:
-            typer.echo(json.dumps({
-                "seq": item.id, "source": item.source, "destination": item.destination,
-                "message_id": item.message_id, "type": item.type, "attempts": item.attempts,
-                "error": item.reason or item.last_error,
-            }))
+        # One JSON document, as `messages list --json` prints one (an empty list when none).
+        emit_json({"messages": [{
+            "seq": item.id, "source": item.source, "destination": item.destination,
+            "message_id": item.message_id, "type": item.type, "attempts": item.attempts,
+            "error": item.reason or item.last_error,
+        } for item in items]})
         return
     console().print(messages_table(items, f"Dead letters ({len(items)})"))
 
@@ -563,6 +611,5 @@ __all__ = [
     "dead_letters",
     "explain_command",
     "messages",
-    "parse_when",
     "status_command",
 ]

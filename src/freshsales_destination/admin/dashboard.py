@@ -121,9 +121,12 @@ def format_time(value: Any) -> str:
 
 
 def format_age(seconds: Any) -> str:
-    """A duration in seconds as people read it: ``45 s``, ``12 min``, ``3.5 h``, ``2.0 d``."""
+    """A duration in seconds as people read it: ``11 ms`` (below a second), ``45 s``,
+    ``12 min``, ``3.5 h``, ``2.0 d``."""
     if not isinstance(seconds, int | float) or not math.isfinite(seconds):
         return "–"
+    if seconds < 0.9995:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:

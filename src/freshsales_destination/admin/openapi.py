@@ -111,7 +111,7 @@ def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dic
             "schema": schema or {"type": "string"}}
 
 
-_TIME_TEXT = "epoch seconds, or an ISO 8601 date-time (UTC when it has no zone)"
+_TIME_TEXT = params.TIME_ACCEPTED
 _TIME: dict[str, Any] = {"anyOf": [{"type": "number"}, {"type": "string"}], "description": _TIME_TEXT}
 _TIME_Q = {"type": "string", "description": _TIME_TEXT}
 
@@ -234,6 +234,7 @@ def _ingest_paths() -> dict[str, Any]:
         f"/v1/{kind}": _ingest_post(
             f"Segment HTTP Tracking API: {kind} (also /v1/{kind[0]})", message, write_key)
         for kind in params.MESSAGE_TYPES
+        if kind != "delete"  # stored (from a batch or a webhook), but no /v1/delete path
     }
     batch = {"type": "object", "required": ["batch"], "properties": {
         "batch": {"type": "array", "items": message}, "writeKey": {"type": "string"}}}

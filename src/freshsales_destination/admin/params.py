@@ -1,12 +1,14 @@
 """Reading the admin API's parameters: query strings and JSON bodies into views' filters.
 
 Every refusal is a `BadParameter` naming the parameter and what is accepted (never echoing a
-long value back); the API answers it as 400 ``{code, message}``.
+long value back); the API answers it as 400 ``{code, message}``. The operator CLI
+(admin/cli.py) checks its filters with the same functions, so both accept the same values.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast, get_args
@@ -14,7 +16,7 @@ from typing import Any, cast, get_args
 from freshsales_destination.admin.views import RETRYING, MessageFilter, Window
 from freshsales_destination.core.statuses import MessageStatus
 
-MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")
 # The stored statuses, and "retrying": pending with a last error (views.RETRYING).
 STATUSES = (*(str(status) for status in MessageStatus), RETRYING)
 WINDOWS: tuple[str, ...] = get_args(Window)
@@ -71,37 +73,50 @@ def one_of(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None
     return value
 
 
-def timestamp(name: str, value: object) -> float | None:
-    """Epoch seconds (a number, or a string of one) or an ISO 8601 date-time (a date-time
-    without a zone is UTC); None for absent or empty."""
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+TIME_ACCEPTED = (
+    "epoch seconds, an ISO 8601 date-time such as 2026-12-06T08:00:00Z (UTC when it has no "
+    "zone), or an age such as 30m, 2h, 7d (that long before now)"
+)
+
+
+def timestamp(name: str, value: object, *, now: float) -> float | None:
+    """Epoch seconds (a number, or a string of one), an ISO 8601 date-time (a date-time
+    without a zone is UTC) or an age (``30s``, ``30m``, ``2h``, ``7d``: that long before
+    `now`); None for absent or empty."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise BadParameter(f"{name} must be epoch seconds or an ISO 8601 date-time")
+        raise BadParameter(f"{name} must be {TIME_ACCEPTED}")
     if isinstance(value, int | float):
         number = float(value)
     elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
+        age = _AGE.fullmatch(value.strip())
+        if age is not None:
+            number = now - float(age.group(1)) * _AGE_UNITS[age.group(2)]
+        else:
             try:
-                parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                number = float(value)
             except ValueError:
-                raise BadParameter(
-                    f"{name} must be epoch seconds or an ISO 8601 date-time such as "
-                    f"2026-12-06T08:00:00Z (got {_shown(value)})"
-                ) from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            number = parsed.timestamp()
+                try:
+                    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                except ValueError:
+                    raise BadParameter(
+                        f"{name} must be {TIME_ACCEPTED} (got {_shown(value)})"
+                    ) from None
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=UTC)
+                number = parsed.timestamp()
     else:
-        raise BadParameter(f"{name} must be epoch seconds or an ISO 8601 date-time")
+        raise BadParameter(f"{name} must be {TIME_ACCEPTED}")
     if not math.isfinite(number) or number < 0:
         raise BadParameter(f"{name} must be a time at or after 1970 (got {_shown(value)})")
     return number
 
 
-def limit(value: str | None) -> int:
+def limit(value: str | int | None) -> int:
+    """A page size: 1 to `MAX_LIMIT`, `DEFAULT_LIMIT` when absent."""
     if value is None or value == "":
         return DEFAULT_LIMIT
     try:
@@ -133,10 +148,12 @@ def window(value: str | None) -> Window:
     return cast(Window, one_of("window", value, WINDOWS))
 
 
-def search(query: Mapping[str, str]) -> tuple[MessageFilter, int, str | None]:
-    """``GET /admin/v1/messages``' query: the filter, the page size and the cursor."""
+def search(query: Mapping[str, str], *, now: float) -> tuple[MessageFilter, int, str | None]:
+    """``GET /admin/v1/messages``' query (and `messages list`' options): the filter, the page
+    size and the cursor."""
     only_known(list(query), SEARCH_PARAMS, "parameter")
-    since, until = timestamp("since", query.get("since")), timestamp("until", query.get("until"))
+    since = timestamp("since", query.get("since"), now=now)
+    until = timestamp("until", query.get("until"), now=now)
     if since is not None and until is not None and until <= since:
         raise BadParameter("until must be after since")
     flt = MessageFilter(
@@ -154,7 +171,7 @@ def search(query: Mapping[str, str]) -> tuple[MessageFilter, int, str | None]:
     return flt, limit(query.get("limit")), text("cursor", query.get("cursor"))
 
 
-def dead_letter_filter(body: object) -> MessageFilter:
+def dead_letter_filter(body: object, *, now: float) -> MessageFilter:
     """The body of ``POST /admin/v1/dead-letters/retry|drop``: ``ids``, ``destination``,
     ``reason``, ``since``, or ``{"all": true}`` for every dead letter. An empty filter is
     refused: acting on all of them is said explicitly."""
@@ -173,7 +190,7 @@ def dead_letter_filter(body: object) -> MessageFilter:
     flt = MessageFilter(
         destination=text("destination", body.get("destination")),
         reason=text("reason", body.get("reason")),
-        since=timestamp("since", body.get("since")),
+        since=timestamp("since", body.get("since"), now=now),
         seqs=ids,
     )
     narrowed = bool(ids) or any(v is not None for v in (flt.destination, flt.reason, flt.since))

@@ -21,10 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx2
 import orjson
 import typer
 
-from freshsales_destination.config import DestinationConfig, Settings, load_settings
+from freshsales_destination.admin.locate import DEFAULT_DATA_DIR, find_target
+from freshsales_destination.config import DestinationConfig, Settings
 from freshsales_destination.core.bulk import describe_bulk
 from freshsales_destination.core.schema import FieldSchema, MappingConfigError
 from freshsales_destination.delivery.budget import BudgetExhausted, StoreBudget
@@ -127,7 +129,12 @@ def _iso(when: float | None) -> str | None:
 
 
 async def check_destination(
-    name: str, config: DestinationConfig, store: Store | None, *, now: float
+    name: str,
+    config: DestinationConfig,
+    store: Store | None,
+    *,
+    now: float,
+    transport: httpx2.AsyncBaseTransport | None = None,
 ) -> CheckResult:
     base_url = config.resolved_base_url()
     result = CheckResult(name, config.product, base_url, app_token=config.app_token is not None)
@@ -158,7 +165,7 @@ async def check_destination(
             "last_success_at": _iso(health.last_success_at),
         }
     try:
-        client = FreshsalesClient.from_config(config)
+        client = FreshsalesClient.from_config(config, transport=transport)
     except ConfigError as exc:
         result.state, result.detail = "misconfigured", exc.message
         return result
@@ -298,7 +305,17 @@ def render(results: list[CheckResult]) -> str:
 
 
 def check_command(
-    config: Annotated[Path, typer.Option("--config", "-c", help="TOML configuration file.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c",
+            help="TOML configuration file; without it, the embedded service of --data-dir.",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path,
+        typer.Option(help="Where `serve` without --config keeps its files (used without --config)."),
+    ] = DEFAULT_DATA_DIR,
     destination: Annotated[
         str | None, typer.Option("--destination", "-d", help="Check only this destination.")
     ] = None,
@@ -312,9 +329,22 @@ def check_command(
     Costs about ten calls per destination (one when the key is refused) and
     says how many. Exit code 0 only when every destination checked is usable,
     1 when one is not, 2 for a bad configuration. Never prints a secret.
+    Without --config it checks the embedded service that `serve` keeps in --data-dir.
     """
     try:
-        settings: Settings = load_settings(config)
+        # As the other operator commands: --config, else the embedded service (admin/locate.py).
+        settings: Settings = find_target(config, data_dir).settings
+        transport: httpx2.AsyncBaseTransport | None = None
+        if config is None:
+            # The embedded destination is its own sandbox, reached in-process as `serve`
+            # reaches it (its host name is never resolved).
+            from freshsales_destination.service import embedded_sandbox
+
+            sandbox = settings.destinations["sandbox"]
+            transport = httpx2.ASGITransport(app=embedded_sandbox(
+                data_dir.resolve(), sandbox.api_key.get_secret_value(),
+                sandbox.app_token.get_secret_value() if sandbox.app_token else "",
+            ))
     except FreshsalesDestinationError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -337,7 +367,9 @@ def check_command(
 
     async def run() -> list[CheckResult]:
         return [
-            await check_destination(name, settings.destinations[name], store, now=time.time())
+            await check_destination(
+                name, settings.destinations[name], store, now=time.time(), transport=transport
+            )
             for name in names
         ]
 

@@ -277,11 +277,14 @@ class DestinationHealth:
     def _announce(self, transition: Transition) -> None:
         """One line per fault and one when it clears, in each process that meets them."""
         health = transition.health
+        # The state this process last said (None: not known here, e.g. another process's).
+        previous = self._announced[0] if self._announced is not None else None
         if health.state == "healthy":
             if self._announced is not None or transition.recovered:
                 log.warning(
                     "destination %s: Freshsales answers again; delivery resumed",
                     self.destination,
+                    extra=self._fields("healthy", previous),
                 )
             self._announced = None
             return
@@ -290,10 +293,16 @@ class DestinationHealth:
             return
         self._announced = key
         line = explain(self.destination, health, self.base_url, self.now(), self.policy)
+        fields = self._fields(health.state, previous or "healthy")
         if health.state == "rate_limited":
-            log.warning("destination %s: %s", self.destination, line)
+            log.warning("destination %s: %s", self.destination, line, extra=fields)
         else:
-            log.error("destination %s: %s", self.destination, line)
+            log.error("destination %s: %s", self.destination, line, extra=fields)
+
+    def _fields(self, state: str, previous: str | None) -> dict[str, object]:
+        """The fields an operator filters on (JSON logs), as dead_letter lines have."""
+        return {"kind": "destination_health", "destination": self.destination,
+                "state": state, "previous_state": previous}
 
 
 def explain(

@@ -529,8 +529,11 @@ class DestinationWorker:
         now = self.now()
         steps = journal.call_steps(seqs, calls)
         steps.extend(journal.step(seq, now, str(status), reason=reason) for seq in seqs)
+        # A delivery attempt was made when Freshsales was called (or the unit had operations
+        # that earlier attempts already did); a unit with nothing to send made none.
         await store_call(
-            self.store.finish, seqs, status=status, now=now, reason=reason, steps=steps
+            self.store.finish, seqs, status=status, now=now, reason=reason, steps=steps,
+            attempted=bool(calls) or bool(unit.operations),
         )
         metrics.count_finished(
             self.name, [m.type for m in unit.messages], delivered=status == MessageStatus.DELIVERED,
@@ -604,14 +607,16 @@ class DestinationWorker:
             return
         self.stats.dead += len(unit.messages)
         seqs = [m.seq for m in unit.messages]
+        # This failed call was an attempt: the store counts it (attempts + 1 each), as do the
+        # journey and the log line.
         dead = [
-            journal.step(seq, now, "dead", reason=error, why=decision.reason,
-                         attempt=decision.attempts_after)
-            for seq in seqs
+            journal.step(m.seq, now, "dead", reason=error, why=decision.reason,
+                         attempt=m.attempts + 1)
+            for m in unit.messages
         ]
         await store_call(
             self.store.finish, seqs, status=MessageStatus.DEAD, now=now, reason=error,
-            steps=[*steps, *dead],
+            steps=[*steps, *dead], attempted=True,
         )
         metrics.count_failed(
             self.name, [m.type for m in unit.messages], dead=True, status=status,
@@ -632,6 +637,9 @@ def _log_dead(
             extra={
                 "kind": "dead_letter", "destination": destination, "seq": message.seq,
                 "message_id": message.message_id, "type": message.type, "reason_code": code,
+                # The attempts made (this last one included) and Freshsales' answer, bounded
+                # (the same text as the stored reason; requests and keys are not in it).
+                "attempts": message.attempts + 1, "error": error[:300],
             },
         )
 

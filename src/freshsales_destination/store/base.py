@@ -300,9 +300,14 @@ class Store(Protocol):
         now: float,
         reason: str | None = None,
         steps: Sequence[JourneyRow] = (),
+        attempted: bool = False,
     ) -> None:
         """Move messages to a final status (delivered, skipped, discarded, dead, dropped),
-        recording `steps` in their journeys in the same transaction."""
+        recording `steps` in their journeys in the same transaction. With `attempted`, this
+        finish ends a delivery attempt (Freshsales was called), so each message's `attempts`
+        grows by one: `attempts` is then the number of delivery attempts made (the failed
+        ones `reschedule` counted, plus this final one); without it (nothing was called:
+        filtered, discarded, skipped before any call) it stays as it was."""
         ...
 
     def reschedule(

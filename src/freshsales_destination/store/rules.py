@@ -382,12 +382,15 @@ class SQLStore:
         now: float,
         reason: str | None = None,
         steps: Sequence[JourneyRow] = (),
+        attempted: bool = False,
     ) -> None:
         if not seqs and not steps:
             return
         with self._write() as conn:
             if seqs:
-                self._for_seqs(conn, "finish", (status, now, reason), seqs)
+                self._for_seqs(
+                    conn, "finish", (status, 1 if attempted else 0, now, reason), seqs
+                )
             self._add_steps(conn, steps)
 
     def reschedule(

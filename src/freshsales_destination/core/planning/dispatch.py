@@ -62,7 +62,13 @@ def _plan(builder: PlanBuilder, event: Mapping[str, Any], kind: Any) -> Plan:
     try:
         handler = MESSAGE_PLANNERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
-            raise Stop(PlanStatus.DISCARDED, "unsupported_type", f"unsupported message type {kind!r}")
+            valid = ", ".join(sorted(MESSAGE_PLANNERS))
+            if kind is None:
+                why = f"the event has no type: give \"type\", one of {valid}"
+            else:
+                shown = repr(kind) if len(repr(kind)) <= 40 else repr(kind)[:37] + "..."
+                why = f"unsupported message type {shown}: the valid types are {valid}"
+            raise Stop(PlanStatus.DISCARDED, "unsupported_type", why)
         if settings.mapping.honour_integrations and not envelope.integrations_enabled(
             event, settings.mapping.integration_names
         ):

@@ -152,9 +152,10 @@ WHERE l.destination = %s AND GREATEST(l.hold_until, l.lease_until) > %s
               AND m.lane = l.lane AND m.status = 'pending')
 
 -- name: finish
--- All seqs at once (an array).
-UPDATE messages SET status = %s, finished_at = %s, reason = COALESCE(%s, reason)
-WHERE seq = ANY(%s::bigint[])
+-- All seqs at once (an array). The second parameter is 1 when this finish records a
+-- delivery attempt (a call was made), else 0.
+UPDATE messages SET status = %s, attempts = attempts + %s, finished_at = %s,
+reason = COALESCE(%s, reason) WHERE seq = ANY(%s::bigint[])
 
 -- name: reschedule
 UPDATE messages SET attempts = %s, available_at = %s, first_failure_at = %s,

@@ -129,8 +129,10 @@ WHERE l.destination = ? AND MAX(l.hold_until, l.lease_until) > ?
               AND m.lane = l.lane AND m.status = 'pending')
 
 -- name: finish
--- One row per seq (executemany).
-UPDATE messages SET status = ?, finished_at = ?, reason = COALESCE(?, reason) WHERE seq = ?
+-- One row per seq (executemany). The second parameter is 1 when this finish records a
+-- delivery attempt (a call was made), else 0.
+UPDATE messages SET status = ?, attempts = attempts + ?, finished_at = ?,
+reason = COALESCE(?, reason) WHERE seq = ?
 
 -- name: reschedule
 UPDATE messages SET attempts = ?, available_at = ?, first_failure_at = ?,
