@@ -49,7 +49,7 @@ def test_list_retry_and_drop(tmp_path: Path) -> None:
     runner = CliRunner()
     listed = runner.invoke(app, ["dead-letters", "list", "--json", "--config", str(config)])
     assert listed.exit_code == 0, listed.output
-    rows = [json.loads(line) for line in listed.output.splitlines()]
+    rows = json.loads(listed.output)["messages"]
     assert sorted(r["seq"] for r in rows) == seqs  # newest first
     assert {r["error"] for r in rows} == {"HTTP 400: Email is invalid"}
     retried = runner.invoke(app, ["dead-letters", "retry", "--config", str(config), str(seqs[0])])
