@@ -89,6 +89,10 @@ def budget_summary(state: BudgetState, now: float, configured: BudgetLimits) -> 
     }
 
 
+RECORD_BACKLOG_WAIT_SECONDS = 30.0
+"""How long an event waits before asking again while the record backlog needs the budget."""
+
+
 class StoreBudget:
     def __init__(
         self,
@@ -116,6 +120,10 @@ class StoreBudget:
         self.destination = destination or account
         self._wait_hint = 0.0
         self.granted = 0
+        self.record_backlog_calls = 0
+        """Calls the destination's pending record writes are expected to need (set by the bulk
+        sender, ``delivery/bulk.py``): while they need at least what the budget can still grant,
+        events wait and records get it (a backfill's contacts before its old page views)."""
 
     def state(self) -> BudgetState:
         return load_state(self.store.kv_get(NAMESPACE, self.account))
@@ -127,12 +135,27 @@ class StoreBudget:
     def summary(self) -> dict[str, Any]:
         return budget_summary(self.state(), self.now(), self.limits)
 
+    def _records_need_it(self, state: BudgetState, now: float) -> bool:
+        need = self.record_backlog_calls
+        return need > 0 and available(
+            state, now, self.limits, "record", reserve_fraction_for_records=self.reserve_fraction,
+        ) <= need
+
+    def events_wait(self) -> float:
+        """Seconds events should wait for the record backlog (0: they may spend now)."""
+        if self.record_backlog_calls <= 0:
+            return 0.0
+        return RECORD_BACKLOG_WAIT_SECONDS if self._records_need_it(self.state(), self.now()) else 0.0
+
     def _try(self, priority: Priority) -> Acquisition:
         now = self.now()
 
         def update(raw: bytes | None) -> tuple[Acquisition, bytes]:
+            state = load_state(raw)
+            if priority == "event" and self._records_need_it(state, now):
+                return Acquisition(False, state, RECORD_BACKLOG_WAIT_SECONDS), state.to_json().encode()
             result = try_acquire(
-                load_state(raw), now, self.limits, priority,
+                state, now, self.limits, priority,
                 reserve_fraction_for_records=self.reserve_fraction,
             )
             return result, result.state.to_json().encode()
@@ -156,10 +179,16 @@ class StoreBudget:
     def wait_hint(self) -> float:
         return self._wait_hint
 
+    def note_wait(self, seconds: float) -> None:
+        """Nothing is sent for ``seconds`` (events waiting for the record backlog)."""
+        self._wait_hint = seconds
+
     def scarce(self) -> bool:
         """True when events may no longer spend the hour: records then go first."""
         if not self.records_first:
             return False
+        if self.record_backlog_calls > 0 and self._records_need_it(self.state(), self.now()):
+            return True
         return (
             available(
                 self.state(), self.now(), self.limits, "event",

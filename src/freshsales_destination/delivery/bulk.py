@@ -114,7 +114,22 @@ IDS_GATHER_SECONDS = 120.0
 """A contact job's deal owners join the id search of another contact job set up less than this
 long ago (simulated or real seconds): one search and one deals job for several contact jobs."""
 POLL_LEASE_SECONDS = 60.0
-"""A worker polling a job keeps others off it this long (a crashed poller's job is polled again)."""
+"""A worker polling a job keeps others off it at most this long (a crashed poller's job is polled
+again); never longer than the lanes' lease (``delivery.lease_seconds``)."""
+COLLECT_LANES = 1000
+"""One look gathers up to this many lanes (ten contact jobs): the accounts they name are written
+once, in full jobs, rather than once per contact job."""
+MAX_JOBS_IN_FLIGHT = 30
+BACKLOG_LOOK_SECONDS = 30.0
+"""How often the record backlog is counted for the budget (one count of pending messages)."""
+CALLS_PER_BATCH = 4
+"""Calls 100 pending identifies are expected to need in bulk: a contacts job and its poll, the
+search for existing contacts, a share of accounts jobs (an over-estimate when people send several
+identifies: records first is the aim)."""
+CALLS_PER_JOB = 2
+"""Calls a pending job is expected to need still (its poll, a search)."""
+"""At most this many jobs of a destination wait for their result; beyond it no lanes are gathered
+(the kept jobs stay small, and held lanes do not pile up past what the budget can settle)."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +223,7 @@ class BulkSender:
         calls_per_hour: Callable[[], int],
         now: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] | None = None,
+        lease_seconds: float = POLL_LEASE_SECONDS,
     ) -> None:
         self.destination = destination
         self.settings = settings
@@ -222,6 +238,13 @@ class BulkSender:
         self.polls = 0
         self.records_sent = 0
         self._quiet_until = 0.0
+        self.saturated = False
+        self._backlog_looked = float("-inf")
+        """True while ``MAX_JOBS_IN_FLIGHT`` jobs are pending: the workers leave lanes whose next
+        message is an identify for the next job rather than writing them one call each."""
+        self.poll_lease_seconds = min(POLL_LEASE_SECONDS, lease_seconds)
+        """A poller keeps others off its job this long: at most the lanes' lease, so a job whose
+        poller died is polled again no later than its lanes could be claimed."""
 
     # -- store state -------------------------------------------------------------------------
 
@@ -238,18 +261,57 @@ class BulkSender:
 
         def update(raw: bytes | None) -> tuple[None, bytes]:
             data = _load(raw)
+            stored = next((j for j in data["jobs"] if j.get("id") == job["id"]), None)
+            if stored is not None and stored.get("waiters"):
+                # Lanes attached by other workers while this one polled are kept.
+                job["waiters"] = stored["waiters"]
             data["jobs"] = [j for j in data["jobs"] if j.get("id") != job["id"]] + [job]
             return None, orjson.dumps(data)
 
         self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
 
-    def _drop(self, job_id: str) -> None:
-        def update(raw: bytes | None) -> tuple[None, bytes]:
-            data = _load(raw)
-            data["jobs"] = [j for j in data["jobs"] if j.get("id") != job_id]
-            return None, orjson.dumps(data)
+    def _drop(self, job_id: str) -> dict[str, Any] | None:
+        """Forget a job; the job as it was kept (with the lanes attached to it), if it was."""
 
-        self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
+        def update(raw: bytes | None) -> tuple[dict[str, Any] | None, bytes]:
+            data = _load(raw)
+            stored = next((j for j in data["jobs"] if j.get("id") == job_id), None)
+            data["jobs"] = [j for j in data["jobs"] if j.get("id") != job_id]
+            return stored, orjson.dumps(data)
+
+        dropped: dict[str, Any] | None = self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
+        return dropped
+
+    def _pending_accounts(self) -> dict[str, tuple[str, float]]:
+        """Account names (trimmed, lower case) in this destination's accounts jobs not settled
+        yet, with the job that writes each and its deadline."""
+        pending: dict[str, tuple[str, float]] = {}
+        for job in self._jobs():
+            if job.get("entity") == "sales_account":
+                for account in job.get("accounts") or []:
+                    pending.setdefault(str(account["name"]).strip().lower(),
+                                       (str(job["id"]), float(job["deadline"])))
+        return pending
+
+    def _attach(self, job_id: str, items: list[_Item]) -> bool:
+        """Attach lanes to a pending accounts job (``waiters``): they wait for its accounts' ids
+        and are let go (or handed back) with its own lanes. False if the job is gone."""
+
+        def update(raw: bytes | None) -> tuple[bool, bytes]:
+            data = _load(raw)
+            for job in data["jobs"]:
+                if job.get("id") == job_id:
+                    job["waiters"] = [*job.get("waiters", []), *(item.to_json() for item in items)]
+                    return True, orjson.dumps(data)
+            return False, raw or orjson.dumps(data)
+
+        attached: bool = self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
+        return attached
+
+    def next_poll_at(self) -> float | None:
+        """When the next kept job is due to be polled (``None``: no job is pending)."""
+        jobs = self._jobs()
+        return min((float(job.get("next_poll", 0)) for job in jobs), default=None)
 
     def _expected_seconds(self, entity: str) -> float | None:
         """How long jobs of this kind took on this destination (kept beside its jobs)."""
@@ -266,6 +328,12 @@ class BulkSender:
                 float(previous) if isinstance(previous, (int, float)) else None,
                 finished_after=finished_after, polls=polls)
             data["job_seconds"] = learned
+            # Jobs of the kind sent meanwhile and not polled yet are first polled when this one
+            # showed they should be done.
+            for other in data["jobs"]:
+                if (other.get("entity") == entity and other.get("stage") == BulkJobStage.JOB
+                        and not other.get("polls") and float(other.get("leased_until", 0)) <= self.now()):
+                    other["next_poll"] = float(other["created"]) + first_poll_delay(learned[entity])
             return None, orjson.dumps(data)
 
         self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
@@ -301,18 +369,28 @@ class BulkSender:
         self.store.kv_update(NAMESPACE, self.destination, update, now=now)
 
     def _take_due(self) -> dict[str, Any] | None:
-        """A job whose poll is due, leased to this caller for ``POLL_LEASE_SECONDS``."""
+        """A job whose poll is due, leased to this caller for ``poll_lease_seconds``."""
         now = self.now()
         if not any(float(job.get("next_poll", 0)) <= now for job in self._jobs()):
             return None  # a read, not a write transaction, on every pass of every worker
 
         def update(raw: bytes | None) -> tuple[dict[str, Any] | None, bytes]:
             data = _load(raw)
-            for job in sorted(data["jobs"], key=lambda j: float(j.get("next_poll", 0))):
-                if float(job.get("next_poll", 0)) <= now:
-                    job["next_poll"] = now + POLL_LEASE_SECONDS
-                    job["leased_until"] = now + POLL_LEASE_SECONDS
-                    return dict(job), orjson.dumps(data)
+            known = data.get("job_seconds")
+            learned: dict[str, Any] = known if isinstance(known, dict) else {}
+            jobs = sorted(data["jobs"], key=lambda j: float(j.get("next_poll", 0)))
+            for job in jobs:
+                if float(job.get("next_poll", 0)) > now:
+                    continue
+                probe = _probe_for(job, data["jobs"], learned)
+                if probe is not None:
+                    # How long jobs of this kind take is not known yet: only the oldest one is
+                    # polled (with backoff); this one is polled once that one shows the time.
+                    job["next_poll"] = max(float(probe.get("next_poll", now)), now) + 1.0
+                    continue
+                job["next_poll"] = now + self.poll_lease_seconds
+                job["leased_until"] = now + self.poll_lease_seconds
+                return dict(job), orjson.dumps(data)
             return None, orjson.dumps(data)
 
         found: dict[str, Any] | None = self.store.kv_update(NAMESPACE, self.destination, update, now=now)
@@ -351,6 +429,7 @@ class BulkSender:
         """Poll a due job, or send a job; ``None`` when there was nothing for bulk to do (the
         worker then takes a lane as usual)."""
         try:
+            await self._note_backlog(worker)
             job = await store_call(self._take_due)
             if job is not None:
                 await self._poll(worker, job)
@@ -361,11 +440,26 @@ class BulkSender:
         except BudgetExhausted:
             return False
 
+    async def _note_backlog(self, worker: DestinationWorker) -> None:
+        """Tell the budget how many calls the pending record writes should need (at most every
+        ``BACKLOG_LOOK_SECONDS``): while that is more than it can still grant, events wait."""
+        now = self.now()
+        if now < self._backlog_looked + BACKLOG_LOOK_SECONDS:
+            return
+        self._backlog_looked = now
+        in_flight = await store_call(self.pending_jobs)
+        ready = (await store_call(worker.store.pending_by_type, self.destination)).get("identify", 0)
+        if ready < self.settings.min_records:
+            ready = 0  # a few identifies go as single calls: no backlog to make room for
+        worker.executor.budget.record_backlog_calls = (
+            CALLS_PER_JOB * in_flight + CALLS_PER_BATCH * -(-ready // MAX_BULK_ITEMS))
+
     # -- collecting ---------------------------------------------------------------------------
 
-    async def _collect_and_send(self, worker: DestinationWorker) -> bool | None:
+    async def _claim(self, worker: DestinationWorker, limit: int) -> list[LaneClaim]:
+        """Up to ``limit`` lanes whose next message is an identify, oldest first."""
         claims: list[LaneClaim] = []
-        while len(claims) < MAX_BULK_ITEMS:
+        while len(claims) < limit:
             claim = await store_call(
                 worker.store.claim_lane, self.destination, owner=worker.owner, now=self.now(),
                 lease_seconds=worker.lease_seconds, max_messages=worker.batch_size,
@@ -374,8 +468,16 @@ class BulkSender:
             if claim is None:
                 break
             claims.append(claim)
-            if len(claims) == 1 and worker.signal is not None:
-                worker.signal.notify(worker.name)
+        return claims
+
+    async def _collect_and_send(self, worker: DestinationWorker) -> bool | None:
+        in_flight = await store_call(self.pending_jobs)
+        self.saturated = in_flight >= MAX_JOBS_IN_FLIGHT
+        if self.saturated:
+            return None  # the worker takes event lanes meanwhile (see ``saturated``)
+        claims = await self._claim(worker, min(COLLECT_LANES, MAX_BULK_ITEMS * (MAX_JOBS_IN_FLIGHT - in_flight)))
+        if claims and worker.signal is not None:
+            worker.signal.notify(worker.name)
         if len(claims) < 2:
             # Nothing to gather: looked for again in a few seconds (a lone identify goes as a
             # single call now; the search for ready identifies is not repeated on every pass).
@@ -391,21 +493,37 @@ class BulkSender:
             await self._single(worker, claims)
             return True
         by_lane = {claim.lane: claim for claim in claims}
-        items: list[_Item] = []
         single: list[str] = []
-        for claim in claims:
-            item = await self._item(worker, claim)
-            if item is None:
-                single.append(claim.lane)
+        finished = False
+        try:
+            items: list[_Item] = []
+            for claim in claims:
+                item = await self._item(worker, claim)
+                if item is None:
+                    single.append(claim.lane)
+                else:
+                    items.append(item)
+            waiting = [item for item in items if item.accounts]
+            contacts = [item for item in items if not item.accounts]
+            if len(waiting) >= 2 or (waiting and contacts):
+                single.extend(item.lane for item in await self._send_accounts(worker, waiting))
             else:
-                items.append(item)
-        waiting = [item for item in items if item.accounts]
-        contacts = [item for item in items if not item.accounts]
-        if len(waiting) >= 2 or (waiting and contacts):
-            if not await self._send_accounts(worker, waiting):
                 single.extend(item.lane for item in waiting)
-        else:
-            single.extend(item.lane for item in waiting)
+            for start in range(0, len(contacts), MAX_BULK_ITEMS):
+                single.extend(await self._send_contact_batch(worker, contacts[start:start + MAX_BULK_ITEMS]))
+            finished = True
+        finally:
+            # Every lane not going single is given back now; a held lane keeps its hold. When
+            # the budget ran out midway, every lane is given back as it stands.
+            for claim in claims:
+                if not finished or claim.lane not in single:
+                    await store_call(worker.store.release_lane, self.destination, claim.lane, worker.owner)
+        await self._single(worker, [by_lane[lane] for lane in dict.fromkeys(single)])
+        return True
+
+    async def _send_contact_batch(self, worker: DestinationWorker, contacts: list[_Item]) -> list[str]:
+        """One contacts job for up to 100 lanes; the lanes that go single instead."""
+        single: list[str] = []
         if any(item.links for item in contacts):
             kept = await self._presearch(worker, contacts)
             single.extend(item.lane for item in contacts if item not in kept)
@@ -416,11 +534,7 @@ class BulkSender:
         else:
             await self._end_claims(contacts, settle=0.0)
             single.extend(item.lane for item in contacts)
-        for claim in claims:
-            if claim.lane not in single:
-                await store_call(worker.store.release_lane, self.destination, claim.lane, worker.owner)
-        await self._single(worker, [by_lane[lane] for lane in dict.fromkeys(single)])
-        return True
+        return single
 
     async def _single(self, worker: DestinationWorker, claims: list[LaneClaim]) -> None:
         for index, claim in enumerate(claims):
@@ -661,21 +775,63 @@ class BulkSender:
         await self._keep_and_hold(worker, job_id, "contact", items, {})
         return True
 
-    async def _send_accounts(self, worker: DestinationWorker, items: list[_Item]) -> bool:
-        accounts: dict[str, dict[str, Any]] = {}
+    async def _send_accounts(self, worker: DestinationWorker, items: list[_Item]) -> list[_Item]:
+        """Write the accounts these lanes name, each once across jobs: names already in a pending
+        accounts job are not sent again (the lane is attached to that job and waits for its
+        ids); the others go in jobs of up to 100, each lane with the job of its first new name.
+        Lanes are collected again once their job's ids are known. Returns the lanes that go
+        single (their job could not be sent)."""
+        pending = await store_call(self._pending_accounts)
+        writes: dict[str, dict[str, Any]] = {}
+        owned: list[tuple[_Item, str]] = []
+        attach: dict[str, list[_Item]] = {}
         for item in items:
+            first: str | None = None
             for account in item.accounts:
-                merged = accounts.setdefault(account["name"].strip().lower(), {"name": account["name"], "data": {}})
+                key = account["name"].strip().lower()
+                if key in pending:
+                    continue
+                merged = writes.setdefault(key, {"name": account["name"], "data": {}})
                 merged["data"].update(account["data"])
-        writes = list(accounts.values())[:MAX_BULK_ITEMS]
-        named = {w["name"].strip().lower() for w in writes}
-        items = [item for item in items if all(a["name"].strip().lower() in named for a in item.accounts)]
-        job_id, _ = await self._post(worker, "sales_account", [{"name": w["name"], "data": w["data"]} for w in writes])
-        if job_id is None:
-            return False
-        self.records_sent += len(writes)
-        await self._keep_and_hold(worker, job_id, "sales_account", items, {"accounts": writes, "searches": 0})
-        return True
+                first = first or key
+            if first is None:
+                attach.setdefault(pending[item.accounts[0]["name"].strip().lower()][0], []).append(item)
+            else:
+                owned.append((item, first))
+        keys = list(writes)
+        batch_of = {key: index // MAX_BULK_ITEMS for index, key in enumerate(keys)}
+        single: list[_Item] = []
+        for batch in range(-(-len(keys) // MAX_BULK_ITEMS)):
+            sent = [writes[key] for key in keys[batch * MAX_BULK_ITEMS:(batch + 1) * MAX_BULK_ITEMS]]
+            lanes = [item for item, first in owned if batch_of[first] == batch]
+            job_id, _ = await self._post(worker, "sales_account", [{"name": w["name"], "data": w["data"]} for w in sent])
+            if job_id is None:
+                single.extend(lanes)
+                continue
+            self.records_sent += len(sent)
+            await self._keep_and_hold(worker, job_id, "sales_account", lanes, {"accounts": sent, "searches": 0})
+        for job_id, lanes in attach.items():
+            deadline = pending[lanes[0].accounts[0]["name"].strip().lower()][1]
+            # Held first, then attached: the job's poller lets attached lanes go when it is done.
+            for item in lanes:
+                await self._hold(worker, item, deadline + HOLD_PAST_DEADLINE_SECONDS,
+                                 f"waiting for the accounts of bulk job {job_id}")
+            if not await store_call(self._attach, job_id, lanes):
+                for item in lanes:  # the job settled meanwhile: collected again at once
+                    await self._hold(worker, item, self.now(), f"accounts written by bulk job {job_id}")
+        return single
+
+    async def _let_go_waiters(self, worker: DestinationWorker, job_id: str, bad: set[str] | None,
+                              reason: str) -> None:
+        """Forget an accounts job and let the lanes attached to it go: collected again, or handed
+        back to the single path when an account they name is in ``bad`` (``None``: all are)."""
+        stored = await store_call(self._drop, job_id)
+        for raw in (stored or {}).get("waiters") or []:
+            item = _Item.from_json(raw)
+            if bad is None or any(a["name"].strip().lower() in bad for a in item.accounts):
+                await self._hand_back(worker, [item], reason)
+            else:
+                await self._hold(worker, item, self.now(), f"accounts written by bulk job {job_id}")
 
     # -- polling and results ------------------------------------------------------------------
 
@@ -686,7 +842,8 @@ class BulkSender:
             await self._hand_back(worker, items, f"bulk job {job['id']} did not finish within "
                                   f"{self.settings.job_timeout_seconds:.0f}s; written as a single call")
             await self._end_claims(items, settle=LOOKUP_SETTLE_SECONDS)
-            await store_call(self._drop, job["id"])
+            await self._let_go_waiters(worker, str(job["id"]), None, f"bulk job {job['id']} did not finish "
+                                       "in time; written as a single call")
             log.warning("destination %s: bulk job %s did not finish in time; its %d lanes go as single calls",
                         self.destination, job["id"], len(items))
             return
@@ -722,9 +879,9 @@ class BulkSender:
         refused = {str(f.value).strip().lower(): "; ".join(f.messages) for f in status.failures if f.key == "name"}
         unaccounted = status.succeeded is None or status.succeeded + len(refused) < len(job["accounts"])
         if unaccounted:
-            await self._hand_back(worker, items, f"bulk job {job['id']} did not account for every account; "
-                                  "written as single calls")
-            await store_call(self._drop, job["id"])
+            why = f"bulk job {job['id']} did not account for every account; written as single calls"
+            await self._hand_back(worker, items, why)
+            await self._let_go_waiters(worker, str(job["id"]), None, why)
             return
         back = [item for item in items if any(a["name"].strip().lower() in refused for a in item.accounts)]
         for item in back:
@@ -734,6 +891,7 @@ class BulkSender:
                                   "written as a single call")
         job["items"] = [item.to_json() for item in items if item not in back]
         job["accounts"] = [a for a in job["accounts"] if a["name"].strip().lower() not in refused]
+        job["refused"] = sorted({*job.get("refused", []), *refused})
         # Their ids are not in the answer: found by name once searches can show new records.
         job["stage"] = BulkJobStage.IDS
         job["next_poll"] = self.now() + LOOKUP_SETTLE_SECONDS
@@ -767,7 +925,9 @@ class BulkSender:
                                       "after it was written; written as a single call")
             else:
                 await self._hold(worker, item, now, f"accounts written by bulk job {job['id']}")
-        await store_call(self._drop, job["id"])
+        await self._let_go_waiters(worker, str(job["id"]), {*missing, *job.get("refused", [])},
+                                   f"bulk job {job['id']}: an account it waited for could not be written "
+                                   "or found; written as a single call")
 
     async def _settle(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item],
                       status: JobStatus) -> None:
@@ -969,6 +1129,19 @@ class BulkSender:
         """Hold the item's lane until ``until`` (now: let it go), its attempts and window unspent."""
         await worker.hold_lane(item.head, item.lane, attempts=item.attempts, available_at=until,
                                first_failure_at=item.first_failure_at, reason=reason[:2000])
+
+
+def _probe_for(job: dict[str, Any], jobs: list[dict[str, Any]], learned: dict[str, Any]) -> dict[str, Any] | None:
+    """The older job of the same kind, not seen finished, that is polled instead of ``job`` while
+    no job of its kind has shown how long they take (``None``: poll ``job``)."""
+    if job.get("stage") != BulkJobStage.JOB or job.get("polls") or learned.get(str(job.get("entity"))) is not None:
+        return None
+    def sent(j: dict[str, Any]) -> tuple[float, str]:
+        return float(j.get("created", 0)), str(j.get("id"))
+
+    older = [j for j in jobs if j.get("entity") == job.get("entity") and j.get("stage") == BulkJobStage.JOB
+             and sent(j) < sent(job)]
+    return min(older, key=sent, default=None)
 
 
 def _owners(items: list[dict[str, Any]]) -> int:

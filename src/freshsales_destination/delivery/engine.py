@@ -119,6 +119,7 @@ def build_runtime(
             ),
             facts=executor.keeper.facts, memory=memory,
             calls_per_hour=lambda: budget.effective().per_hour, now=now, sleep=sleep,
+            lease_seconds=delivery.lease_seconds,
         )
     workers = [
         DestinationWorker(

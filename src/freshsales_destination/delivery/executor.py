@@ -76,6 +76,17 @@ class Budget(Protocol):
         """Seconds until the budget has room again (0 when it has room now)."""
         ...
 
+    record_backlog_calls: int
+    """Calls the pending record writes should need; events wait while they need the budget."""
+
+    def events_wait(self) -> float:
+        """Seconds events should wait for the record backlog (0: they may spend now)."""
+        ...
+
+    def note_wait(self, seconds: float) -> None:
+        """Nothing is sent for ``seconds``: `wait_hint` says so."""
+        ...
+
 
 # How long a lane may hold the claim to create one email's record (a lane's lease is as long).
 CREATE_CLAIM_SECONDS = 120.0

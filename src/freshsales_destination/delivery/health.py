@@ -370,5 +370,13 @@ class HealthObservingBudget:
     def wait_hint(self) -> float:
         return max(float(self._budget.wait_hint()), self.health.wait_hint())
 
+    @property
+    def record_backlog_calls(self) -> int:
+        return int(self._budget.record_backlog_calls)
+
+    @record_backlog_calls.setter
+    def record_backlog_calls(self, calls: int) -> None:
+        self._budget.record_backlog_calls = calls  # the real budget decides with it
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._budget, name)

@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 _CONFIG_TOLD: dict[tuple[str, int], str] = {}
 
 RECORD_TYPES = ("identify", "group", "delete")
+NON_RECORD_TYPES = ("track", "page", "screen", "alias")
 
 
 @dataclass
@@ -205,13 +206,22 @@ class DestinationWorker:
             self.health.done()
 
     async def _run_once(self) -> bool:
+        heads: tuple[str, ...] | None = None
         if self.bulk is not None:
             # Due bulk jobs are polled first; enough ready record writes go as one job.
             handled = await self.bulk.run_once(self)
             if handled is not None:
                 return handled
+            if self.bulk.saturated:
+                # As many jobs as may be are pending: identifies wait for the next job, and
+                # events go only if the record backlog leaves them budget.
+                wait = self.executor.budget.events_wait()
+                if wait > 0:
+                    self.executor.budget.note_wait(wait)
+                    return False
+                heads = NON_RECORD_TYPES
         claim: LaneClaim | None = None
-        if self.records_first():
+        if heads is None and self.records_first():
             claim = await store_call(
                 self.store.claim_lane, self.name, owner=self.owner, now=self.now(),
                 lease_seconds=self.lease_seconds, max_messages=self.batch_size,
@@ -220,7 +230,7 @@ class DestinationWorker:
         if claim is None:
             claim = await store_call(
                 self.store.claim_lane, self.name, owner=self.owner, now=self.now(),
-                lease_seconds=self.lease_seconds, max_messages=self.batch_size,
+                lease_seconds=self.lease_seconds, max_messages=self.batch_size, head_types=heads,
             )
         if claim is None:
             return False
