@@ -364,18 +364,13 @@ class BulkSender:
     # -- collecting ---------------------------------------------------------------------------
 
     async def _collect_and_send(self, worker: DestinationWorker) -> bool | None:
-        claims: list[LaneClaim] = []
-        while len(claims) < MAX_BULK_ITEMS:
-            claim = await store_call(
-                worker.store.claim_lane, self.destination, owner=worker.owner, now=self.now(),
-                lease_seconds=worker.lease_seconds, max_messages=worker.batch_size,
-                head_types=("identify",),
-            )
-            if claim is None:
-                break
-            claims.append(claim)
-            if len(claims) == 1 and worker.signal is not None:
-                worker.signal.notify(worker.name)
+        claims: list[LaneClaim] = await store_call(
+            worker.store.claim_lanes, self.destination, owner=worker.owner, now=self.now(),
+            lease_seconds=worker.lease_seconds, max_messages=worker.batch_size,
+            head_types=("identify",), limit=MAX_BULK_ITEMS,
+        )
+        if claims and worker.signal is not None:
+            worker.signal.notify(worker.name)
         if len(claims) < 2:
             # Nothing to gather: looked for again in a few seconds (a lone identify goes as a
             # single call now; the search for ready identifies is not repeated on every pass).
