@@ -67,8 +67,9 @@ def test_a_fresh_sqlite_database_gets_every_migration_and_reopening_applies_none
     store.append([msg("1")])
     store.close()
     version, objects = _sqlite_schema(path)
-    assert version == max(migrations("sqlite")) == 6
+    assert version == max(migrations("sqlite")) == 7
     assert ("table", "inbox_size") in objects and ("index", "messages_dead") in objects
+    assert ("index", "messages_pending_type") in objects
     assert ("table", "journey") in objects and ("index", "journey_retries") in objects
     assert ("index", "messages_status") not in objects  # created by 2, dropped by 3
     again = SQLiteStore(path)
@@ -100,7 +101,7 @@ def test_an_sqlite_database_of_an_older_version_is_brought_up_to_date(tmp_path: 
         assert store.steps_of(old.seq) == []  # and 6
     finally:
         store.close()
-    assert _sqlite_schema(path)[0] == 6
+    assert _sqlite_schema(path)[0] == 7
 
 
 def test_a_queue_made_before_the_sql_files_opens_as_it_was(tmp_path: Path) -> None:
@@ -131,9 +132,12 @@ def test_a_queue_made_before_the_sql_files_opens_as_it_was(tmp_path: Path) -> No
     finally:
         store.close()
     version, objects = _sqlite_schema(path)
-    # Only the migrations after 5 ran: the journey's table and index are new, nothing else.
-    assert version == 6
-    assert sorted(set(objects) - set(before[1])) == [("index", "journey_retries"), ("table", "journey")]
+    # Only the migrations after 5 ran: the journey's table and index and the pending messages'
+    # index by type are new, nothing else.
+    assert version == 7
+    assert sorted(set(objects) - set(before[1])) == [
+        ("index", "journey_retries"), ("index", "messages_pending_type"), ("table", "journey")
+    ]
     assert set(before[1]) <= set(objects)
 
 
@@ -153,7 +157,7 @@ def test_a_fresh_postgres_schema_gets_every_migration_and_reopening_applies_none
     store.open()
     store.close()
     applied = _pg_versions(pg_schema)
-    assert [v for v, _ in applied] == list(migrations("postgres")) == [1, 2, 3, 4]
+    assert [v for v, _ in applied] == list(migrations("postgres")) == [1, 2, 3, 4, 5]
     again = PostgresStore(pg_schema.dsn, schema=pg_schema.schema)
     again.open()
     again.close()
@@ -180,7 +184,7 @@ def test_a_postgres_schema_of_an_older_version_is_brought_up_to_date(pg_schema: 
         assert store.inbox_count() == (1, 4)  # 3 ran and counted what was there
     finally:
         store.close()
-    assert [v for v, _ in _pg_versions(pg_schema)] == [1, 2, 3, 4]
+    assert [v for v, _ in _pg_versions(pg_schema)] == [1, 2, 3, 4, 5]
 
 
 # -- named queries -------------------------------------------------------------------------

@@ -283,6 +283,8 @@ _CALLS: dict[str, Any] = {
     "count_by_status": lambda s: s.count_by_status(),
     "prune": lambda s: s.prune(older_than=1.0),
     "claim_lane": lambda s: claim(s, "w", 1.0),
+    "claim_lanes": lambda s: s.claim_lanes("acme", owner="w", now=1.0, lease_seconds=1.0,
+                                           max_messages=1, limit=5),
     "renew_lease": lambda s: s.renew_lease("acme", "u:1", "w", now=1.0, lease_seconds=1.0),
     "release_lane": lambda s: s.release_lane("acme", "u:1", "w"),
     "finish": lambda s: s.finish([1], status="delivered", now=1.0),

@@ -456,26 +456,17 @@ class BulkSender:
 
     # -- collecting ---------------------------------------------------------------------------
 
-    async def _claim(self, worker: DestinationWorker, limit: int) -> list[LaneClaim]:
-        """Up to ``limit`` lanes whose next message is an identify, oldest first."""
-        claims: list[LaneClaim] = []
-        while len(claims) < limit:
-            claim = await store_call(
-                worker.store.claim_lane, self.destination, owner=worker.owner, now=self.now(),
-                lease_seconds=worker.lease_seconds, max_messages=worker.batch_size,
-                head_types=("identify",),
-            )
-            if claim is None:
-                break
-            claims.append(claim)
-        return claims
-
     async def _collect_and_send(self, worker: DestinationWorker) -> bool | None:
         in_flight = await store_call(self.pending_jobs)
         self.saturated = in_flight >= MAX_JOBS_IN_FLIGHT
         if self.saturated:
             return None  # the worker takes event lanes meanwhile (see ``saturated``)
-        claims = await self._claim(worker, min(COLLECT_LANES, MAX_BULK_ITEMS * (MAX_JOBS_IN_FLIGHT - in_flight)))
+        claims: list[LaneClaim] = await store_call(
+            worker.store.claim_lanes, self.destination, owner=worker.owner, now=self.now(),
+            lease_seconds=worker.lease_seconds, max_messages=worker.batch_size,
+            head_types=("identify",),
+            limit=min(COLLECT_LANES, MAX_BULK_ITEMS * (MAX_JOBS_IN_FLIGHT - in_flight)),
+        )
         if claims and worker.signal is not None:
             worker.signal.notify(worker.name)
         if len(claims) < 2:

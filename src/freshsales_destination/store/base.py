@@ -275,6 +275,26 @@ class Store(Protocol):
         """
         ...
 
+    def claim_lanes(
+        self,
+        destination: str,
+        *,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        max_messages: int,
+        head_types: Sequence[str] | None = None,
+        limit: int,
+    ) -> list[LaneClaim]:
+        """Lease up to `limit` distinct lanes at once, oldest head first, each as `claim_lane`
+        would (neither leased nor held; with `head_types`, only a lane whose next pending
+        message has one of them), in one write transaction and one scan for candidates.
+
+        Lanes another claimer takes meanwhile are passed over, never shared; fewer than
+        `limit` (or none) when fewer are ready.
+        """
+        ...
+
     def renew_lease(
         self, destination: str, lane: str, owner: str, *, now: float, lease_seconds: float
     ) -> bool:

@@ -371,6 +371,70 @@ class PostgresStore(SQLStore):
         }).fetchone()
         return None if row is None else str(row[0])
 
+    def _candidates(
+        self,
+        conn: psycopg.Connection[Any],
+        destination: str,
+        now: float,
+        head_types: Sequence[str] | None,
+        lost: Sequence[str],
+        limit: int,
+    ) -> list[str]:
+        types = list(dict.fromkeys(head_types or ()))
+        type_filter = ""
+        if len(types) == 1:
+            type_filter = _Q["claim_of_type"]
+        elif types:
+            type_filter = _Q["claim_of_types"]
+        query = _Q["claim_candidates"].replace("{type_filter}", type_filter)
+        rows = conn.execute(query, {
+            "destination": destination, "now": now, "lost": list(lost), "limit": limit,
+            "type": types[0] if types else None, "types": types,
+        }).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def _take_lanes(
+        self,
+        conn: psycopg.Connection[Any],
+        destination: str,
+        lanes: Sequence[str],
+        owner: str,
+        now: float,
+        lease_until: float,
+    ) -> list[str]:
+        # The same rule as one lane at a time (`try_lane`, then `take_lane`), in two round
+        # trips for all of them.
+        if not lanes:
+            return []
+        free = [str(row[0]) for row in conn.execute(_Q["try_lanes"], {
+            "prefix": f"{self.schema}\x1f{destination}\x1f", "lanes": list(lanes),
+        }).fetchall()]
+        if not free:
+            return []
+        taken = {str(row[0]) for row in conn.execute(_Q["take_lanes"], {
+            "destination": destination, "lanes": free, "owner": owner,
+            "lease_until": lease_until, "now": now,
+        }).fetchall()}
+        return [lane for lane in free if lane in taken]
+
+    def _lane_heads(
+        self,
+        conn: psycopg.Connection[Any],
+        destination: str,
+        lanes: Sequence[str],
+        max_messages: int,
+    ) -> list[list[StoredMessage]]:
+        heads: dict[str, list[StoredMessage]] = {lane: [] for lane in lanes}
+        if lanes:
+            rows = conn.execute(_Q["lane_heads"], {
+                "destination": destination, "lanes": list(lanes), "limit": max_messages,
+            }).fetchall()
+            for row in rows:
+                message = self._message(row)
+                assert message.lane is not None
+                heads[message.lane].append(message)
+        return [heads[lane] for lane in lanes]
+
     def _wake(
         self, conn: psycopg.Connection[Any], available_at: float | None, destination: str
     ) -> None:

@@ -48,7 +48,7 @@ LITERAL_STATES = frozenset({"dead", "discarded", "filtered", "dropped", "skipped
 # The methods of the `Store` protocol: each is guarded wherever it is defined.
 PUBLIC_METHODS = frozenset({
     "open", "close", "append", "inbox_append", "inbox_oldest", "inbox_sorted", "inbox_count",
-    "ping", "get_message", "get_by_seq", "count_by_status", "prune", "claim_lane",
+    "ping", "get_message", "get_by_seq", "count_by_status", "prune", "claim_lane", "claim_lanes",
     "renew_lease", "release_lane", "finish", "reschedule", "requeue", "list_messages",
     "pending_count", "pending_by_type", "kv_get", "kv_put", "kv_update", "kv_prune",
     "next_ready_at", "drop_dead", "add_steps",
@@ -186,6 +186,20 @@ class SQLStore:
     ) -> str | None:
         """The lane of the oldest ready pending message (not leased, not held, not in `lost`,
         with `head_types` only a lane whose next message has one of them)."""
+
+    @abstractmethod
+    def _candidates(
+        self,
+        conn: Any,
+        destination: str,
+        now: float,
+        head_types: Sequence[str] | None,
+        lost: Sequence[str],
+        limit: int,
+    ) -> list[str]:
+        """Up to `limit` distinct lanes, oldest head first, in one scan: each lane's next
+        pending message is ready (the lane neither leased nor held), the lane is not in
+        `lost`, and with `head_types` that message has one of them."""
 
     def _try_lane(self, conn: Any, destination: str, lane: str) -> bool:
         """Whether this claim may work on `lane` now (no other claimer is on it)."""
@@ -344,6 +358,75 @@ class SQLStore:
                     messages=[self._message(row) for row in rows],
                 )
         return None
+
+    def claim_lanes(
+        self,
+        destination: str,
+        *,
+        owner: str,
+        now: float,
+        lease_seconds: float,
+        max_messages: int,
+        head_types: Sequence[str] | None = None,
+        limit: int,
+    ) -> list[LaneClaim]:
+        """Up to `limit` lanes in one write transaction, found by one candidate scan (`claim`
+        rules per lane as in `claim_lane`). Lanes lost to other claimers are passed over: the
+        scan runs again without them for the rest, until `claim_tries` lanes were lost."""
+        if limit < 1:
+            return []
+        lease_until = now + lease_seconds
+        lost: list[str] = []
+        taken: list[str] = []
+        with self._write() as conn:
+            while len(taken) < limit:
+                want = limit - len(taken)
+                lanes = self._candidates(conn, destination, now, head_types, lost, want)
+                got = self._take_lanes(conn, destination, lanes, owner, now, lease_until)
+                taken.extend(got)
+                lost.extend(lane for lane in lanes if lane not in set(got))
+                if len(lanes) < want or len(taken) == limit or len(lost) >= self.claim_tries:
+                    break  # no more candidates, enough, or too busy for this call
+            heads = self._lane_heads(conn, destination, taken, max_messages)
+            return [
+                LaneClaim(destination=destination, lane=lane, owner=owner,
+                          lease_until=lease_until, messages=messages)
+                for lane, messages in zip(taken, heads, strict=True)
+            ]
+
+    def _take_lanes(
+        self,
+        conn: Any,
+        destination: str,
+        lanes: Sequence[str],
+        owner: str,
+        now: float,
+        lease_until: float,
+    ) -> list[str]:
+        """Lease each of `lanes` to `owner` if no other claimer is on it (`_try_lane`) and its
+        lease is still free when taken (`take_lane` re-checks): those taken, in order. A
+        backend may do it for all lanes at once; the rule is the same."""
+        taken: list[str] = []
+        for lane in lanes:
+            if not self._try_lane(conn, destination, lane):
+                continue  # another worker is claiming it right now
+            cursor = self._run(conn, "take_lane", {
+                "destination": destination, "lane": lane, "owner": owner,
+                "lease_until": lease_until, "now": now,
+            })
+            if cursor.rowcount == 1:  # else leased or held since the candidate query
+                taken.append(lane)
+        return taken
+
+    def _lane_heads(
+        self, conn: Any, destination: str, lanes: Sequence[str], max_messages: int
+    ) -> list[list[StoredMessage]]:
+        """Each lane's first `max_messages` pending messages, in seq order (one list a lane)."""
+        return [
+            [self._message(row) for row in
+             self._run(conn, "lane_head", (destination, lane, max_messages)).fetchall()]
+            for lane in lanes
+        ]
 
     def renew_lease(
         self, destination: str, lane: str, owner: str, *, now: float, lease_seconds: float

@@ -72,6 +72,23 @@ def _marks(query: str, count: int) -> str:
     return _Q[query].replace("{marks}", ",".join("?" * count))
 
 
+@functools.lru_cache(maxsize=16)
+def _claim_query(types: int) -> str:
+    """`claim_candidates` for any type (0) or for `types` types, each read through its own
+    index range (one arm per type, merged by seq)."""
+    if types == 0:
+        query = _Q["claim_candidates"]
+    elif types == 1:
+        query = _Q["claim_candidates_of_type"].replace("{n}", "0")
+    else:
+        arms = " UNION ALL ".join(
+            "SELECT seq, lane FROM (" + _Q["claim_candidates_of_type"].replace("{n}", str(n)) + ")"
+            for n in range(types)
+        )
+        query = _Q["claim_candidates_merged"].replace("{arms}", arms)
+    return query.replace("{free_head}", _Q["claim_free_head"])
+
+
 class _Checkpointer:
     """Copies the WAL into the database file from its own connection and thread.
 
@@ -375,6 +392,22 @@ class SQLiteStore(SQLStore):
         for seq in seqs:
             rows.extend(conn.execute(query, (*params, seq)).fetchall())
         return rows
+
+    def _candidates(
+        self,
+        conn: sqlite3.Connection,
+        destination: str,
+        now: float,
+        head_types: Sequence[str] | None,
+        lost: Sequence[str],
+        limit: int,
+    ) -> list[str]:
+        # Inside BEGIN IMMEDIATE no other claimer runs: no lane is ever lost.
+        params: dict[str, object] = {"destination": destination, "now": now, "limit": limit}
+        types = list(dict.fromkeys(head_types or ()))
+        params.update({f"type{n}": kind for n, kind in enumerate(types)})
+        rows = conn.execute(_claim_query(len(types)), params).fetchall()
+        return [str(lane) for _, lane in rows]
 
     def _candidate(
         self,

@@ -108,6 +108,29 @@ FOR UPDATE OF m SKIP LOCKED
   AND NOT EXISTS (SELECT 1 FROM messages p WHERE p.destination = m.destination
                   AND p.lane = m.lane AND p.status = 'pending' AND p.seq < m.seq)
 
+-- name: claim_candidates
+-- Up to %(limit)s lanes, oldest head first: pending messages that are the next of their lane
+-- (so each lane comes once), in a lane neither leased nor held, nor one this claim already
+-- lost. SKIP LOCKED passes over heads another claimer is looking at.
+-- {type_filter}: empty, claim_of_type or claim_of_types.
+SELECT m.lane FROM messages m
+WHERE m.destination = %(destination)s AND m.status = 'pending' AND m.lane IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM lanes l WHERE l.destination = m.destination
+                  AND l.lane = m.lane AND (l.hold_until > %(now)s OR l.lease_until > %(now)s))
+  AND NOT EXISTS (SELECT 1 FROM messages p WHERE p.destination = m.destination
+                  AND p.lane = m.lane AND p.status = 'pending' AND p.seq < m.seq)
+  AND m.lane <> ALL(%(lost)s::text[])
+{type_filter}
+ORDER BY m.seq LIMIT %(limit)s
+FOR UPDATE OF m SKIP LOCKED
+
+-- name: claim_of_type
+-- One type: an equality the planner matches to messages_pending_type, read in seq order.
+  AND m.type = %(type)s
+
+-- name: claim_of_types
+  AND m.type = ANY(%(types)s::text[])
+
 -- name: try_lane
 -- Only one claimer at a time works on a lane: a non-blocking transaction-level advisory lock
 -- per lane, so a claimer never waits for another (and claimers cannot deadlock each other).
@@ -123,6 +146,30 @@ ON CONFLICT (destination, lane) DO UPDATE
 SET hold_until = 0, owner = excluded.owner, lease_until = excluded.lease_until
 WHERE l.hold_until <= %(now)s AND l.lease_until <= %(now)s
 RETURNING l.lane
+
+-- name: try_lanes
+-- try_lane for many lanes in one statement: those whose lock this transaction got, in order.
+SELECT t.lane FROM unnest(%(lanes)s::text[]) WITH ORDINALITY AS t(lane, ord)
+WHERE pg_try_advisory_xact_lock(hashtextextended(%(prefix)s || t.lane, 0))
+ORDER BY t.ord
+
+-- name: take_lanes
+-- take_lane for many lanes in one statement: the lanes taken come back.
+INSERT INTO lanes AS l (destination, lane, hold_until, owner, lease_until)
+SELECT %(destination)s, t.lane, 0, %(owner)s, %(lease_until)s
+FROM unnest(%(lanes)s::text[]) AS t(lane)
+ON CONFLICT (destination, lane) DO UPDATE
+SET hold_until = 0, owner = excluded.owner, lease_until = excluded.lease_until
+WHERE l.hold_until <= %(now)s AND l.lease_until <= %(now)s
+RETURNING l.lane
+
+-- name: lane_heads
+-- lane_head for many lanes in one statement (rows of one lane together, in seq order).
+SELECT {columns} FROM unnest(%(lanes)s::text[]) WITH ORDINALITY AS t(key, ord)
+CROSS JOIN LATERAL (SELECT {columns} FROM messages
+                    WHERE destination = %(destination)s AND lane = t.key AND status = 'pending'
+                    ORDER BY seq LIMIT %(limit)s) h
+ORDER BY t.ord, h.seq
 
 -- name: lane_head
 SELECT {columns} FROM messages

@@ -95,6 +95,35 @@ AND m.type IN ({marks}) AND NOT EXISTS (SELECT 1 FROM messages p INDEXED BY mess
 WHERE p.destination = m.destination AND p.lane = m.lane
 AND p.status = 'pending' AND p.seq < m.seq)
 
+-- name: claim_candidates
+-- Up to :limit lanes, oldest head first: pending messages that are the next of their lane,
+-- in a lane neither leased nor held. {free_head}: claim_free_head.
+SELECT m.seq, m.lane FROM messages m INDEXED BY messages_pending
+WHERE m.destination = :destination AND m.status = 'pending' AND {free_head}
+ORDER BY m.seq LIMIT :limit
+
+-- name: claim_candidates_of_type
+-- The same among the pending messages of one type (:type{n}), through their own index: a
+-- claim for identify heads never reads the pending tracks and pages. Several types are one
+-- statement: each type's first :limit, merged by seq (claim_candidates_merged).
+SELECT m.seq, m.lane FROM messages m INDEXED BY messages_pending_type
+WHERE m.destination = :destination AND m.type = :type{n} AND m.status = 'pending'
+AND {free_head}
+ORDER BY m.seq LIMIT :limit
+
+-- name: claim_candidates_merged
+-- {arms}: one "SELECT seq, lane FROM (claim_candidates_of_type)" per type, by UNION ALL.
+SELECT seq, lane FROM ({arms}) ORDER BY seq LIMIT :limit
+
+-- name: claim_free_head
+-- A message that is its lane's next pending one (so each lane comes once), the lane free.
+m.lane IS NOT NULL
+AND NOT EXISTS (SELECT 1 FROM lanes l WHERE l.destination = m.destination
+AND l.lane = m.lane AND (l.hold_until > :now OR l.lease_until > :now))
+AND NOT EXISTS (SELECT 1 FROM messages p INDEXED BY messages_lane
+WHERE p.destination = m.destination AND p.lane = m.lane
+AND p.status = 'pending' AND p.seq < m.seq)
+
 -- name: take_lane
 -- Inside BEGIN IMMEDIATE no other writer runs, so the candidate's lane is free: take it.
 INSERT INTO lanes (destination, lane, hold_until, owner, lease_until)
