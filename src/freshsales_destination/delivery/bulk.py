@@ -240,6 +240,8 @@ class BulkSender:
         self._quiet_until = 0.0
         self.saturated = False
         self._backlog_looked = float("-inf")
+        self._last_found = 0
+        self._last_full = False
         """True while ``MAX_JOBS_IN_FLIGHT`` jobs are pending: the workers leave lanes whose next
         message is an identify for the next job rather than writing them one call each."""
         self.poll_lease_seconds = min(POLL_LEASE_SECONDS, lease_seconds)
@@ -441,18 +443,26 @@ class BulkSender:
             return False
 
     async def _note_backlog(self, worker: DestinationWorker) -> None:
-        """Tell the budget how many calls the pending record writes should need (at most every
-        ``BACKLOG_LOOK_SECONDS``): while that is more than it can still grant, events wait."""
+        """Tell the budget how many calls the record writes bulk has in hand should still need
+        (at most every ``BACKLOG_LOOK_SECONDS``): while that is more than it can still grant,
+        events wait. Counted: the pending jobs, the lanes waiting for accounts (their contacts
+        job to come), and the identify lanes the last look found ready (when it found as many
+        as it could take, every pending identify). Lanes whose next message is an event are
+        not counted, so events never wait for records stuck behind events."""
         now = self.now()
         if now < self._backlog_looked + BACKLOG_LOOK_SECONDS:
             return
         self._backlog_looked = now
-        in_flight = await store_call(self.pending_jobs)
-        ready = (await store_call(worker.store.pending_by_type, self.destination)).get("identify", 0)
+        jobs = await store_call(self._jobs)
+        waiting = sum(len(job.get("items") or []) + len(job.get("waiters") or []) for job in jobs
+                      if job.get("entity") == "sales_account")
+        ready = self._last_found
+        if self._last_full:
+            ready = (await store_call(worker.store.pending_by_type, self.destination)).get("identify", 0)
         if ready < self.settings.min_records:
             ready = 0  # a few identifies go as single calls: no backlog to make room for
         worker.executor.budget.record_backlog_calls = (
-            CALLS_PER_JOB * in_flight + CALLS_PER_BATCH * -(-ready // MAX_BULK_ITEMS))
+            CALLS_PER_JOB * len(jobs) + CALLS_PER_BATCH * -(-(ready + waiting) // MAX_BULK_ITEMS))
 
     # -- collecting ---------------------------------------------------------------------------
 
@@ -467,6 +477,8 @@ class BulkSender:
             head_types=("identify",),
             limit=min(COLLECT_LANES, MAX_BULK_ITEMS * (MAX_JOBS_IN_FLIGHT - in_flight)),
         )
+        self._last_found = len(claims)
+        self._last_full = len(claims) == COLLECT_LANES
         if claims and worker.signal is not None:
             worker.signal.notify(worker.name)
         if len(claims) < 2:

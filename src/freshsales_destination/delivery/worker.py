@@ -222,16 +222,14 @@ class DestinationWorker:
                 heads = NON_RECORD_TYPES
         claim: LaneClaim | None = None
         if heads is None and self.records_first():
-            claim = await store_call(
-                self.store.claim_lane, self.name, owner=self.owner, now=self.now(),
-                lease_seconds=self.lease_seconds, max_messages=self.batch_size,
-                head_types=RECORD_TYPES,
-            )
+            claim = await self._claim(RECORD_TYPES)
+            if claim is None:
+                wait = self.executor.budget.events_wait()
+                if wait > 0:  # the record writes bulk has in hand need the budget first
+                    self.executor.budget.note_wait(wait)
+                    return False
         if claim is None:
-            claim = await store_call(
-                self.store.claim_lane, self.name, owner=self.owner, now=self.now(),
-                lease_seconds=self.lease_seconds, max_messages=self.batch_size, head_types=heads,
-            )
+            claim = await self._claim(heads)
         if claim is None:
             return False
         if self.bulk is not None and claim.messages and claim.messages[0].type == "identify":
@@ -246,6 +244,21 @@ class DestinationWorker:
         # A lane stopped by the spent budget (or an unreadable schema) made no progress: say
         # so, or the caller takes the same lane again at once and spins until the budget frees.
         return progressed
+
+    async def _claim(self, heads: tuple[str, ...] | None) -> LaneClaim | None:
+        """The lane of the oldest ready message (whose lane's next message is of ``heads``)."""
+        if heads is None:
+            claim: LaneClaim | None = await store_call(
+                self.store.claim_lane, self.name, owner=self.owner, now=self.now(),
+                lease_seconds=self.lease_seconds, max_messages=self.batch_size,
+            )
+            return claim
+        # By type: the store reads only the pending messages of these types (their own index).
+        claims: list[LaneClaim] = await store_call(
+            self.store.claim_lanes, self.name, owner=self.owner, now=self.now(),
+            lease_seconds=self.lease_seconds, max_messages=self.batch_size, head_types=heads, limit=1,
+        )
+        return claims[0] if claims else None
 
     # -- planning ------------------------------------------------------------------------------
 
