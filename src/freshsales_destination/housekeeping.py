@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from freshsales_destination.delivery.bulk import BULK_SINGLE
+from freshsales_destination.delivery.bulk import BULK_SINGLE, LANES_NAMESPACE
 from freshsales_destination.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ def prune_once(store: Store, *, dedup_days: int, now: float) -> tuple[int, int]:
     ledger = store.kv_prune("ledger:", older_than=cutoff)
     store.kv_prune("create-claim:", older_than=now - DAY)  # claims last minutes at most
     store.kv_prune(f"{BULK_SINGLE}:", older_than=cutoff)  # messages handed back by bulk jobs
+    # The lanes of bulk jobs: a job is given up after 30 min, so two days is long past them.
+    store.kv_prune(f"{LANES_NAMESPACE}:", older_than=now - 2 * DAY)
     return messages, ledger
 
 

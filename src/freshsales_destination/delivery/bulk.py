@@ -98,6 +98,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAMESPACE = "bulk_jobs"
+LANES_NAMESPACE = "bulk_job_lanes"
 BULK_SINGLE = "bulk-single"
 """Namespace prefix (``bulk-single:<destination>``, key: the message's seq) of the messages a
 bulk job handed back: their lane writes them as single calls, never in a job again (pruned by
@@ -251,6 +252,7 @@ class BulkSender:
     # -- store state -------------------------------------------------------------------------
 
     def _jobs(self) -> list[dict[str, Any]]:
+        """The destination's pending jobs, without their lanes (kept apart: see ``_lanes_key``)."""
         jobs: list[dict[str, Any]] = _load(self.store.kv_get(NAMESPACE, self.destination))["jobs"]
         return jobs
 
@@ -258,22 +260,40 @@ class BulkSender:
         """How many jobs of this destination wait for their result."""
         return len(self._jobs())
 
+    def _lanes_namespace(self) -> str:
+        """Each job's lanes (``items``, and ``waiters`` attached later) are one value of their own
+        (key: the job's id), so the list of jobs every pass reads stays small."""
+        return f"{LANES_NAMESPACE}:{self.destination}"
+
+    def _with_lanes(self, job: dict[str, Any]) -> dict[str, Any]:
+        raw = self.store.kv_get(self._lanes_namespace(), str(job["id"]))
+        lanes = orjson.loads(raw) if raw else {}
+        return {**job, "items": list(lanes.get("items") or []), "waiters": list(lanes.get("waiters") or [])}
+
     def _keep(self, job: dict[str, Any]) -> None:
+        """Keep a job (its lanes apart); lanes other workers attached meanwhile are kept."""
         job.pop("leased_until", None)  # kept by its poller: polled no more for now
+        items = list(job.get("items") or [])
+        header = {k: v for k, v in job.items() if k not in ("items", "waiters")}
+        header["lanes"] = len(items)
+        header["owners"] = _owners(items)
+
+        def lanes(raw: bytes | None) -> tuple[None, bytes]:
+            stored = orjson.loads(raw) if raw else {}
+            return None, orjson.dumps({"items": items, "waiters": stored.get("waiters") or []})
+
+        self.store.kv_update(self._lanes_namespace(), str(job["id"]), lanes, now=self.now())
 
         def update(raw: bytes | None) -> tuple[None, bytes]:
             data = _load(raw)
-            stored = next((j for j in data["jobs"] if j.get("id") == job["id"]), None)
-            if stored is not None and stored.get("waiters"):
-                # Lanes attached by other workers while this one polled are kept.
-                job["waiters"] = stored["waiters"]
-            data["jobs"] = [j for j in data["jobs"] if j.get("id") != job["id"]] + [job]
+            data["jobs"] = [j for j in data["jobs"] if j.get("id") != job["id"]] + [header]
             return None, orjson.dumps(data)
 
         self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
 
     def _drop(self, job_id: str) -> dict[str, Any] | None:
-        """Forget a job; the job as it was kept (with the lanes attached to it), if it was."""
+        """Forget a job; the job as it was kept (with every lane attached to it), if it was.
+        Its lanes' value is closed in the same step, so nothing attaches to it afterwards."""
 
         def update(raw: bytes | None) -> tuple[dict[str, Any] | None, bytes]:
             data = _load(raw)
@@ -281,8 +301,16 @@ class BulkSender:
             data["jobs"] = [j for j in data["jobs"] if j.get("id") != job_id]
             return stored, orjson.dumps(data)
 
-        dropped: dict[str, Any] | None = self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
-        return dropped
+        header: dict[str, Any] | None = self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
+
+        def close(raw: bytes | None) -> tuple[dict[str, Any], bytes]:
+            stored = orjson.loads(raw) if raw else {}
+            return stored, orjson.dumps({"closed": True})
+
+        lanes = self.store.kv_update(self._lanes_namespace(), job_id, close, now=self.now())
+        if header is None:
+            return None
+        return {**header, "items": list(lanes.get("items") or []), "waiters": list(lanes.get("waiters") or [])}
 
     def _pending_accounts(self) -> dict[str, tuple[str, float]]:
         """Account names (trimmed, lower case) in this destination's accounts jobs not settled
@@ -300,14 +328,13 @@ class BulkSender:
         and are let go (or handed back) with its own lanes. False if the job is gone."""
 
         def update(raw: bytes | None) -> tuple[bool, bytes]:
-            data = _load(raw)
-            for job in data["jobs"]:
-                if job.get("id") == job_id:
-                    job["waiters"] = [*job.get("waiters", []), *(item.to_json() for item in items)]
-                    return True, orjson.dumps(data)
-            return False, raw or orjson.dumps(data)
+            stored: dict[str, Any] = orjson.loads(raw) if raw else {"closed": True}
+            if stored.get("closed"):
+                return False, orjson.dumps(stored)
+            stored["waiters"] = [*(stored.get("waiters") or []), *[item.to_json() for item in items]]
+            return True, orjson.dumps(stored)
 
-        attached: bool = self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
+        attached: bool = self.store.kv_update(self._lanes_namespace(), job_id, update, now=self.now())
         return attached
 
     def next_poll_at(self) -> float | None:
@@ -347,28 +374,41 @@ class BulkSender:
         cost one search and one deals job; else kept as it is."""
         now = self.now()
         job.pop("leased_until", None)
+        items = list(job["items"])
 
-        def update(raw: bytes | None) -> tuple[None, bytes]:
+        def update(raw: bytes | None) -> tuple[str | None, bytes]:
             data = _load(raw)
-            jobs = [j for j in data["jobs"] if j.get("id") != job["id"]]
-            for other in jobs:
+            for other in data["jobs"]:
                 if (other.get("entity") == "contact" and other.get("stage") == BulkJobStage.IDS
+                        and other.get("id") != job["id"]
                         and not other.get("searches") and float(other.get("leased_until", 0)) <= now
                         and now - float(other.get("ids_since", 0)) < IDS_GATHER_SECONDS
-                        and _owners(other["items"]) + _owners(job["items"]) < MAX_BULK_ITEMS
-                        and len(other["items"]) + len(job["items"]) <= IDS_MAX_ITEMS):
-                    other["items"] = list(other["items"]) + list(job["items"])
-                    # Given up at the earlier deadline: no lane is held past its job's end.
+                        and int(other.get("owners", 0)) + _owners(items) < MAX_BULK_ITEMS
+                        and int(other.get("lanes", 0)) + len(items) <= IDS_MAX_ITEMS):
+                    # Given up at the earlier deadline: no lane is held past its job's end. Not
+                    # polled before this job would have been, so the lanes are moved over first.
                     other["deadline"] = min(float(other["deadline"]), float(job["deadline"]))
                     other["next_poll"] = max(float(other["next_poll"]), float(job["next_poll"]))
                     other["joined"] = [*other.get("joined", []), job["id"]]
-                    break
-            else:
-                jobs.append(job)
-            data["jobs"] = jobs
+                    other["lanes"] = int(other.get("lanes", 0)) + len(items)
+                    other["owners"] = int(other.get("owners", 0)) + _owners(items)
+                    data["jobs"] = [j for j in data["jobs"] if j.get("id") != job["id"]]
+                    return str(other["id"]), orjson.dumps(data)
             return None, orjson.dumps(data)
 
-        self.store.kv_update(NAMESPACE, self.destination, update, now=now)
+        joined: str | None = self.store.kv_update(NAMESPACE, self.destination, update, now=now)
+        if joined is None:
+            self._keep(job)
+            return
+
+        def add(raw: bytes | None) -> tuple[None, bytes]:
+            stored = orjson.loads(raw) if raw else {}
+            stored["items"] = [*(stored.get("items") or []), *items]
+            return None, orjson.dumps(stored)
+
+        self.store.kv_update(self._lanes_namespace(), joined, add, now=now)
+        self.store.kv_update(self._lanes_namespace(), str(job["id"]), lambda raw: (None, orjson.dumps({"closed": True})),
+                             now=now)
 
     def _take_due(self) -> dict[str, Any] | None:
         """A job whose poll is due, leased to this caller for ``poll_lease_seconds``."""
@@ -396,7 +436,7 @@ class BulkSender:
             return None, orjson.dumps(data)
 
         found: dict[str, Any] | None = self.store.kv_update(NAMESPACE, self.destination, update, now=now)
-        return found
+        return None if found is None else self._with_lanes(found)
 
     def _handed_back(self, seq: int) -> bool:
         return self.store.kv_get(f"{BULK_SINGLE}:{self.destination}", str(seq)) is not None
@@ -445,24 +485,24 @@ class BulkSender:
     async def _note_backlog(self, worker: DestinationWorker) -> None:
         """Tell the budget how many calls the record writes bulk has in hand should still need
         (at most every ``BACKLOG_LOOK_SECONDS``): while that is more than it can still grant,
-        events wait. Counted: the pending jobs, the lanes waiting for accounts (their contacts
-        job to come), and the identify lanes the last look found ready (when it found as many
-        as it could take, every pending identify). Lanes whose next message is an event are
-        not counted, so events never wait for records stuck behind events."""
+        events wait. Counted: the pending jobs, and the identify lanes the last look found ready
+        (every pending identify when it found as many as it could take, or while lanes wait
+        for accounts jobs). With no job pending, lanes whose next message is an event are not
+        counted, so events never wait long for records stuck behind events."""
         now = self.now()
         if now < self._backlog_looked + BACKLOG_LOOK_SECONDS:
             return
         self._backlog_looked = now
         jobs = await store_call(self._jobs)
-        waiting = sum(len(job.get("items") or []) + len(job.get("waiters") or []) for job in jobs
-                      if job.get("entity") == "sales_account")
         ready = self._last_found
-        if self._last_full:
+        if self._last_full or any(job.get("entity") == "sales_account" for job in jobs):
+            # Many lanes ready, or lanes waiting for accounts (their contacts jobs to come):
+            # every pending identify is counted (an over-estimate; records go first).
             ready = (await store_call(worker.store.pending_by_type, self.destination)).get("identify", 0)
         if ready < self.settings.min_records:
             ready = 0  # a few identifies go as single calls: no backlog to make room for
         worker.executor.budget.record_backlog_calls = (
-            CALLS_PER_JOB * len(jobs) + CALLS_PER_BATCH * -(-(ready + waiting) // MAX_BULK_ITEMS))
+            CALLS_PER_JOB * len(jobs) + CALLS_PER_BATCH * -(-ready // MAX_BULK_ITEMS))
 
     # -- collecting ---------------------------------------------------------------------------
 
