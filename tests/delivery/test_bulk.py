@@ -406,3 +406,89 @@ def test_deal_owners_of_several_contact_jobs_share_one_id_search_and_one_deals_j
     assert calls.count(("POST", "/api/filtered_search/contact")) == 3, calls
     assert calls.count(("POST", "/api/deals/bulk_upsert")) == 1
     assert ("POST", "/api/deals/upsert") not in calls and ("POST", "/api/contacts/upsert") not in calls
+
+
+def _sent_accounts(pipeline: Pipeline) -> list[list[str]]:
+    return [[item["name"] for item in job.items] for job in pipeline.sandbox.state.bulk.jobs.values()
+            if job.entity == "sales_accounts"]
+
+
+def test_accounts_already_in_a_pending_job_are_not_sent_again(pipeline: Pipeline, clock: FakeClock) -> None:
+    """A second backlog naming the same companies while their accounts job is pending waits for
+    it: one accounts job and one accounts search for them; the new lanes' company is still sent."""
+    companies = [f"Company {n}" for n in range(5)]
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, companies[i % 5]) for i in range(20)]})
+    pipeline.deliver(now=clock)
+    assert _calls(pipeline).count(("POST", "/api/sales_accounts/bulk_upsert")) == 1
+    pipeline.send("/v1/batch", {"batch": [_with_company(i, companies[i % 5]) for i in range(100, 120)]
+                                + [_with_company(i, "Newco") for i in range(200, 212)]})
+    pipeline.deliver(now=clock)
+    assert sorted(_sent_accounts(pipeline), key=len) == [["Newco"], companies]  # Newco's job holds it alone
+    _run(pipeline, clock, passes=12)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    linked = _linked(pipeline)
+    assert all(linked[f"person{i}@example.com"] == {companies[i % 5]} for i in [*range(20), *range(100, 120)])
+    assert all(linked[f"person{i}@example.com"] == {"Newco"} for i in range(200, 212))
+    assert sorted(a["name"] for a in pipeline.records("sales_accounts")) == [*companies, "Newco"]
+    calls = _calls(pipeline)
+    assert calls.count(("POST", "/api/sales_accounts/bulk_upsert")) == 2
+    assert calls.count(("POST", "/api/filtered_search/sales_account")) == 2
+    assert not [c for c in calls if c[1] in ("/api/contacts/upsert", "/api/sales_accounts/upsert")]
+
+
+def test_the_accounts_of_a_large_backlog_go_in_full_jobs_each_written_once(
+    pipeline: Pipeline, clock: FakeClock
+) -> None:
+    """250 people naming 150 companies (some shared): one look takes every lane, and the companies
+    go as two accounts jobs of 100 and 50, then the contacts as three jobs of up to 100."""
+    people = [_with_company(i, f"Company {i % 150:03d}") for i in range(250)]
+    pipeline.send("/v1/batch", {"batch": people})
+    pipeline.deliver(now=clock)
+    assert sorted(len(names) for names in _sent_accounts(pipeline)) == [50, 100]
+    assert len({name for names in _sent_accounts(pipeline) for name in names}) == 150
+    _run(pipeline, clock, passes=12)
+    assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+    linked = _linked(pipeline)
+    assert all(linked[f"person{i}@example.com"] == {f"Company {i % 150:03d}"} for i in range(250))
+    calls = _calls(pipeline)
+    assert calls.count(("POST", "/api/sales_accounts/bulk_upsert")) == 2
+    assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 3
+    assert len(pipeline.records("sales_accounts")) == 150
+
+
+def test_only_the_oldest_job_is_polled_until_jobs_show_how_long_they_take(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Three contact jobs posted together before any job finished on the destination: the first
+    is polled at 2 s (running) and 6 s (done); the other two are polled once each after that."""
+    for pipeline in _make(tmp_path, clock, sandbox={"bulk_job_seconds": 5}):
+        pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(250)]})
+        pipeline.deliver(now=clock)
+        assert _record_calls(pipeline).count(("POST", "/api/contacts/bulk_upsert")) == 3
+        for _ in range(10):
+            clock.advance(2)
+            pipeline.deliver(now=clock)
+        assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+        polls = [c for c in _record_calls(pipeline) if c[1].startswith("/api/job_statuses/")]
+        assert len(polls) == 4
+
+
+def test_events_wait_while_the_record_backlog_needs_the_budget(tmp_path: Path, clock: FakeClock) -> None:
+    """On a 20-calls-an-hour account: 30 people are known, then 600 new people arrive between the
+    tracks of the 30 (whose lanes are free). Their jobs need about as many calls as the hour has
+    left, so every record call is made before the first event call; then events follow."""
+    for pipeline in _make(tmp_path, clock, destination={"rate_limit_per_hour": 20}):
+        pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(1000, 1030)]})
+        _run(pipeline, clock, passes=4)
+        before = len(_calls(pipeline))
+        tracks = [_track(i) for i in range(1000, 1030)]
+        pipeline.send("/v1/batch", {"batch": tracks[:15] + [_identify(i) for i in range(600)] + tracks[15:]})
+        _run(pipeline, clock, passes=70, step=61.0)
+        statuses = _statuses(pipeline)
+        assert {statuses[f"id-{i}"] for i in range(600)} == {MessageStatus.DELIVERED}
+        calls = _calls(pipeline)[before:]
+        record = [n for n, c in enumerate(calls) if c[1].startswith(("/api/contacts", "/api/job_statuses",
+                                                                     "/api/filtered_search"))]
+        events = [n for n, c in enumerate(calls) if c[1] == "/api/notes"]
+        assert events and record, calls
+        assert max(record) < min(events), calls

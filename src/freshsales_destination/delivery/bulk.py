@@ -562,6 +562,8 @@ class BulkSender:
                 if not finished or claim.lane not in single:
                     await store_call(worker.store.release_lane, self.destination, claim.lane, worker.owner)
         await self._single(worker, [by_lane[lane] for lane in dict.fromkeys(single)])
+        self._backlog_looked = float("-inf")  # what this look found is told to the budget now
+        await self._note_backlog(worker)
         return True
 
     async def _send_contact_batch(self, worker: DestinationWorker, contacts: list[_Item]) -> list[str]:
