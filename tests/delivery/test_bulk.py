@@ -474,10 +474,10 @@ def test_only_the_oldest_job_is_polled_until_jobs_show_how_long_they_take(
 
 
 def test_events_wait_while_the_record_backlog_needs_the_budget(tmp_path: Path, clock: FakeClock) -> None:
-    """On a 20-calls-an-hour account: 30 people are known, then 600 new people arrive between the
+    """On a 40-calls-an-hour account: 30 people are known, then 600 new people arrive between the
     tracks of the 30 (whose lanes are free). Their jobs need about as many calls as the hour has
     left, so every record call is made before the first event call; then events follow."""
-    for pipeline in _make(tmp_path, clock, destination={"rate_limit_per_hour": 20}):
+    for pipeline in _make(tmp_path, clock, destination={"rate_limit_per_hour": 40}):
         pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(1000, 1030)]})
         _run(pipeline, clock, passes=4)
         before = len(_calls(pipeline))

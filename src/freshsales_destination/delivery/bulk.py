@@ -525,19 +525,18 @@ class BulkSender:
             # Nothing to gather: looked for again in a few seconds (a lone identify goes as a
             # single call now; the search for ready identifies is not repeated on every pass).
             self._quiet_until = self.now() + QUIET_SECONDS
-            await self._single(worker, claims)
-            return True if claims else None
+            return await self._single(worker, claims) if claims else None
         pending = 0
         if len(claims) < self.settings.min_records:
             pending = await store_call(worker.store.pending_count, self.destination)
         per_hour = await store_call(self.calls_per_hour)
         view = BacklogView(len(claims), pending, per_hour)
         if not should_bulk(view, min_records=self.settings.min_records):
-            await self._single(worker, claims)
-            return True
+            return await self._single(worker, claims)
         by_lane = {claim.lane: claim for claim in claims}
         single: list[str] = []
         finished = False
+        sent = self.jobs_sent
         try:
             items: list[_Item] = []
             for claim in claims:
@@ -561,10 +560,11 @@ class BulkSender:
             for claim in claims:
                 if not finished or claim.lane not in single:
                     await store_call(worker.store.release_lane, self.destination, claim.lane, worker.owner)
-        await self._single(worker, [by_lane[lane] for lane in dict.fromkeys(single)])
+        progressed = await self._single(worker, [by_lane[lane] for lane in dict.fromkeys(single)])
         self._backlog_looked = float("-inf")  # what this look found is told to the budget now
         await self._note_backlog(worker)
-        return True
+        # Progress: a job was sent, or a lane was written singly (not when the budget stopped it).
+        return progressed or not single or self.jobs_sent > sent
 
     async def _send_contact_batch(self, worker: DestinationWorker, contacts: list[_Item]) -> list[str]:
         """One contacts job for up to 100 lanes; the lanes that go single instead."""
@@ -581,7 +581,8 @@ class BulkSender:
             single.extend(item.lane for item in contacts)
         return single
 
-    async def _single(self, worker: DestinationWorker, claims: list[LaneClaim]) -> None:
+    async def _single(self, worker: DestinationWorker, claims: list[LaneClaim]) -> bool:
+        """Deliver these lanes by single calls; False when the budget stopped the first one."""
         for index, claim in enumerate(claims):
             try:
                 progressed = await worker.deliver_claimed(claim)
@@ -592,7 +593,8 @@ class BulkSender:
             if not progressed:  # the budget is spent: the others wait for their turn
                 for rest in claims[index + 1:]:
                     await store_call(worker.store.release_lane, self.destination, rest.lane, worker.owner)
-                return
+                return index > 0
+        return True
 
     async def _item(self, worker: DestinationWorker, claim: LaneClaim) -> _Item | None:
         """The lane's leading identifies as one bulk item, or ``None`` (the lane goes single)."""
