@@ -340,14 +340,17 @@ def _pending(db: Path, types: tuple[str, ...] | None) -> int:
 
 
 RECORD_TYPES = ("identify", "group")
+CALL_SECONDS = 0.5
+"""Simulated seconds each Freshsales call takes in the stepped harness (its answer's latency)."""
 
 
 def run_stepped(events: list[dict[str, Any]], workdir: Path, *, bulk: bool, job_seconds: float,
                 max_sim_hours: float, per_hour: int = 1000, until: tuple[str, ...] | None = RECORD_TYPES,
                 ) -> dict[str, Any]:
     """Store every event, then deliver on simulated time until no message of the types `until`
-    (``None``: no message at all) is pending. The clock moves only when the engine sleeps or
-    has nothing to do: then to the budget's next room or the next bulk poll, whichever is first."""
+    (``None``: no message at all) is pending. The clock moves by ``CALL_SECONDS`` per
+    Freshsales call, when the engine sleeps, and when it has nothing to do: then to the
+    budget's next room or the next bulk poll, whichever is first."""
     clock = StepClock()
     options = SandboxOptions(
         api_key=API_KEY, app_token=APP_TOKEN, product="suite",
@@ -379,7 +382,10 @@ def run_stepped(events: list[dict[str, Any]], workdir: Path, *, bulk: bool, job_
             passes = 0
             try:
                 while clock() - begin < max_sim_hours * 3600:
+                    calls = len(sandbox.state.requests)
                     progressed = await worker.run_once()
+                    # Each Freshsales call takes simulated time too (a typical answer's latency).
+                    clock.value += CALL_SECONDS * (len(sandbox.state.requests) - calls)
                     passes += 1
                     if passes % 50 == 0 or not progressed:
                         if await asyncio.to_thread(_pending, db, until) == 0:

@@ -121,6 +121,8 @@ COLLECT_LANES = 1000
 """One look gathers up to this many lanes (ten contact jobs): the accounts they name are written
 once, in full jobs, rather than once per contact job."""
 MAX_JOBS_IN_FLIGHT = 30
+LEASE_MARGIN_SECONDS = 30.0
+"""A look sends no further job once its lanes' lease has less than this left."""
 BACKLOG_LOOK_SECONDS = 30.0
 """How often the record backlog is counted for the budget (one count of pending messages)."""
 CALLS_PER_BATCH = 4
@@ -551,7 +553,13 @@ class BulkSender:
                 single.extend(item.lane for item in await self._send_accounts(worker, waiting))
             else:
                 single.extend(item.lane for item in waiting)
+            lease_until = min(claim.lease_until for claim in claims)
             for start in range(0, len(contacts), MAX_BULK_ITEMS):
+                if self.now() > lease_until - LEASE_MARGIN_SECONDS:
+                    # The lanes' lease is nearly spent (a slow account): the rest are given back
+                    # untouched, before another worker could take them and write them too.
+                    await self._end_claims(contacts[start:], settle=0.0)
+                    break
                 single.extend(await self._send_contact_batch(worker, contacts[start:start + MAX_BULK_ITEMS]))
             finished = True
         finally:
