@@ -365,9 +365,10 @@ class SQLStore:
         head_types: Sequence[str] | None = None,
         limit: int,
     ) -> list[LaneClaim]:
-        """Up to `limit` lanes in one write transaction, found by one candidate scan (`claim`
-        rules per lane as in `claim_lane`). Lanes lost to other claimers are passed over: the
-        scan runs again without them for the rest, until `claim_tries` lanes were lost."""
+        """Up to `limit` lanes in one write transaction, found by one candidate scan, each
+        taken as `claim_lane` takes one (`_take_lanes`). Lanes lost to other claimers are
+        passed over: the scan runs again without them for the rest, until `claim_tries`
+        lanes were lost."""
         if limit < 1:
             return []
         lease_until = now + lease_seconds
@@ -379,7 +380,7 @@ class SQLStore:
                 lanes = self._candidates(conn, destination, now, head_types, lost, want)
                 got = self._take_lanes(conn, destination, lanes, owner, now, lease_until)
                 taken.extend(got)
-                lost.extend(lane for lane in lanes if lane not in set(got))
+                lost.extend(sorted(set(lanes) - set(got)))
                 if len(lanes) < want or len(taken) == limit or len(lost) >= self.claim_tries:
                     break  # no more candidates, enough, or too busy for this call
             heads = self._lane_heads(conn, destination, taken, max_messages)
