@@ -14,6 +14,10 @@ Concurrency:
   claimers never work on one lane, and never wait for each other), then takes the lease with
   a conditional upsert of the ``lanes`` row, which PostgreSQL re-checks against the latest
   committed row. A claimer that finds a lane busy or freshly leased tries the next one.
+* ``claim_lanes`` does the same for many lanes at once: one candidate query (each lane's next
+  message only, ``LIMIT n``, ``SKIP LOCKED``), then the advisory locks, the leases and the
+  lanes' head messages in one statement each; lanes lost are passed over and the query runs
+  again without them for the rest.
 * ``kv_update`` inserts the row if missing, then reads it ``FOR UPDATE``, in one transaction.
 """
 
