@@ -271,7 +271,8 @@ class Store(Protocol):
 
         A lane is skipped while another worker holds its lease or while it is held back for a
         retry (so later messages of a person never overtake an earlier one). With
-        `head_types`, only messages of those types are considered when picking the lane.
+        `head_types`, only a lane whose next pending message has one of those types (the
+        same as `claim_lanes` with a limit of 1).
         """
         ...
 

@@ -177,15 +177,9 @@ class SQLStore:
 
     @abstractmethod
     def _candidate(
-        self,
-        conn: Any,
-        destination: str,
-        now: float,
-        head_types: Sequence[str] | None,
-        lost: Sequence[str],
+        self, conn: Any, destination: str, now: float, lost: Sequence[str]
     ) -> str | None:
-        """The lane of the oldest ready pending message (not leased, not held, not in `lost`,
-        with `head_types` only a lane whose next message has one of them)."""
+        """The lane of the oldest ready pending message (not leased, not held, not in `lost`)."""
 
     @abstractmethod
     def _candidates(
@@ -330,32 +324,33 @@ class SQLStore:
         head_types: Sequence[str] | None = None,
     ) -> LaneClaim | None:
         """The lane of the oldest ready pending message, if this claim can have it: no other
-        claimer is on it (`_try_lane`) and the lease is still free when taken (`take_lane`
-        re-checks). A lane lost either way is passed over for the next, `claim_tries` times."""
+        claimer is on it and the lease is still free when taken (`_take_lanes`). A lane lost
+        either way is passed over for the next, `claim_tries` times. With `head_types`, this
+        is `claim_lanes` for one lane (its scan reads the pending messages of those types
+        only); without, a cheaper scan that needs no check of the lane's head."""
+        if head_types:
+            claims = self.claim_lanes(
+                destination, owner=owner, now=now, lease_seconds=lease_seconds,
+                max_messages=max_messages, head_types=head_types, limit=1,
+            )
+            return claims[0] if claims else None
         lease_until = now + lease_seconds
         lost: list[str] = []
         with self._write() as conn:
             for _ in range(self.claim_tries):
-                lane = self._candidate(conn, destination, now, head_types, lost)
+                lane = self._candidate(conn, destination, now, lost)
                 if lane is None:
                     return None
-                if not self._try_lane(conn, destination, lane):
-                    lost.append(lane)  # another worker is claiming it right now
+                if not self._take_lanes(conn, destination, [lane], owner, now, lease_until):
+                    lost.append(lane)  # another claimer has it: the next lane
                     continue
-                taken = self._run(conn, "take_lane", {
-                    "destination": destination, "lane": lane, "owner": owner,
-                    "lease_until": lease_until, "now": now,
-                })
-                if taken.rowcount != 1:
-                    lost.append(lane)  # leased or held since the candidate query: next lane
-                    continue
-                rows = self._run(conn, "lane_head", (destination, lane, max_messages)).fetchall()
+                (messages,) = self._lane_heads(conn, destination, [lane], max_messages)
                 return LaneClaim(
                     destination=destination,
                     lane=lane,
                     owner=owner,
                     lease_until=lease_until,
-                    messages=[self._message(row) for row in rows],
+                    messages=messages,
                 )
         return None
 
@@ -370,9 +365,10 @@ class SQLStore:
         head_types: Sequence[str] | None = None,
         limit: int,
     ) -> list[LaneClaim]:
-        """Up to `limit` lanes in one write transaction, found by one candidate scan (`claim`
-        rules per lane as in `claim_lane`). Lanes lost to other claimers are passed over: the
-        scan runs again without them for the rest, until `claim_tries` lanes were lost."""
+        """Up to `limit` lanes in one write transaction, found by one candidate scan, each
+        taken as `claim_lane` takes one (`_take_lanes`). Lanes lost to other claimers are
+        passed over: the scan runs again without them for the rest, until `claim_tries`
+        lanes were lost."""
         if limit < 1:
             return []
         lease_until = now + lease_seconds
@@ -384,7 +380,7 @@ class SQLStore:
                 lanes = self._candidates(conn, destination, now, head_types, lost, want)
                 got = self._take_lanes(conn, destination, lanes, owner, now, lease_until)
                 taken.extend(got)
-                lost.extend(lane for lane in lanes if lane not in set(got))
+                lost.extend(sorted(set(lanes) - set(got)))
                 if len(lanes) < want or len(taken) == limit or len(lost) >= self.claim_tries:
                     break  # no more candidates, enough, or too busy for this call
             heads = self._lane_heads(conn, destination, taken, max_messages)

@@ -410,19 +410,8 @@ class SQLiteStore(SQLStore):
         return [str(lane) for _, lane in rows]
 
     def _candidate(
-        self,
-        conn: sqlite3.Connection,
-        destination: str,
-        now: float,
-        head_types: Sequence[str] | None,
-        lost: Sequence[str],
+        self, conn: sqlite3.Connection, destination: str, now: float, lost: Sequence[str]
     ) -> str | None:
         # Inside BEGIN IMMEDIATE no other claimer runs: no lane is ever lost (claim_tries 1).
-        type_filter = ""
-        params: list[object] = [destination, now, now]
-        if head_types:
-            type_filter = _marks("claim_head_types", len(head_types))
-            params.extend(head_types)
-        query = _Q["claim_candidate"].replace("{type_filter}", type_filter)
-        row = conn.execute(query, params).fetchone()
+        row = conn.execute(_Q["claim_candidate"], (destination, now, now)).fetchone()
         return None if row is None else str(row[0])

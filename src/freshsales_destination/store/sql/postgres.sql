@@ -91,22 +91,15 @@ AND received_at < %s AND status <> 'dead'
 
 -- name: claim_candidate
 -- The oldest ready pending message whose lane is neither leased nor held, and not one this
--- claim already lost. SKIP LOCKED passes over candidates another claimer is looking at.
--- {type_filter}: empty, or claim_head_types.
+-- claim already lost (claim_lane without head types). SKIP LOCKED passes over candidates
+-- another claimer is looking at.
 SELECT m.lane FROM messages m
 WHERE m.destination = %(destination)s AND m.status = 'pending' AND m.lane IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM lanes l WHERE l.destination = m.destination
                   AND l.lane = m.lane AND (l.hold_until > %(now)s OR l.lease_until > %(now)s))
   AND m.lane <> ALL(%(lost)s::text[])
-{type_filter}
 ORDER BY m.seq LIMIT 1
 FOR UPDATE OF m SKIP LOCKED
-
--- name: claim_head_types
--- Only lanes whose next message is of these types.
-  AND m.type = ANY(%(types)s::text[])
-  AND NOT EXISTS (SELECT 1 FROM messages p WHERE p.destination = m.destination
-                  AND p.lane = m.lane AND p.status = 'pending' AND p.seq < m.seq)
 
 -- name: claim_candidates
 -- Up to %(limit)s lanes, oldest head first: pending messages that are the next of their lane

@@ -80,20 +80,13 @@ DELETE FROM messages WHERE finished_at IS NOT NULL AND finished_at < ?
 AND received_at < ? AND status != 'dead'
 
 -- name: claim_candidate
--- The oldest ready pending message whose lane is neither leased nor held.
--- {type_filter}: empty, or claim_head_types.
+-- The oldest ready pending message whose lane is neither leased nor held (claim_lane without
+-- head types; the first such message is its lane's next, so no check of the head is needed).
 SELECT m.lane FROM messages m INDEXED BY messages_pending
 WHERE m.destination = ? AND m.status = 'pending' AND m.lane IS NOT NULL
 AND NOT EXISTS (SELECT 1 FROM lanes l WHERE l.destination = m.destination
 AND l.lane = m.lane AND (l.hold_until > ? OR l.lease_until > ?))
-{type_filter}
 ORDER BY m.seq LIMIT 1
-
--- name: claim_head_types
--- Only lanes whose next message is of these types. {marks}: one "?" per type.
-AND m.type IN ({marks}) AND NOT EXISTS (SELECT 1 FROM messages p INDEXED BY messages_lane
-WHERE p.destination = m.destination AND p.lane = m.lane
-AND p.status = 'pending' AND p.seq < m.seq)
 
 -- name: claim_candidates
 -- Up to :limit lanes, oldest head first: pending messages that are the next of their lane,
