@@ -153,6 +153,10 @@ class EventsRoute:
             PROBE_NAMESPACE, self.destination, lambda raw: (None, b'{"until": 0}'), now=now
         )
 
+    def give_up_probe(self, now: float) -> None:
+        """The probing event made no call (the budget stopped it): the probe is free again."""
+        self._release_probe(now)
+
     def learn_absent(self, evidence: str, now: float) -> None:
         self.facts.learn(
             TRACKING_API, Fact("absent", evidence, now, recheck_at=now + RECHECK_SECONDS)

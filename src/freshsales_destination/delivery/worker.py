@@ -91,10 +91,13 @@ class Unit:
 class _Hold(Exception):
     """A message waits a little, through no fault of its own (its retry window is not spent)."""
 
-    def __init__(self, reason: str, seconds: float) -> None:
+    def __init__(self, reason: str, seconds: float, *, progress: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.seconds = seconds
+        self.progress = progress
+        """False when other lanes would wait for the same thing: the worker pauses rather than
+        hold them one by one."""
 
 
 @dataclass
@@ -286,7 +289,8 @@ class DestinationWorker:
             if tracking == "unknown" and result.status == PlanStatus.PLANNED and has_tracking(result.operations):
                 claim = await store_call(self.events.claim_probe, self.now())
                 if claim == "wait":
-                    raise _Hold("waiting for the tracking API's first answer (another worker asked it)", 5.0)
+                    raise _Hold("waiting for the tracking API's first answer (another worker asked it)", 5.0,
+                                progress=False)
                 probe = claim == "probe"
                 if claim == "absent":
                     tracking = "absent"
@@ -391,7 +395,7 @@ class DestinationWorker:
                 return True
             except _Hold as hold:
                 await self._hold(claim, step or identifies[0], hold)
-                return True
+                return hold.progress
             if unit is None:
                 continue
             outcome = await self._run_unit(claim, unit)
@@ -482,6 +486,9 @@ class DestinationWorker:
                     await self.executor.execute(op, ctx)
         except BudgetExhausted:
             await self._note_calls(seqs, calls)
+            if unit.probe:
+                # The probe never asked: another event may ask as soon as the budget allows.
+                await store_call(self.events.give_up_probe, self.now())
             return UnitOutcome.BUDGET
         except TrackingApiAbsent as exc:
             await self._note_calls(seqs, calls)
