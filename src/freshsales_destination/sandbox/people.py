@@ -21,7 +21,7 @@ from freshsales_destination.sandbox.records import (
     upsert_first,
     visible,
 )
-from freshsales_destination.sandbox.state import SandboxState
+from freshsales_destination.sandbox.state import SandboxState, email_key_of
 
 _PERSON_ATTRS = {
     "first_name": "str", "last_name": "str", "job_title": "str", "work_number": "str",
@@ -43,8 +43,7 @@ CONTACT_IDENTIFIERS = ("emails", "mobile_number", "external_id")
 # emails -------------------------------------------------------------------------------------
 
 def email_key(state: SandboxState, value: str) -> str:
-    value = value.strip()
-    return value if state.options.email_case_sensitive else value.lower()
+    return email_key_of(state.options, value)
 
 
 def requested_emails(attrs: dict[str, Any]) -> list[str] | None:
@@ -112,17 +111,15 @@ def _set_emails(state: SandboxState, record: dict[str, Any], values: list[str]) 
 
 
 def _check_unique_emails(state: SandboxState, kind: str, values: list[str], self_id: int | None) -> None:
-    wanted = {email_key(state, v) for v in values}
-    for other in state.table(kind).values():
-        if other["id"] == self_id:
-            continue
-        if wanted & {email_key(state, v) for v in record_emails(other)}:
+    """No record of ``kind`` but ``self_id`` may hold any of ``values`` (as ``email_key`` compares)."""
+    for value in values:
+        if any(other["id"] != self_id for other in state.with_email(kind, value)):
             raise validation_error(state.options.duplicate_email_message)
 
 
 def find_by_email(state: SandboxState, kind: str, email: str) -> list[dict[str, Any]]:
-    key = email_key(state, email)
-    return [r for r in state.table(kind).values() if key in {email_key(state, v) for v in record_emails(r)}]
+    """The records of ``kind`` holding ``email``, in table order (from the table's email index)."""
+    return state.with_email(kind, email)
 
 
 # contacts -----------------------------------------------------------------------------------
