@@ -72,6 +72,10 @@ class KeyIndex:
     def ids(self, key: str) -> frozenset[int]:
         return frozenset(self._ids.get(key, ()))
 
+    def as_dict(self) -> dict[str, frozenset[int]]:
+        """Every key with the ids indexed under it (for checking the index against its table)."""
+        return {key: frozenset(ids) for key, ids in self._ids.items()}
+
     def _unlink(self, key: str, record_id: int) -> None:
         holders = self._ids.get(key)
         if holders is not None:
