@@ -6,6 +6,7 @@ built afresh from its table; a random sequence of writes is compared with a scan
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,20 @@ from freshsales_destination.sandbox.state import KeyIndex
 from tests.sandbox.conftest import Api, MakeApi
 
 
-def _fresh(state: SandboxState, kind: str) -> dict[str, frozenset[int]]:
-    """What ``kind``'s index would hold if built now from its table."""
-    rebuilt = KeyIndex(state.indexes[kind].keys_of)
+def _fresh(state: SandboxState, kind: str, by: str) -> dict[Hashable, frozenset[int]]:
+    """What ``kind``'s index ``by`` would hold if built now from its table."""
+    rebuilt = KeyIndex(state.indexes[kind][by].keys_of)
     for record in state.table(kind).values():
         rebuilt.put(record)
     return rebuilt.as_dict()
 
 
 def _indexes_match_tables(state: SandboxState) -> None:
-    assert set(state.indexes) == {"contacts", "leads", "sales_accounts", "deals"}
-    for kind, index in state.indexes.items():
-        assert index.as_dict() == _fresh(state, kind), kind
+    assert {kind: set(indexes) for kind, indexes in state.indexes.items()} == {
+        "contacts": {"email"}, "leads": {"email"}, "sales_accounts": {"name"}, "deals": {"name", "contact"}}
+    for kind, indexes in state.indexes.items():
+        for by, index in indexes.items():
+            assert index.as_dict() == _fresh(state, kind, by), (kind, by)
 
 
 def _emails_found(api: Api, email: str, entity: str = "contact") -> list[int]:
@@ -189,6 +192,29 @@ def test_deals_by_name_oldest_first(api: Api) -> None:
     _indexes_match_tables(api.state)
 
 
+def test_a_contact_shows_the_deals_linked_to_it_now(api: Api) -> None:
+    one = api.post("/contacts", {"contact": {"email": "one@x.io"}}).json()["contact"]
+    two = api.post("/contacts", {"contact": {"email": "two@x.io"}}).json()["contact"]
+
+    def open_deals(contact: dict[str, Any]) -> tuple[int, str]:
+        shown = api.get(f"/contacts/{contact['id']}").json()["contact"]
+        return shown["open_deals_count"], shown["open_deals_amount"]
+
+    both = api.post("/deals", {"deal": {"name": "Both", "amount": "10.5",
+                                        "contacts_added_list": [one["id"], two["id"]]}}).json()["deal"]
+    api.post("/deals", {"deal": {"name": "Only one", "amount": 2, "contact_ids": [one["id"]]}})
+    assert open_deals(one) == (2, "12.5") and open_deals(two) == (1, "10.5")
+    moved = api.put(f"/deals/{both['id']}", {"deal": {"contacts_removed_list": [one["id"]]}})
+    assert moved.status_code == 200
+    assert open_deals(one) == (1, "2.0") and open_deals(two) == (1, "10.5")
+    _indexes_match_tables(api.state)
+    assert api.delete(f"/contacts/{two['id']}").status_code == 200
+    assert api.get(f"/deals/{both['id']}").json()["deal"]["contact_ids"] == []
+    assert api.delete(f"/deals/{both['id']}").status_code == 200
+    assert open_deals(one) == (1, "2.0")
+    _indexes_match_tables(api.state)
+
+
 def test_a_bulk_job_sees_the_records_its_earlier_items_wrote(make_api: MakeApi) -> None:
     api = make_api(bulk_job_seconds=0)
     items = [{"emails": "twice@x.io", "data": {"first_name": "One"}},
@@ -250,6 +276,8 @@ step = st.one_of(
     st.tuples(st.just("delete_account"), st.integers(0, 9)),
     st.tuples(st.just("upsert_deal"), st.sampled_from(NAMES)),
     st.tuples(st.just("create_deal"), st.sampled_from(NAMES)),
+    st.tuples(st.just("link_deal"), st.integers(0, 9), st.integers(0, 9), st.booleans()),
+    st.tuples(st.just("delete_deal"), st.integers(0, 9)),
     st.tuples(st.just("reset")),
 )
 
@@ -290,6 +318,11 @@ def _apply(state: SandboxState, action: tuple[Any, ...]) -> None:
         companies.upsert_deal(state, {"unique_identifier": {"name": action[1]}, "deal": {"amount": 1}})
     elif name == "create_deal":
         companies.create_deal(state, {"deal": {"name": action[1], "amount": 1}})
+    elif name == "link_deal" and contact is not None and (deal := _pick(state, "deals", action[2])) is not None:
+        change = "contacts_added_list" if action[3] else "contacts_removed_list"
+        companies.update_deal(state, deal, {"deal": {change: [contact]}})
+    elif name == "delete_deal" and (deal := _pick(state, "deals", nth)) is not None:
+        state.delete("deals", deal)
     elif name == "reset":
         state.reset()
 
@@ -322,4 +355,7 @@ def test_lookups_agree_with_a_scan_after_any_writes(steps: list[tuple[Any, ...]]
         for name in NAMES:
             assert companies.accounts_named(state, name) == _scan_names(state, "sales_accounts", name)
             assert companies._named(state, "deals", name) == _scan_names(state, "deals", name)
+        for contact in list(state.table("contacts"))[:5]:
+            assert state.deals_of(contact) == [d for d in state.table("deals").values()
+                                               if contact in d["_contact_ids"]]
     _indexes_match_tables(state)

@@ -218,7 +218,7 @@ def render_contact(state: SandboxState, record: dict[str, Any], include: set[str
     out = public(record)
     out["open_deals_amount"], out["won_deals_amount"] = "0.0", "0.0"
     out["open_deals_count"] = out["won_deals_count"] = 0
-    deals = [d for d in state.table("deals").values() if record["id"] in d.get("_contact_ids", [])]
+    deals = state.deals_of(record["id"])
     if deals:
         from freshsales_destination.sandbox.records import to_decimal
 
@@ -252,10 +252,9 @@ def update_contact(state: SandboxState, record_id: int, body: dict[str, Any]) ->
 def delete_contact(state: SandboxState, record_id: int, forget: bool = False) -> None:
     get_or_404(state, "contacts", record_id)
     state.delete("contacts", record_id)
-    for deal in state.table("deals").values():
-        if record_id in deal.get("_contact_ids", []):
-            deal["_contact_ids"] = [c for c in deal["_contact_ids"] if c != record_id]
-            state.save("deals", deal)
+    for deal in state.deals_of(record_id):
+        deal["_contact_ids"] = [c for c in deal["_contact_ids"] if c != record_id]
+        state.save("deals", deal)
     if forget:
         for kind in ("notes", "sales_activities"):
             for item in list(state.table(kind).values()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,8 @@ EMAIL_KINDS = ("contacts", "leads")
 """Tables whose records are found by email (``SandboxState.with_email``)."""
 NAME_KINDS = ("sales_accounts", "deals")
 """Tables whose records are found by name (``SandboxState.with_name``)."""
+EMAIL, NAME, CONTACT = "email", "name", "contact"
+"""The indexes a table may have: by email key, by name key, by linked contact id (deals)."""
 
 
 def email_key_of(options: SandboxOptions, value: str) -> str:
@@ -37,17 +39,18 @@ def name_key(name: str) -> str:
 
 
 class KeyIndex:
-    """Which records of one table carry each key (one per email address, or the record's name).
+    """Which records of one table carry each key (an email address, a name, a linked contact).
 
-    The sandbox keeps one per table it searches by key, updated wherever a record of that table
+    The sandbox keeps these for the lookups it makes on every write (is this address taken,
+    which contact has it, which account has this name), updated wherever a record of the table
     is saved, deleted or changed in place (``SandboxState.save``, ``delete``, ``refresh``), so a
     lookup costs the same however many records the table holds.
     """
 
-    def __init__(self, keys_of: Callable[[dict[str, Any]], Iterable[str]]) -> None:
+    def __init__(self, keys_of: Callable[[dict[str, Any]], Iterable[Hashable]]) -> None:
         self.keys_of = keys_of
-        self._ids: dict[str, set[int]] = {}
-        self._held: dict[int, frozenset[str]] = {}
+        self._ids: dict[Hashable, set[int]] = {}
+        self._held: dict[int, frozenset[Hashable]] = {}
 
     def put(self, record: dict[str, Any]) -> None:
         """Index ``record`` under its current keys (and no longer under the keys it lost)."""
@@ -69,14 +72,14 @@ class KeyIndex:
         for key in self._held.pop(record_id, frozenset()):
             self._unlink(key, record_id)
 
-    def ids(self, key: str) -> frozenset[int]:
+    def ids(self, key: Hashable) -> frozenset[int]:
         return frozenset(self._ids.get(key, ()))
 
-    def as_dict(self) -> dict[str, frozenset[int]]:
+    def as_dict(self) -> dict[Hashable, frozenset[int]]:
         """Every key with the ids indexed under it (for checking the index against its table)."""
         return {key: frozenset(ids) for key, ids in self._ids.items()}
 
-    def _unlink(self, key: str, record_id: int) -> None:
+    def _unlink(self, key: Hashable, record_id: int) -> None:
         holders = self._ids.get(key)
         if holders is not None:
             holders.discard(record_id)
@@ -140,8 +143,9 @@ class SandboxState:
     store: SqliteStore | None = None
     next_id: int = FIRST_ID
     next_sub_id: int = 90_000_000_001
-    indexes: dict[str, KeyIndex] = field(default_factory=dict)
-    """Table -> its ``KeyIndex`` (emails for ``EMAIL_KINDS``, names for ``NAME_KINDS``)."""
+    indexes: dict[str, dict[str, KeyIndex]] = field(default_factory=dict)
+    """Table -> its indexes by what they hold (``EMAIL`` for ``EMAIL_KINDS``, ``NAME`` for
+    ``NAME_KINDS``, ``CONTACT`` for deals)."""
 
     def __post_init__(self) -> None:
         self._new_indexes()
@@ -155,11 +159,17 @@ class SandboxState:
         def name_of(record: dict[str, Any]) -> tuple[str]:
             return (name_key(str(record.get("name") or "")),)
 
-        self.indexes = {kind: KeyIndex(emails_of) for kind in EMAIL_KINDS}
-        self.indexes.update((kind, KeyIndex(name_of)) for kind in NAME_KINDS)
-        for kind, index in self.indexes.items():
+        def contacts_of(record: dict[str, Any]) -> list[int]:
+            return list(record.get("_contact_ids") or [])
+
+        self.indexes = {kind: {EMAIL: KeyIndex(emails_of)} for kind in EMAIL_KINDS}
+        for kind in NAME_KINDS:
+            self.indexes[kind] = {NAME: KeyIndex(name_of)}
+        self.indexes["deals"][CONTACT] = KeyIndex(contacts_of)
+        for kind, indexes in self.indexes.items():
             for record in self.table(kind).values():
-                index.put(record)
+                for index in indexes.values():
+                    index.put(record)
 
     @classmethod
     def create(cls, options: SandboxOptions, clock: Clock) -> SandboxState:
@@ -210,8 +220,7 @@ class SandboxState:
 
     def save(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
         self.table(kind)[int(record["id"])] = record
-        index = self.indexes.get(kind)
-        if index is not None:
+        for index in self.indexes.get(kind, {}).values():
             index.put(record)
         if self.store is not None:
             self.store.save_record(kind, record)
@@ -219,9 +228,9 @@ class SandboxState:
 
     def delete(self, kind: str, record_id: int) -> dict[str, Any] | None:
         gone = self.table(kind).pop(record_id, None)
-        index = self.indexes.get(kind)
-        if gone is not None and index is not None:
-            index.drop(record_id)
+        if gone is not None:
+            for index in self.indexes.get(kind, {}).values():
+                index.drop(record_id)
         if gone is not None and self.store is not None:
             self.store.delete_record(kind, record_id)
         return gone
@@ -232,25 +241,29 @@ class SandboxState:
         record_id = record.get("id")
         if not isinstance(record_id, int):
             return
-        for kind, index in self.indexes.items():
+        for kind, indexes in self.indexes.items():
             if self.table(kind).get(record_id) is record:
-                index.put(record)
+                for index in indexes.values():
+                    index.put(record)
 
-    def _indexed(self, kind: str, key: str) -> list[dict[str, Any]]:
-        """The records of ``kind`` indexed under ``key``, in table order (as a scan finds them)."""
-        ids = self.indexes[kind].ids(key)
+    def _indexed(self, kind: str, by: str, key: Hashable) -> list[dict[str, Any]]:
+        """The records of ``kind`` indexed ``by`` under ``key``, in table order, as a scan finds
+        them: a table's order is its ids' (records enter it when created, with rising ids; a
+        data file is loaded in id order)."""
         table = self.table(kind)
-        if len(ids) > 1:
-            return [r for r in table.values() if r["id"] in ids]
-        return [table[i] for i in ids if i in table]
+        return [table[i] for i in sorted(self.indexes[kind][by].ids(key)) if i in table]
 
     def with_email(self, kind: str, email: str) -> list[dict[str, Any]]:
         """The contacts or leads holding ``email`` (compared as ``email_key_of`` does), in table order."""
-        return self._indexed(kind, email_key_of(self.options, email))
+        return self._indexed(kind, EMAIL, email_key_of(self.options, email))
 
     def with_name(self, kind: str, name: str) -> list[dict[str, Any]]:
         """The accounts or deals named ``name`` (trimmed, any case), in table order."""
-        return self._indexed(kind, name_key(name))
+        return self._indexed(kind, NAME, name_key(name))
+
+    def deals_of(self, contact_id: int) -> list[dict[str, Any]]:
+        """The deals linked to the contact ``contact_id`` (its ``_contact_ids``), in table order."""
+        return self._indexed("deals", CONTACT, contact_id)
 
     def add_tracking(self, entry: dict[str, Any]) -> None:
         self.tracking.append(entry)
