@@ -41,15 +41,9 @@ DEAL_ATTRS = {
 
 # sales accounts -----------------------------------------------------------------------------
 
-def _name_key(name: str) -> str:
-    return name.strip().lower()
-
-
 def _named(state: SandboxState, kind: str, name: str) -> list[dict[str, Any]]:
     """The records of ``kind`` whose name matches ``name`` (trimmed, any case), oldest first."""
-    key = _name_key(name)
-    return sorted((r for r in state.table(kind).values() if _name_key(str(r.get("name") or "")) == key),
-                  key=lambda r: r["id"])
+    return sorted(state.with_name(kind, name), key=lambda r: r["id"])
 
 
 def _upsert_named(

@@ -21,7 +21,7 @@ from freshsales_destination.sandbox.records import (
     upsert_first,
     visible,
 )
-from freshsales_destination.sandbox.state import SandboxState
+from freshsales_destination.sandbox.state import SandboxState, email_key_of
 
 _PERSON_ATTRS = {
     "first_name": "str", "last_name": "str", "job_title": "str", "work_number": "str",
@@ -43,8 +43,7 @@ CONTACT_IDENTIFIERS = ("emails", "mobile_number", "external_id")
 # emails -------------------------------------------------------------------------------------
 
 def email_key(state: SandboxState, value: str) -> str:
-    value = value.strip()
-    return value if state.options.email_case_sensitive else value.lower()
+    return email_key_of(state.options, value)
 
 
 def requested_emails(attrs: dict[str, Any]) -> list[str] | None:
@@ -112,17 +111,15 @@ def _set_emails(state: SandboxState, record: dict[str, Any], values: list[str]) 
 
 
 def _check_unique_emails(state: SandboxState, kind: str, values: list[str], self_id: int | None) -> None:
-    wanted = {email_key(state, v) for v in values}
-    for other in state.table(kind).values():
-        if other["id"] == self_id:
-            continue
-        if wanted & {email_key(state, v) for v in record_emails(other)}:
+    """No record of ``kind`` but ``self_id`` may hold any of ``values`` (as ``email_key`` compares)."""
+    for value in values:
+        if any(other["id"] != self_id for other in state.with_email(kind, value)):
             raise validation_error(state.options.duplicate_email_message)
 
 
 def find_by_email(state: SandboxState, kind: str, email: str) -> list[dict[str, Any]]:
-    key = email_key(state, email)
-    return [r for r in state.table(kind).values() if key in {email_key(state, v) for v in record_emails(r)}]
+    """The records of ``kind`` holding ``email``, in table order (from the table's email index)."""
+    return state.with_email(kind, email)
 
 
 # contacts -----------------------------------------------------------------------------------
@@ -221,7 +218,7 @@ def render_contact(state: SandboxState, record: dict[str, Any], include: set[str
     out = public(record)
     out["open_deals_amount"], out["won_deals_amount"] = "0.0", "0.0"
     out["open_deals_count"] = out["won_deals_count"] = 0
-    deals = [d for d in state.table("deals").values() if record["id"] in d.get("_contact_ids", [])]
+    deals = state.deals_of(record["id"])
     if deals:
         from freshsales_destination.sandbox.records import to_decimal
 
@@ -255,10 +252,9 @@ def update_contact(state: SandboxState, record_id: int, body: dict[str, Any]) ->
 def delete_contact(state: SandboxState, record_id: int, forget: bool = False) -> None:
     get_or_404(state, "contacts", record_id)
     state.delete("contacts", record_id)
-    for deal in state.table("deals").values():
-        if record_id in deal.get("_contact_ids", []):
-            deal["_contact_ids"] = [c for c in deal["_contact_ids"] if c != record_id]
-            state.save("deals", deal)
+    for deal in state.deals_of(record_id):
+        deal["_contact_ids"] = [c for c in deal["_contact_ids"] if c != record_id]
+        state.save("deals", deal)
     if forget:
         for kind in ("notes", "sales_activities"):
             for item in list(state.table(kind).values()):

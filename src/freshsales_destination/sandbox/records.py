@@ -192,6 +192,7 @@ def settle(state: SandboxState, record: dict[str, Any], candidate: dict[str, Any
         touch(state, candidate)
     record.clear()
     record.update(candidate)
+    state.refresh(record)
 
 
 def get_or_404(state: SandboxState, kind: str, record_id: int) -> dict[str, Any]:

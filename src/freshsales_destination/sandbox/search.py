@@ -14,7 +14,7 @@ from freshsales_destination.sandbox.people import (
     render_lead,
 )
 from freshsales_destination.sandbox.records import page_params, paginate, visible
-from freshsales_destination.sandbox.state import SandboxState
+from freshsales_destination.sandbox.state import EMAIL_KINDS, NAME_KINDS, SandboxState
 
 ENTITY_KINDS = {"contact": "contacts", "lead": "leads", "sales_account": "sales_accounts", "deal": "deals"}
 
@@ -61,6 +61,26 @@ def _needle(state: SandboxState, field: str, value: Any) -> str:
     return email_key(state, text) if field in ("email", "emails") else text.lower()
 
 
+def _candidates(state: SandboxState, kind: str, field: str, needles: set[str]) -> list[dict[str, Any]]:
+    """The records of ``kind`` that may equal one of ``needles`` on ``field``: from the table's
+    index when it has one for ``field`` (emails of contacts and leads, names of accounts and
+    deals), else the whole table. Always a superset of the matches, in table order for a
+    single needle; the caller applies the comparison itself."""
+    find: Callable[[str, str], list[dict[str, Any]]]
+    if field in ("email", "emails") and kind in EMAIL_KINDS:
+        find = state.with_email
+    elif field == "name" and kind in NAME_KINDS:
+        find = state.with_name
+    else:
+        return list(state.table(kind).values())
+    if len(needles) == 1:
+        return find(kind, next(iter(needles)))
+    found: dict[int, dict[str, Any]] = {}
+    for needle in needles:
+        found.update((r["id"], r) for r in find(kind, needle))
+    return list(found.values())
+
+
 def lookup(state: SandboxState, query: Mapping[str, str]) -> dict[str, Any]:
     q, f, entities = query.get("q"), query.get("f"), query.get("entities")
     if not q or not f or not entities:
@@ -72,7 +92,7 @@ def lookup(state: SandboxState, query: Mapping[str, str]) -> dict[str, Any]:
         kind = _kind(state, entity)
         needle = _needle(state, f, q)
         found = [
-            render_any(state, kind, r) for r in state.table(kind).values()
+            render_any(state, kind, r) for r in _candidates(state, kind, f, {needle})
             if needle in _values(state, r, f) and visible(state, r)
         ]
         out[kind] = {kind: found}
@@ -84,14 +104,23 @@ def _field_of(attribute: str) -> str:
     return attribute.split(".")[-1] if "." in attribute else attribute
 
 
-def _rule(state: SandboxState, raw: Any) -> Callable[[dict[str, Any]], bool]:
+_EQUALS = ("is_in", "is", "equals")
+
+
+def _parts(state: SandboxState, raw: Any) -> tuple[str, Any, Any, set[str]]:
+    """A filter rule's field, operator, value and the needles it compares (``_needle``)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("attribute"), str):
         raise validation_error("Each filter_rule needs an attribute, an operator and a value")
     field = _field_of(raw["attribute"])
     operator = raw.get("operator", "is_in")
     value = raw.get("value")
     wanted = {_needle(state, field, v) for v in (value if isinstance(value, list) else [value]) if v is not None}
-    if operator in ("is_in", "is", "equals"):
+    return field, operator, value, wanted
+
+
+def _rule(state: SandboxState, raw: Any) -> Callable[[dict[str, Any]], bool]:
+    field, operator, value, wanted = _parts(state, raw)
+    if operator in _EQUALS:
         return lambda r: bool(wanted & set(_values(state, r, field)))
     if operator in ("is_not_in", "is_not"):
         return lambda r: not (wanted & set(_values(state, r, field)))
@@ -116,7 +145,16 @@ def filtered_search(
     if not isinstance(rules_raw, list):
         raise validation_error("The type for filter_rule is invalid.")
     rules = [_rule(state, r) for r in rules_raw]
-    items = [r for r in state.table(kind).values() if visible(state, r) and all(rule(r) for rule in rules)]
+    # An equality rule narrows the records to check to its candidates (the sort below orders them).
+    pool: list[dict[str, Any]] | None = None
+    for raw in rules_raw:
+        field, operator, _, wanted = _parts(state, raw)
+        if operator in _EQUALS:
+            pool = _candidates(state, kind, field, wanted)
+            break
+    if pool is None:
+        pool = list(state.table(kind).values())
+    items = [r for r in pool if visible(state, r) and all(rule(r) for rule in rules)]
     sort = body.get("sort") or query.get("sort") or "id"
     reverse = (body.get("sort_type") or query.get("sort_type") or "asc") == "desc"
     items.sort(key=lambda r: (str(r.get(sort) or ""), r["id"]), reverse=reverse)
