@@ -324,3 +324,18 @@ def test_a_configuration_error_is_logged_once_and_spends_no_retry_window(
                    for m in waiting)
     finally:
         pipelines.close()
+
+
+def test_a_probe_the_budget_stopped_is_given_up_at_once(tmp_path: Path) -> None:
+    """The event that took the probe could not spend (the hour's event share is used up by the
+    schema and the identify): the probe is free again at once, not after its 60 s lease, so the
+    other events do not wait for an answer nobody is asking for."""
+    clock = FakeClock()
+    for suite in _pipeline(tmp_path, "suite", "present", clock=clock, rate_limit_per_hour=12):
+        suite.send("/v1/identify", IDENTIFY)
+        suite.send("/v1/track", _track("t-1"))
+        suite.deliver(clock)
+        assert _status(suite, "id-1").status == "delivered"
+        assert _status(suite, "t-1").status == "pending" and _track_calls(suite) == []
+        other = EventsRoute(suite.store, "crm", events_via="auto", has_app_token=True)
+        assert other.claim_probe(clock() + 1) == "probe"
