@@ -37,6 +37,17 @@ def test_an_account_shared_by_two_destinations_drains_both() -> None:
     assert out["drain_events_seconds"] == round(100 / 400 * 60 + 2915 / 1000 * 3600)
 
 
+def test_with_bulk_upsert_records_drain_at_a_few_calls_per_hundred() -> None:
+    """20,000 people's identifies: one call each would take 100 hours at 1,000 an hour; in
+    bulk jobs about four calls per 100 (800 calls), within the hour; events follow them."""
+    counts = {"identify": 20_000, "track": 200}
+    single = backlog_drain(counts, counts, BUDGET)
+    bulk = backlog_drain(counts, counts, BUDGET, bulk=True)
+    assert single["drain_records_seconds"] == round(100 / 400 * 60 + 19_900 / 1000 * 3600)
+    assert bulk["drain_records_seconds"] == round(100 / 400 * 60 + 700 / 1000 * 3600)
+    assert bulk["drain_events_seconds"] == round(100 / 400 * 60 + 900 / 1000 * 3600)
+
+
 def test_no_events_nothing_to_drain_for_them() -> None:
     out = backlog_drain({"identify": 4}, {"identify": 4}, BUDGET)
     assert out["drain_events_seconds"] == 0 and out["drain_events"] == "nothing to deliver"

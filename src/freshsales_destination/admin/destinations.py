@@ -48,8 +48,19 @@ def drain_seconds(backlog: int, budget: dict[str, Any]) -> float:
     return now_part / int(budget["per_minute"]) * MINUTE + later / int(budget["per_hour"]) * HOUR
 
 
+def record_calls(records: int, *, bulk: bool) -> int:
+    """Calls ``records`` pending record messages should take: one each, or, when bulk upsert is
+    in use, about ``CALLS_PER_BATCH`` per 100 (a job, its poll, a search, a share of accounts)."""
+    from freshsales_destination.delivery.bulk import CALLS_PER_BATCH
+    from freshsales_destination.freshsales.bulk import MAX_BULK_ITEMS
+
+    if not bulk:
+        return records
+    return -(-records // MAX_BULK_ITEMS) * CALLS_PER_BATCH
+
+
 def backlog_drain(
-    own: Mapping[str, int], shared: Mapping[str, int], budget: dict[str, Any]
+    own: Mapping[str, int], shared: Mapping[str, int], budget: dict[str, Any], *, bulk: bool = False,
 ) -> dict[str, Any]:
     """The backlog split into records (identify, group, alias, delete) and events (track,
     page, screen), from pending counts by type (`own`: this destination's; `shared`: all
@@ -59,7 +70,8 @@ def backlog_drain(
     keeps a fifth of each hour for them, and favours them once events have spent their share;
     until then they share the budget with events in queue order, so they may take longer).
     Events: the time to drain everything, records included, since events get what records
-    leave. Both at one call per message (`drain_seconds`)."""
+    leave. One call per message (`drain_seconds`), records fewer when bulk upsert is in use
+    (`record_calls`)."""
     from freshsales_destination.delivery.events_route import EVENT_TYPES
 
     def split(counts: Mapping[str, int]) -> tuple[int, int]:
@@ -68,8 +80,9 @@ def backlog_drain(
 
     own_records, own_events = split(own)
     records, events = split(shared)
-    records_seconds = drain_seconds(records, budget)
-    events_seconds = drain_seconds(records + events, budget) if events else 0.0
+    calls = record_calls(records, bulk=bulk)
+    records_seconds = drain_seconds(calls, budget)
+    events_seconds = drain_seconds(calls + events, budget) if events else 0.0
     return {
         "backlog_records": own_records,
         "backlog_events": own_events,
@@ -83,8 +96,10 @@ def backlog_drain(
 def destinations_status(store: Store, settings: Settings, now: float) -> dict[str, Any]:
     """Per destination (by name): health, when it last succeeded or failed, its backlog, the
     budget and the estimated time to drain (what ``status`` prints under "destinations")."""
+    from freshsales_destination.core.bulk import describe_bulk
     from freshsales_destination.delivery.engine import budget_account_key
     from freshsales_destination.delivery.health import explain, read_health
+    from freshsales_destination.delivery.learned import BULK_API, LearnedFacts
 
     by_type = {name: store.pending_by_type(name) for name in settings.destinations}
     backlogs = {name: sum(counts.values()) for name, counts in by_type.items()}
@@ -97,10 +112,14 @@ def destinations_status(store: Store, settings: Settings, now: float) -> dict[st
         sharing = [
             other for other, c in settings.destinations.items() if budget_account_key(c) == account
         ]
-        shared = sum(backlogs[other] for other in sharing)
         shared_types: Counter[str] = Counter()
         for other in sharing:
             shared_types.update(by_type[other])
+        fact = LearnedFacts(store, name).get(BULK_API)
+        bulk, _ = describe_bulk(
+            config.product, config.bulk, fact.value if fact else None,
+            fact.recheck_at if fact else None, now, config.bulk_min_records,
+        )
         entry: dict[str, Any] = {
             "state": health.state,
             "detail": health.detail or None,
@@ -115,15 +134,16 @@ def destinations_status(store: Store, settings: Settings, now: float) -> dict[st
             entry["action"] = explain(name, health, config.resolved_base_url(), now)
             entry["drain_estimate_seconds"] = None
             entry["drain_estimate"] = "paused until the destination is fixed"
-            entry.update(backlog_drain(by_type[name], shared_types, budget))
+            entry.update(backlog_drain(by_type[name], shared_types, budget, bulk=bulk))
             for key in ("drain_records", "drain_events"):
                 entry[f"{key}_seconds"] = None
                 entry[key] = "paused until the destination is fixed"
         else:
-            seconds = drain_seconds(shared, budget)
+            drain = backlog_drain(by_type[name], shared_types, budget, bulk=bulk)
+            seconds = max(drain["drain_records_seconds"], drain["drain_events_seconds"])
             entry["drain_estimate_seconds"] = round(seconds)
             entry["drain_estimate"] = duration(seconds)
-            entry.update(backlog_drain(by_type[name], shared_types, budget))
+            entry.update(drain)
         out[name] = entry
     return out
 
