@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs into ./.venv and runs the whole suite.
+#
+# pytest runs twice: first every test not marked `serial`, on TEST_WORKERS processes
+# (pytest-xdist, default 2); then the `serial` tests (tests/acceptance/test_postgres_restart.py)
+# alone. Extra arguments go to both runs (paths, -k, -x, ...; `-n 0` runs the first one in a
+# single process). Both must pass; a run that selects no test fails the script when no argument
+# was given, and is accepted with arguments as long as the other run ran tests. The second run
+# is always one process (`-n 0` after the arguments).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -11,4 +18,24 @@ fi
 # Lint and type check first (see pyproject.toml): the package is typed throughout.
 .venv/bin/python -m ruff check src tests bench
 .venv/bin/python -m mypy
-exec .venv/bin/python -m pytest "$@"
+
+NO_TESTS=5  # pytest's exit code when it ran no test
+status=0
+FRESHSALES_TEST_PHASE=parallel .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" "$@" || status=$?
+parallel=$status
+status=0
+FRESHSALES_TEST_PHASE=serial .venv/bin/python -m pytest "$@" -n 0 || status=$?
+serial=$status
+
+verdict() {  # verdict EXIT OTHER_EXIT: 0 when this run is acceptable
+    if [ "$1" -eq 0 ]; then
+        return 0
+    fi
+    [ "$1" -eq "$NO_TESTS" ] && [ "$NUM_ARGS" -gt 0 ] && [ "$2" -eq 0 ]
+}
+NUM_ARGS=$#
+if verdict "$parallel" "$serial" && verdict "$serial" "$parallel"; then
+    exit 0
+fi
+echo "scripts/test.sh: the parallel run exited $parallel, the serial run $serial" >&2
+exit 1

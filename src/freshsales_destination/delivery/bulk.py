@@ -114,7 +114,9 @@ IDS_GATHER_SECONDS = 120.0
 """A contact job's deal owners join the id search of another contact job set up less than this
 long ago (simulated or real seconds): one search and one deals job for several contact jobs."""
 POLL_LEASE_SECONDS = 60.0
-"""A worker polling a job keeps others off it this long (a crashed poller's job is polled again)."""
+"""A worker polling a job keeps others off it this long (a crashed poller's job is polled again);
+the default of ``BulkSettings.poll_lease_seconds``, which the engine sets to
+``delivery.lease_seconds``."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class BulkSettings:
     enabled: bool = True
     min_records: int = 10
     job_timeout_seconds: float = 1800.0
+    poll_lease_seconds: float = POLL_LEASE_SECONDS
 
 
 def _load(raw: bytes | None) -> dict[str, Any]:
@@ -301,7 +304,7 @@ class BulkSender:
         self.store.kv_update(NAMESPACE, self.destination, update, now=now)
 
     def _take_due(self) -> dict[str, Any] | None:
-        """A job whose poll is due, leased to this caller for ``POLL_LEASE_SECONDS``."""
+        """A job whose poll is due, leased to this caller for ``settings.poll_lease_seconds``."""
         now = self.now()
         if not any(float(job.get("next_poll", 0)) <= now for job in self._jobs()):
             return None  # a read, not a write transaction, on every pass of every worker
@@ -310,8 +313,8 @@ class BulkSender:
             data = _load(raw)
             for job in sorted(data["jobs"], key=lambda j: float(j.get("next_poll", 0))):
                 if float(job.get("next_poll", 0)) <= now:
-                    job["next_poll"] = now + POLL_LEASE_SECONDS
-                    job["leased_until"] = now + POLL_LEASE_SECONDS
+                    job["next_poll"] = now + self.settings.poll_lease_seconds
+                    job["leased_until"] = now + self.settings.poll_lease_seconds
                     return dict(job), orjson.dumps(data)
             return None, orjson.dumps(data)
 

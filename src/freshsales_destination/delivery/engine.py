@@ -116,6 +116,7 @@ def build_runtime(
             settings=BulkSettings(
                 min_records=config.bulk_min_records,
                 job_timeout_seconds=config.bulk_job_timeout_seconds,
+                poll_lease_seconds=delivery.lease_seconds,  # as a lane's: a dead poller's job
             ),
             facts=executor.keeper.facts, memory=memory,
             calls_per_hour=lambda: budget.effective().per_hour, now=now, sleep=sleep,
