@@ -21,7 +21,7 @@ fi
 
 # The tests' temporary folders (their SQLite stores, files, throw-away clusters) on a memory
 # file system when there is one: the store commits with fsync (synchronous=FULL), which on a
-# disk costs the suite minutes and proves nothing a test checks (a killed process loses no
+# disk costs time on every commit and proves nothing a test checks (a killed process loses no
 # written page; only a power cut would). TMPDIR set by the caller wins.
 if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then
     shm_tmp="/dev/shm/freshsales-destination-tests-$(id -u)"
