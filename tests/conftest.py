@@ -13,6 +13,27 @@ from tests.contract.conftest import pg_schema, postgres_dsn
 __all__ = ["pg_schema", "postgres_dsn"]
 
 
+SERIAL_MARK = "serial"
+PHASE_VARIABLE = "FRESHSALES_TEST_PHASE"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """scripts/test.sh runs the suite in two phases: ``FRESHSALES_TEST_PHASE=parallel`` (under
+    pytest-xdist) keeps every test but those marked ``serial``, ``FRESHSALES_TEST_PHASE=serial`` keeps
+    only those. Unset (a plain ``pytest``), every selected test runs."""
+    phase = os.environ.get(PHASE_VARIABLE, "")
+    if phase not in ("parallel", "serial"):
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        serial = item.get_closest_marker(SERIAL_MARK) is not None
+        (kept if serial == (phase == "serial") else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:

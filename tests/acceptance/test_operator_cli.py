@@ -266,9 +266,10 @@ def test_version_and_help(tmp_path: Path) -> None:
     commands = cli("--help", cwd=tmp_path).stdout
     for name in ("serve", "status", "explain", "messages", "dead-letters", "check", "sandbox"):
         assert name in commands
+    listing = cli("messages", "list", "--help", cwd=tmp_path).stdout
     for flag in ("--user-id", "--anonymous-id", "--email", "--message-id", "--status", "--type",
                  "--reason", "--since", "--until", "--limit", "--cursor", "--destination"):
-        assert flag in cli("messages", "list", "--help", cwd=tmp_path).stdout
+        assert flag in listing
 
 
 def test_messages_show_by_a_message_id_several_sources_sent(tmp_path: Path) -> None:

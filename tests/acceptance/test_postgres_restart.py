@@ -25,7 +25,9 @@ from tests.support.pg_cluster import ThrowawayCluster
 from tests.support.processes import start_serve, stop, wait_ready
 from tests.support.server import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# Serial: stopping and starting a PostgreSQL server (and the load it carries) must not run
+# beside the other PostgreSQL tests; scripts/test.sh runs it after the parallel run.
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(300)]
 
 SCHEMA = "fsd_restart"
 CONFIG = """

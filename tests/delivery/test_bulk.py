@@ -17,6 +17,7 @@ import pytest
 
 from freshsales_destination.core.statuses import MessageStatus
 from freshsales_destination.delivery.bulk import NAMESPACE
+from freshsales_destination.delivery.engine import DeliveryEngine
 from freshsales_destination.delivery.learned import BULK_API, CUSTOM_FIELDS, Fact, LearnedFacts
 from tests.delivery.conftest import FakeClock, Pipeline, make_pipeline
 
@@ -227,6 +228,35 @@ def test_a_new_process_resumes_polling_the_job_rather_than_writing_again(
     assert calls.count(("POST", "/api/contacts/bulk_upsert")) == 1
     assert ("POST", "/api/contacts/upsert") not in calls
     assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
+
+
+def _polls(pipeline: Pipeline) -> int:
+    return len([c for c in _record_calls(pipeline) if c[1].startswith("/api/job_statuses/")])
+
+
+def test_a_job_whose_poller_died_is_polled_again_once_the_configured_lease_ends(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A worker that took a job's poll and died keeps others off it for ``delivery.lease_seconds``
+    (as it would a lane), not longer: then another process polls it and settles it."""
+    for pipeline in make_pipeline(tmp_path, "suite", clock=clock, app_token=False,
+                                  destination={"bulk": "auto", "timeout": 5.0}, lease_seconds=15.0):
+        pipeline.send("/v1/batch", {"batch": [_identify(i) for i in range(12)]})
+        pipeline.deliver(now=clock)  # the job is sent and kept
+        clock.advance(5)  # its first poll is due
+        dying = DeliveryEngine.from_settings(pipeline.settings, pipeline.store, now=clock, sleep=clock.sleep)
+        bulk = dying.runtimes[0].bulk
+        assert bulk is not None and bulk._take_due() is not None  # taken, then its process died
+
+        clock.advance(14)
+        pipeline.deliver(now=clock)  # the poll's lease holds for 15 s
+        assert _polls(pipeline) == 0
+        assert set(_statuses(pipeline).values()) == {MessageStatus.PENDING}
+        clock.advance(1)
+        pipeline.deliver(now=clock)
+        assert _polls(pipeline) == 1
+        assert _record_calls(pipeline).count(("POST", "/api/contacts/bulk_upsert")) == 1
+        assert set(_statuses(pipeline).values()) == {MessageStatus.DELIVERED}
 
 
 def test_custom_fields_wait_for_merge_to_be_learned(tmp_path: Path, clock: FakeClock) -> None:

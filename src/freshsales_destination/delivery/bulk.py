@@ -121,6 +121,8 @@ COLLECT_LANES = 1000
 """One look gathers up to this many lanes (ten contact jobs): the accounts they name are written
 once, in full jobs, rather than once per contact job."""
 MAX_JOBS_IN_FLIGHT = 30
+"""At most this many jobs of a destination wait for their result; beyond it no lanes are gathered
+(the kept jobs stay small, and held lanes do not pile up past what the budget can settle)."""
 LEASE_MARGIN_SECONDS = 30.0
 """A look sends no further job once its lanes' lease has less than this left."""
 BACKLOG_LOOK_SECONDS = 30.0
@@ -131,8 +133,6 @@ search for existing contacts, a share of accounts jobs (an over-estimate when pe
 identifies: records first is the aim)."""
 CALLS_PER_JOB = 2
 """Calls a pending job is expected to need still (its poll, a search)."""
-"""At most this many jobs of a destination wait for their result; beyond it no lanes are gathered
-(the kept jobs stay small, and held lanes do not pile up past what the budget can settle)."""
 
 
 @dataclass(frozen=True)
