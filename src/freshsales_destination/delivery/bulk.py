@@ -124,7 +124,8 @@ MAX_JOBS_IN_FLIGHT = 30
 """At most this many jobs of a destination wait for their result; beyond it no lanes are gathered
 (the kept jobs stay small, and held lanes do not pile up past what the budget can settle)."""
 LEASE_MARGIN_SECONDS = 30.0
-"""A look sends no further job once its lanes' lease has less than this left."""
+"""A look sends no further job once its lanes' lease has less than this left (or a quarter of
+the lease, when that is shorter)."""
 BACKLOG_LOOK_SECONDS = 30.0
 """How often the record backlog is counted for the budget (one count of pending messages)."""
 CALLS_PER_BATCH = 4
@@ -554,8 +555,9 @@ class BulkSender:
             else:
                 single.extend(item.lane for item in waiting)
             lease_until = min(claim.lease_until for claim in claims)
+            margin = min(LEASE_MARGIN_SECONDS, worker.lease_seconds / 4)
             for start in range(0, len(contacts), MAX_BULK_ITEMS):
-                if self.now() > lease_until - LEASE_MARGIN_SECONDS:
+                if self.now() > lease_until - margin:
                     # The lanes' lease is nearly spent (a slow account): the rest are given back
                     # untouched, before another worker could take them and write them too.
                     await self._end_claims(contacts[start:], settle=0.0)
