@@ -90,6 +90,7 @@ from freshsales_destination.freshsales.errors import (
     MethodNotAllowed,
     NotFound,
 )
+from freshsales_destination.observe import metrics
 from freshsales_destination.store.base import LaneClaim, StoredMessage
 
 if TYPE_CHECKING:
@@ -181,6 +182,8 @@ class _Item:
     deals: list[dict[str, Any]] = field(default_factory=list)
     """The lane's deals (``{"name", "fields"}``, fields with ``person`` and ``account:`` refs):
     written by a deals job once the contact's id is found after its job."""
+    received: list[float] = field(default_factory=list)
+    """When each of the messages was received (the delivery latency metric)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -189,6 +192,7 @@ class _Item:
             "claim_owner": self.claim_owner, "attempts": self.attempts,
             "first_failure_at": self.first_failure_at, "user": self.user,
             "accounts": self.accounts, "links": self.links, "deals": self.deals,
+            "received": self.received,
         }
 
     @classmethod
@@ -200,6 +204,7 @@ class _Item:
             attempts=int(data.get("attempts") or 0), first_failure_at=data.get("first_failure_at"),
             user=data.get("user"), accounts=list(data.get("accounts") or []),
             links=list(data.get("links") or []), deals=list(data.get("deals") or []),
+            received=[float(r) for r in data.get("received") or []],
         )
 
     def match(self) -> tuple[str, str]:
@@ -704,7 +709,7 @@ class BulkSender:
                        or memory.changed_fields(f"deal:{d.key['name']}", dict(d.fields))]
         base = dict(lane=claim.lane, seqs=[m.seq for m in messages], head=head.seq, record=record,
                     attempts=head.attempts, first_failure_at=head.first_failure_at, user=user,
-                    deals=deal_writes)
+                    deals=deal_writes, received=[m.received_at for m in messages])
         if to_write:
             # The accounts are written (and their ids found) first; the lane is collected again.
             return _Item(key="emails", value=email, data=fields, email=None, claim_owner=None,
@@ -1038,6 +1043,8 @@ class BulkSender:
             await self._hold(worker, item, now, f"delivered by bulk job {job['id']}")
             await store_call(worker.store.finish, item.seqs, status=MessageStatus.DELIVERED, now=now,
                              reason=f"written by bulk job {job['id']}")
+            metrics.count_finished(self.destination, ["identify"] * len(item.seqs), delivered=True,
+                                   latencies=[now - received for received in item.received])
         worker.stats.delivered += sum(len(item.seqs) for item in done)
 
     async def _contact_ids(self, worker: DestinationWorker, job: dict[str, Any], items: list[_Item]) -> None:
