@@ -78,6 +78,13 @@ def test_a_backlog_goes_as_one_job_and_later_messages_wait_for_it(pipeline: Pipe
     assert contacts["person7@example.com"]["external_id"] == "user-7"
     statuses = _statuses(pipeline)
     assert {statuses[f"id-{i}"] for i in range(PEOPLE)} == {MessageStatus.DELIVERED}
+    # Each message's journey says which job wrote it, and the attempt counts.
+    stored = pipeline.store.get_message("web", "id-7")
+    assert stored is not None and stored.attempts == 1
+    steps = pipeline.store.steps_of(stored.seq)
+    assert [row.kind for row in steps] == ["delivered"]
+    job_id = next(iter(pipeline.sandbox.state.bulk.jobs))
+    assert orjson.loads(steps[0].detail) == {"reason": f"written by bulk job {job_id}", "bulk_job": str(job_id)}
     # The track needs the person's id, which a bulk answer never holds: it is looked up by
     # email once lookups can show a record just made (the create claim settles first).
     assert statuses["tr-0"] == MessageStatus.PENDING

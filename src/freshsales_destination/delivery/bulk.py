@@ -78,6 +78,7 @@ from freshsales_destination.core.bulk import (
 from freshsales_destination.core.operations import Operation, OperationKind, is_ref
 from freshsales_destination.core.schema import MappingConfigError
 from freshsales_destination.core.statuses import BulkJobStage, MessageStatus
+from freshsales_destination.delivery import journal
 from freshsales_destination.delivery.budget import BudgetExhausted
 from freshsales_destination.delivery.executor import CREATE_CLAIM_SECONDS, LOOKUP_SETTLE_SECONDS
 from freshsales_destination.delivery.learned import BULK_API, BULK_LINKS, Fact, LearnedFacts
@@ -1041,8 +1042,12 @@ class BulkSender:
             if item.email and item.user:
                 await store_call(self._remember_by_email, item, now)
             await self._hold(worker, item, now, f"delivered by bulk job {job['id']}")
+            reason = f"written by bulk job {job['id']}"
+            # The journey says which job wrote it (its calls are the job's, shared by its records).
+            steps = [journal.step(seq, now, str(MessageStatus.DELIVERED), reason=reason, bulk_job=str(job["id"]))
+                     for seq in item.seqs]
             await store_call(worker.store.finish, item.seqs, status=MessageStatus.DELIVERED, now=now,
-                             reason=f"written by bulk job {job['id']}")
+                             reason=reason, steps=steps, attempted=True)
             metrics.count_finished(self.destination, ["identify"] * len(item.seqs), delivered=True,
                                    latencies=[now - received for received in item.received])
         worker.stats.delivered += sum(len(item.seqs) for item in done)
