@@ -519,7 +519,7 @@ def main() -> None:
     parser.add_argument("--backfill-users", type=int, default=0,
                         help="run only the backfill scenario with this many users")
     parser.add_argument("--job-seconds", type=float, default=10.0,
-                        help="backfill: how long the sandbox's bulk jobs take (simulated seconds)")
+                        help="backfill and backlog-bulk: how long the sandbox's bulk jobs take (simulated seconds)")
     parser.add_argument("--single-hours", type=float, default=24.0,
                         help="backfill: stop the single-call engine after this many simulated hours")
     args = parser.parse_args()
