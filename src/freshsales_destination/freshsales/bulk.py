@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from freshsales_destination.freshsales.errors import as_int
+
 MAX_BULK_ITEMS = 100
 """Every caller batches by 100 (not stated officially)."""
 
@@ -67,16 +69,6 @@ def job_id_from_url(url: Any) -> str | None:
     return found.group(1) if found else None
 
 
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
 def _failure(item: Any) -> BulkFailure:
     if not isinstance(item, Mapping):
         return BulkFailure(None, None, (str(item)[:500],))
@@ -115,8 +107,8 @@ def parse_job_status(job_id: str, body: Any) -> JobStatus:
         job_id=job_id,
         status=status,
         finished=status not in UNFINISHED,
-        succeeded=_count(counts.get("succeeded")),
-        failed=_count(counts.get("failed")),
+        succeeded=as_int(counts.get("succeeded")),
+        failed=as_int(counts.get("failed")),
         failures=failures,
         progress=float(progress) if isinstance(progress, int | float) and not isinstance(progress, bool) else None,
     )

@@ -259,7 +259,8 @@ class ParsedErrorBody:
         )
 
 
-def _as_int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """An integer from an int or a digit string (as Freshsales sends counts and codes); else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -328,7 +329,7 @@ def parse_error_body(content: bytes | str) -> ParsedErrorBody:
     if isinstance(body, dict):
         errors = body.get("errors")
         if isinstance(errors, dict):
-            code = _as_int(errors.get("code"))
+            code = as_int(errors.get("code"))
             found = _texts(errors.get("message", errors.get("messages")))
             if not found and "message" not in errors and "code" not in errors:
                 found = _texts(errors)
@@ -337,7 +338,7 @@ def parse_error_body(content: bytes | str) -> ParsedErrorBody:
         elif errors is not None:
             messages.extend(_texts(errors))
         if code is None:
-            code = _as_int(body.get("error_code"))
+            code = as_int(body.get("error_code"))
         if not messages:
             messages.extend(_texts(body.get("message")))
         if not messages:
