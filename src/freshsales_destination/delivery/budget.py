@@ -187,11 +187,12 @@ class StoreBudget:
         """True when events may no longer spend the hour: records then go first."""
         if not self.records_first:
             return False
-        if self.record_backlog_calls > 0 and self._records_need_it(self.state(), self.now()):
+        state, now = self.state(), self.now()
+        if self._records_need_it(state, now):
             return True
         return (
             available(
-                self.state(), self.now(), self.limits, "event",
+                state, now, self.limits, "event",
                 reserve_fraction_for_records=self.reserve_fraction,
             )
             <= 0

@@ -311,15 +311,20 @@ class BulkSender:
             return stored, orjson.dumps(data)
 
         header: dict[str, Any] | None = self.store.kv_update(NAMESPACE, self.destination, update, now=self.now())
-
-        def close(raw: bytes | None) -> tuple[dict[str, Any], bytes]:
-            stored = orjson.loads(raw) if raw else {}
-            return stored, orjson.dumps({"closed": True})
-
-        lanes = self.store.kv_update(self._lanes_namespace(), job_id, close, now=self.now())
+        lanes = self._close_lanes(job_id)
         if header is None:
             return None
         return {**header, "items": list(lanes.get("items") or []), "waiters": list(lanes.get("waiters") or [])}
+
+    def _close_lanes(self, job_id: str) -> dict[str, Any]:
+        """Close a job's lanes value (nothing attaches to it afterwards); what it held."""
+
+        def close(raw: bytes | None) -> tuple[dict[str, Any], bytes]:
+            stored: dict[str, Any] = orjson.loads(raw) if raw else {}
+            return stored, orjson.dumps({"closed": True})
+
+        lanes: dict[str, Any] = self.store.kv_update(self._lanes_namespace(), job_id, close, now=self.now())
+        return lanes
 
     def _pending_accounts(self) -> dict[str, tuple[str, float]]:
         """Account names (trimmed, lower case) in this destination's accounts jobs not settled
@@ -416,8 +421,7 @@ class BulkSender:
             return None, orjson.dumps(stored)
 
         self.store.kv_update(self._lanes_namespace(), joined, add, now=now)
-        self.store.kv_update(self._lanes_namespace(), str(job["id"]), lambda raw: (None, orjson.dumps({"closed": True})),
-                             now=now)
+        self._close_lanes(str(job["id"]))
 
     def _take_due(self) -> dict[str, Any] | None:
         """A job whose poll is due, leased to this caller for ``poll_lease_seconds``."""

@@ -218,19 +218,14 @@ class DestinationWorker:
             if self.bulk.saturated:
                 # As many jobs as may be are pending: identifies wait for the next job, and
                 # events go only if the record backlog leaves them budget.
-                wait = self.executor.budget.events_wait()
-                if wait > 0:
-                    self.executor.budget.note_wait(wait)
+                if self._events_wait():
                     return False
                 heads = NON_RECORD_TYPES
         claim: LaneClaim | None = None
         if heads is None and self.records_first():
             claim = await self._claim(RECORD_TYPES)
-            if claim is None:
-                wait = self.executor.budget.events_wait()
-                if wait > 0:  # the record writes bulk has in hand need the budget first
-                    self.executor.budget.note_wait(wait)
-                    return False
+            if claim is None and self._events_wait():
+                return False
         if claim is None:
             claim = await self._claim(heads)
         if claim is None:
@@ -247,6 +242,14 @@ class DestinationWorker:
         # A lane stopped by the spent budget (or an unreadable schema) made no progress: say
         # so, or the caller takes the same lane again at once and spins until the budget frees.
         return progressed
+
+    def _events_wait(self) -> bool:
+        """True (and the budget's wait hint set) while the record writes bulk has in hand need
+        the budget first: no event lane is taken."""
+        wait = self.executor.budget.events_wait()
+        if wait > 0:
+            self.executor.budget.note_wait(wait)
+        return wait > 0
 
     async def _claim(self, heads: tuple[str, ...] | None) -> LaneClaim | None:
         """The lane of the oldest ready message (whose lane's next message is of ``heads``)."""
